@@ -1,0 +1,873 @@
+/*
+ * netrunner-shepherd: one small process that watches one child for its owner.
+ *
+ * It runs in one of two roles, chosen by argv[1]:
+ *
+ *   --fork-server  fd 3 is a SOCK_SEQPACKET socket to the owning Python.
+ *                  Each FS_FORK datagram carries one end of a fresh
+ *                  socketpair; the server forks, and the new process becomes
+ *                  the shepherd for that socket.  The server keeps no state
+ *                  per child beyond the pids of its shepherds, reaps them,
+ *                  and (as a subreaper) kills whatever a dead shepherd left
+ *                  behind.
+ *   --shepherd     fd 3 is the stream socket to the owner (no fork server).
+ *
+ * A shepherd reads one OP_SPAWN request, starts the child in its own process
+ * group, passes the owner's pipe ends back with SCM_RIGHTS, and then waits on
+ * two things only: the owner socket and a SIGCHLD self-pipe.  When the child
+ * exits it kills every descendant still running, reaps them, reports
+ * OP_EXITED with the raw wait status and rusage, and exits.  When the owner
+ * goes away (EOF, error, or a frame it cannot understand) it stops the child:
+ * SIGTERM to the group, up to kill_timeout, then SIGKILL, with every wait
+ * bounded.  Frame layout and numbers: protocol.h, generated from Python.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "protocol.h"
+
+#define OWNER_FD 3
+#define MAX_FDS 8
+#define MAX_RLIMITS 32
+#define REAP_BOUND_MS 3000     /* after SIGKILL: a D-state child cannot hold us longer */
+#define SEND_BOUND_MS 5000     /* a wedged owner cannot block a report longer */
+#define REQUEST_BOUND_MS 60000 /* an owner that never sends its request */
+
+/* ---------------------------------------------------------------- basics */
+
+static int sigchld_pipe[2] = {-1, -1};
+
+static void complain(const char *what) {
+    char line[256];
+    int saved = errno;
+    int n = snprintf(line, sizeof line, "netrunner-shepherd[%ld]: %s: %s\n",
+                     (long)getpid(), what, strerror(saved));
+    if (n > 0 && write(STDERR_FILENO, line, (size_t)n) < 0) {
+        /* nowhere left to complain to */
+    }
+    errno = saved;
+}
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int ms_until(int64_t deadline) {
+    int64_t left = deadline - now_ms();
+    if (left < 0) return 0;
+    return left > 60000 ? 60000 : (int)left;
+}
+
+static void put_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void put_u32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint16_t get_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint32_t get_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static uint64_t get_u64(const uint8_t *p) {
+    return (uint64_t)get_u32(p) | ((uint64_t)get_u32(p + 4) << 32);
+}
+
+static void close_fd(int *fd) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+}
+
+static void on_sigchld(int sig) {
+    int saved = errno;
+    (void)sig;
+    if (write(sigchld_pipe[1], "c", 1) < 0) {
+        /* pipe full: a wake-up is already pending */
+    }
+    errno = saved;
+}
+
+/* SIGCHLD becomes a readable byte on sigchld_pipe; SIGPIPE is ignored so a
+ * vanished owner shows up as EPIPE (owner loss), never as our death. */
+static int install_signals(void) {
+    struct sigaction sa;
+    sigset_t empty;
+    if (pipe2(sigchld_pipe, O_CLOEXEC | O_NONBLOCK) < 0) { complain("pipe2"); return -1; }
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigchld;
+    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGCHLD, &sa, NULL) < 0) { complain("sigaction SIGCHLD"); return -1; }
+    sa.sa_handler = SIG_IGN;
+    sa.sa_flags = 0;
+    if (sigaction(SIGPIPE, &sa, NULL) < 0) { complain("sigaction SIGPIPE"); return -1; }
+    sigemptyset(&empty);
+    if (sigprocmask(SIG_SETMASK, &empty, NULL) < 0) { complain("sigprocmask"); return -1; }
+    return 0;
+}
+
+static void drain_sigchld_pipe(void) {
+    char buf[64];
+    while (read(sigchld_pipe[0], buf, sizeof buf) > 0) {
+    }
+}
+
+/* Wait until SIGCHLD arrives or the deadline passes. */
+static void wait_sigchld(int64_t deadline) {
+    struct pollfd p = {.fd = sigchld_pipe[0], .events = POLLIN};
+    if (poll(&p, 1, ms_until(deadline)) > 0) drain_sigchld_pipe();
+}
+
+/* ----------------------------------------------------- descendants (Linux) */
+
+/* Our direct children, from /proc: with PR_SET_CHILD_SUBREAPER these include
+ * every descendant whose own parent died.  Returns the count (<= max). */
+static int list_children(pid_t *out, int max) {
+    char path[64], buf[4096];
+    int n = 0;
+    snprintf(path, sizeof path, "/proc/self/task/%ld/children", (long)getpid());
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t len;
+    do len = read(fd, buf, sizeof buf - 1); while (len < 0 && errno == EINTR);
+    close(fd);
+    if (len <= 0) return 0;
+    buf[len] = '\0';
+    for (char *p = buf; *p && n < max;) {
+        char *end;
+        long pid = strtol(p, &end, 10);
+        if (end == p) break;
+        if (pid > 0) out[n++] = (pid_t)pid;
+        p = end;
+    }
+    return n;
+}
+
+/* Signal a process we have not reaped (so its pid cannot be reused) and the
+ * group it leads, if it leads one. */
+static void signal_tree_member(pid_t pid, int sig) {
+    kill(-pid, sig);
+    kill(pid, sig);
+}
+
+/* ------------------------------------------------------------ owner I/O */
+
+struct inbuf {
+    uint8_t *buf;
+    size_t len, cap;
+    int fds[MAX_FDS];
+    int nfds;
+};
+
+static void inbuf_close_fds(struct inbuf *in) {
+    for (int i = 0; i < in->nfds; i++) close(in->fds[i]);
+    in->nfds = 0;
+}
+
+/* One non-blocking recvmsg into the carry buffer.
+ * Returns >0 bytes read, 0 on EOF, -1 on error or EAGAIN (errno says). */
+static ssize_t inbuf_fill(struct inbuf *in, int sock) {
+    if (in->cap - in->len < 65536) {
+        size_t cap = in->cap ? in->cap * 2 : 65536;
+        while (cap - in->len < 65536) cap *= 2;
+        uint8_t *grown = realloc(in->buf, cap);
+        if (!grown) { errno = ENOMEM; return -1; }
+        in->buf = grown;
+        in->cap = cap;
+    }
+    union {
+        char raw[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = in->buf + in->len, .iov_len = in->cap - in->len};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
+                         .msg_control = control.raw, .msg_controllen = sizeof control.raw};
+    ssize_t n;
+    do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT); while (n < 0 && errno == EINTR);
+    if (n < 0) return -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        int *fds = (int *)(void *)CMSG_DATA(c);
+        for (size_t i = 0; i < count; i++) {
+            if (in->nfds < MAX_FDS) in->fds[in->nfds++] = fds[i];
+            else close(fds[i]);
+        }
+    }
+    if (msg.msg_flags & MSG_CTRUNC) { errno = EPROTO; return -1; }
+    in->len += (size_t)n;
+    return n;
+}
+
+/* 1 and the frame when a whole one is at the front, 0 when more bytes are
+ * needed, -1 when the header is invalid. */
+static int inbuf_frame(const struct inbuf *in, uint16_t *op, const uint8_t **payload, uint32_t *len) {
+    if (in->len < NR_HEADER_SIZE) return 0;
+    uint32_t plen = get_u32(in->buf);
+    if (plen > NR_MAX_PAYLOAD || get_u16(in->buf + 6) != 0) return -1;
+    if (in->len < NR_HEADER_SIZE + (size_t)plen) return 0;
+    *op = get_u16(in->buf + 4);
+    *payload = in->buf + NR_HEADER_SIZE;
+    *len = plen;
+    return 1;
+}
+
+static void inbuf_consume(struct inbuf *in, uint32_t payload_len) {
+    size_t used = NR_HEADER_SIZE + (size_t)payload_len;
+    memmove(in->buf, in->buf + used, in->len - used);
+    in->len -= used;
+}
+
+/* Send one frame, with optional fds, within SEND_BOUND_MS.  A partial write
+ * continues from where it stopped; the fds ride on the first byte. */
+static int send_frame(int sock, uint16_t op, const uint8_t *payload, uint32_t len,
+                      const int *fds, int nfds) {
+    uint8_t header[NR_HEADER_SIZE];
+    put_u32(header, len);
+    put_u16(header + 4, op);
+    put_u16(header + 6, 0);
+    size_t total = sizeof header + len, sent = 0;
+    int64_t deadline = now_ms() + SEND_BOUND_MS;
+    union {
+        char raw[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+        struct cmsghdr align;
+    } control;
+    while (sent < total) {
+        struct iovec iov[2];
+        int niov = 0;
+        if (sent < sizeof header) {
+            iov[niov++] = (struct iovec){header + sent, sizeof header - sent};
+            if (len) iov[niov++] = (struct iovec){(void *)payload, len};
+        } else {
+            iov[niov++] = (struct iovec){(void *)(payload + (sent - sizeof header)), total - sent};
+        }
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)niov};
+        if (sent == 0 && nfds > 0) {
+            memset(&control, 0, sizeof control);
+            msg.msg_control = control.raw;
+            msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+            struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+            memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+        }
+        ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) { sent += (size_t)n; continue; }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd p = {.fd = sock, .events = POLLOUT};
+            if (ms_until(deadline) == 0) { errno = ETIMEDOUT; return -1; }
+            poll(&p, 1, ms_until(deadline));
+            continue;
+        }
+        return -1;
+    }
+    return 0;
+}
+
+static void send_spawn_failed(int sock, uint32_t stage, int err) {
+    uint8_t p[8];
+    put_u32(p, stage);
+    put_u32(p + 4, (uint32_t)err);
+    send_frame(sock, NR_OP_SPAWN_FAILED, p, sizeof p, NULL, 0);
+}
+
+/* -------------------------------------------------------------- request */
+
+struct strv {
+    char **v;
+    size_t n, cap;
+};
+
+struct request {
+    struct strv argv, env, exec;
+    char *cwd;
+    uint32_t mode[3];
+    uint32_t kill_timeout_ms;
+    int nrlimits;
+    struct { int resource; struct rlimit limit; } rlimits[MAX_RLIMITS];
+};
+
+static int strv_push(struct strv *s, const uint8_t *data, uint32_t len) {
+    if (memchr(data, 0, len)) return -1;
+    if (s->n + 2 > s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        char **grown = realloc(s->v, cap * sizeof *grown);
+        if (!grown) return -1;
+        s->v = grown;
+        s->cap = cap;
+    }
+    char *copy = malloc((size_t)len + 1);
+    if (!copy) return -1;
+    memcpy(copy, data, len);
+    copy[len] = '\0';
+    s->v[s->n++] = copy;
+    s->v[s->n] = NULL;
+    return 0;
+}
+
+static void strv_free(struct strv *s) {
+    for (size_t i = 0; i < s->n; i++) free(s->v[i]);
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+static void request_free(struct request *rq) {
+    strv_free(&rq->argv);
+    strv_free(&rq->env);
+    strv_free(&rq->exec);
+    free(rq->cwd);
+    rq->cwd = NULL;
+}
+
+/* Decode the OP_SPAWN payload (a run of u16 tag, u32 length, value). */
+static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
+    uint32_t off = 0;
+    rq->kill_timeout_ms = 5000;
+    while (off < len) {
+        if (len - off < 6) return -1;
+        uint16_t tag = get_u16(p + off);
+        uint32_t flen = get_u32(p + off + 2);
+        const uint8_t *v = p + off + 6;
+        if (flen > len - off - 6) return -1;
+        off += 6 + flen;
+        switch (tag) {
+        case NR_FIELD_ARGV: if (strv_push(&rq->argv, v, flen) < 0) return -1; break;
+        case NR_FIELD_ENV: if (strv_push(&rq->env, v, flen) < 0) return -1; break;
+        case NR_FIELD_EXEC: if (strv_push(&rq->exec, v, flen) < 0) return -1; break;
+        case NR_FIELD_CWD: {
+            struct strv one = {0};
+            if (rq->cwd || strv_push(&one, v, flen) < 0) { strv_free(&one); return -1; }
+            rq->cwd = one.v[0];
+            free(one.v);
+            break;
+        }
+        case NR_FIELD_STDIN:
+        case NR_FIELD_STDOUT:
+        case NR_FIELD_STDERR: {
+            int slot = tag - NR_FIELD_STDIN;
+            if (flen != 4) return -1;
+            uint32_t mode = get_u32(v);
+            if (mode > NR_STDIO_STDOUT || (mode == NR_STDIO_STDOUT && slot != 2)) return -1;
+            rq->mode[slot] = mode;
+            break;
+        }
+        case NR_FIELD_KILL_TIMEOUT:
+            if (flen != 4) return -1;
+            rq->kill_timeout_ms = get_u32(v);
+            break;
+        case NR_FIELD_RLIMIT:
+            if (flen != 20 || rq->nrlimits == MAX_RLIMITS) return -1;
+            rq->rlimits[rq->nrlimits].resource = (int)get_u32(v);
+            rq->rlimits[rq->nrlimits].limit.rlim_cur = (rlim_t)get_u64(v + 4);
+            rq->rlimits[rq->nrlimits].limit.rlim_max = (rlim_t)get_u64(v + 12);
+            rq->nrlimits++;
+            break;
+        default:
+            return -1;
+        }
+    }
+    return (rq->argv.n > 0 && rq->exec.n > 0) ? 0 : -1;
+}
+
+/* Block (bounded) until the whole OP_SPAWN frame is here, then parse it.
+ * Returns 0, or -1 when the owner left or sent something else. */
+static int read_request(int sock, struct inbuf *in, struct request *rq) {
+    int64_t deadline = now_ms() + REQUEST_BOUND_MS;
+    for (;;) {
+        uint16_t op;
+        const uint8_t *payload;
+        uint32_t len;
+        int got = inbuf_frame(in, &op, &payload, &len);
+        if (got < 0) return -1;
+        if (got > 0) {
+            if (op != NR_OP_SPAWN) return -1;
+            int rc = parse_request(payload, len, rq);
+            inbuf_consume(in, len);
+            return rc;
+        }
+        ssize_t n = inbuf_fill(in, sock);
+        if (n == 0) return -1;
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+            struct pollfd p = {.fd = sock, .events = POLLIN};
+            if (ms_until(deadline) == 0) return -1;
+            poll(&p, 1, ms_until(deadline));
+        }
+    }
+}
+
+/* ------------------------------------------------------------ the child */
+
+/* Between fork and exec: async-signal-safe calls only.  Failures go back
+ * over the CLOEXEC error pipe as (stage, errno); success closes it. */
+__attribute__((noreturn)) static void child_fail(int errfd, uint32_t stage, int err) {
+    uint8_t p[8];
+    put_u32(p, stage);
+    put_u32(p + 4, (uint32_t)err);
+    if (write(errfd, p, sizeof p) < 0) {
+        /* the shepherd will see EOF and a non-zero status instead */
+    }
+    _exit(127);
+}
+
+__attribute__((noreturn)) static void exec_child(const struct request *rq, int stdio[3], int errfd) {
+    sigset_t empty;
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        sigaction(sig, &dfl, NULL); /* EINVAL for libc-reserved signals is fine */
+    }
+    sigemptyset(&empty);
+    if (sigprocmask(SIG_SETMASK, &empty, NULL) < 0) child_fail(errfd, NR_STAGE_SIGNALS, errno);
+    if (setpgid(0, 0) < 0) child_fail(errfd, NR_STAGE_SETPGID, errno);
+
+    /* Lift every source above 2 first, so one dup2 cannot clobber another. */
+    for (int i = 0; i < 3; i++) {
+        if (stdio[i] >= 0 && stdio[i] < 3) {
+            stdio[i] = fcntl(stdio[i], F_DUPFD_CLOEXEC, 3);
+            if (stdio[i] < 0) child_fail(errfd, NR_STAGE_DUP2, errno);
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        if (stdio[i] >= 0 && dup2(stdio[i], i) < 0) child_fail(errfd, NR_STAGE_DUP2, errno);
+    }
+    if (rq->cwd && chdir(rq->cwd) < 0) child_fail(errfd, NR_STAGE_CHDIR, errno);
+    for (int i = 0; i < rq->nrlimits; i++) {
+        if (setrlimit(rq->rlimits[i].resource, &rq->rlimits[i].limit) < 0)
+            child_fail(errfd, NR_STAGE_RLIMIT, errno);
+    }
+    /* Like CPython's _posixsubprocess: remember the first error that is not
+     * "no such file", so a PATH entry without the program does not hide a
+     * later one that exists but is not executable. */
+    static char *no_env[] = {NULL};
+    char **envp = rq->env.n ? rq->env.v : no_env;
+    int saved = 0;
+    for (size_t i = 0; i < rq->exec.n; i++) {
+        execve(rq->exec.v[i], rq->argv.v, envp);
+        if (errno != ENOENT && errno != ENOTDIR && saved == 0) saved = errno;
+    }
+    child_fail(errfd, NR_STAGE_EXEC, saved ? saved : errno);
+}
+
+/* ------------------------------------------------------------- shepherd */
+
+struct shepherd {
+    int sock;
+    pid_t child;
+    uint32_t kill_timeout_ms;
+    int owner_gone;
+    int64_t kill_at;   /* SIGKILL due (0 = not stopping) */
+    int64_t giveup_at; /* SIGKILL sent; reaping bound (0 = not yet) */
+    struct inbuf in;
+};
+
+/* The child's group, or the child alone if it left its group, and every
+ * descendant re-parented to us (their groups too). */
+static void signal_all(const struct shepherd *s, int sig) {
+    pid_t kids[1024];
+    if (kill(-s->child, sig) < 0 && errno == ESRCH) kill(s->child, sig);
+    int n = list_children(kids, 1024);
+    for (int i = 0; i < n; i++)
+        if (kids[i] != s->child) signal_tree_member(kids[i], sig);
+}
+
+static void escalate(struct shepherd *s) {
+    signal_all(s, SIGKILL);
+    s->kill_at = 0;
+    if (!s->giveup_at) s->giveup_at = now_ms() + REAP_BOUND_MS;
+}
+
+static void begin_stop(struct shepherd *s, uint32_t grace_ms) {
+    if (s->giveup_at) return;
+    if (grace_ms == 0) { escalate(s); return; }
+    int64_t due = now_ms() + grace_ms;
+    if (!s->kill_at) signal_all(s, SIGTERM);
+    if (!s->kill_at || due < s->kill_at) s->kill_at = due;
+}
+
+static void owner_lost(struct shepherd *s) {
+    if (s->owner_gone) return;
+    s->owner_gone = 1;
+    close_fd(&s->sock);
+    inbuf_close_fds(&s->in);
+    begin_stop(s, s->kill_timeout_ms);
+}
+
+/* Reap re-parented descendants that already exited; 1 when the child itself
+ * has exited (left unreaped, so its pid and group id stay pinned). */
+static int child_has_exited(const struct shepherd *s) {
+    for (;;) {
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
+            if (errno == EINTR) continue;
+            return 0;
+        }
+        if (si.si_pid == 0) return 0;
+        if (si.si_pid == s->child) return 1;
+        waitpid(si.si_pid, NULL, 0);
+    }
+}
+
+/* The process-tree rule: once the child is gone, everything it left is
+ * garbage.  SIGKILL the lot and reap until we have no children, bounded. */
+static void kill_leftovers(void) {
+    int64_t deadline = now_ms() + REAP_BOUND_MS;
+    pid_t kids[1024];
+    for (;;) {
+        while (waitpid(-1, NULL, WNOHANG) > 0) {
+        }
+        int n = list_children(kids, 1024);
+        if (n == 0) {
+            /* /proc may be missing: fall back to "no children left to wait for" */
+            if (waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD) return;
+        }
+        for (int i = 0; i < n; i++) signal_tree_member(kids[i], SIGKILL);
+        if (ms_until(deadline) == 0) return;
+        wait_sigchld(deadline);
+    }
+}
+
+static int finish(struct shepherd *s) {
+    int status = 0;
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    kill(-s->child, SIGKILL); /* the group, while the zombie pins its id */
+    while (wait4(s->child, &status, 0, &ru) < 0 && errno == EINTR) {
+    }
+    kill_leftovers();
+    if (!s->owner_gone) {
+        uint8_t p[28];
+        put_u32(p, (uint32_t)status);
+        put_u64(p + 4, (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec);
+        put_u64(p + 12, (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec);
+        put_u64(p + 20, (uint64_t)ru.ru_maxrss);
+        if (send_frame(s->sock, NR_OP_EXITED, p, sizeof p, NULL, 0) < 0) complain("send EXITED");
+    }
+    return 0;
+}
+
+/* Commands from the owner; anything unexpected counts as owner loss. */
+static void handle_owner_input(struct shepherd *s) {
+    ssize_t n = inbuf_fill(&s->in, s->sock);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n <= 0 || s->in.nfds > 0) { owner_lost(s); return; }
+    for (;;) {
+        uint16_t op;
+        const uint8_t *payload;
+        uint32_t len;
+        int got = inbuf_frame(&s->in, &op, &payload, &len);
+        if (got == 0) return;
+        if (got < 0 || len != 4) { owner_lost(s); return; }
+        uint32_t arg = get_u32(payload);
+        inbuf_consume(&s->in, len);
+        if (op == NR_OP_SIGNAL && arg >= 1 && arg < (uint32_t)NSIG) {
+            if (kill(-s->child, (int)arg) < 0 && errno == ESRCH) kill(s->child, (int)arg);
+        } else if (op == NR_OP_STOP) {
+            begin_stop(s, arg);
+        } else {
+            owner_lost(s);
+            return;
+        }
+    }
+}
+
+static int supervise(struct shepherd *s) {
+    for (;;) {
+        if (child_has_exited(s)) return finish(s);
+        if (s->kill_at && now_ms() >= s->kill_at) escalate(s);
+        if (s->giveup_at && now_ms() >= s->giveup_at) {
+            errno = ETIMEDOUT;
+            complain("child did not die after SIGKILL");
+            return 1;
+        }
+        int timeout = -1;
+        if (s->kill_at) timeout = ms_until(s->kill_at);
+        else if (s->giveup_at) timeout = ms_until(s->giveup_at);
+        struct pollfd p[2] = {{.fd = sigchld_pipe[0], .events = POLLIN},
+                              {.fd = s->sock, .events = POLLIN}};
+        int n = poll(p, s->owner_gone ? 1 : 2, timeout);
+        if (n < 0 && errno != EINTR) { complain("poll"); owner_lost(s); }
+        if (n <= 0) continue;
+        if (p[0].revents) drain_sigchld_pipe();
+        if (!s->owner_gone && p[1].revents) handle_owner_input(s);
+    }
+}
+
+static int open_stdio(struct request *rq, struct inbuf *in, int child_end[3], int owner_end[3]) {
+    int next_inherited = 0;
+    for (int i = 0; i < 3; i++) {
+        child_end[i] = owner_end[i] = -1;
+        switch (rq->mode[i]) {
+        case NR_STDIO_PIPE: {
+            int p[2];
+            if (pipe2(p, O_CLOEXEC) < 0) return -1;
+            fcntl(p[1], F_SETPIPE_SZ, 1 << 20); /* best effort: pipe-max-size may be lower */
+            child_end[i] = i == 0 ? p[0] : p[1];
+            owner_end[i] = i == 0 ? p[1] : p[0];
+            break;
+        }
+        case NR_STDIO_DEVNULL:
+            child_end[i] = open("/dev/null", (i == 0 ? O_RDONLY : O_WRONLY) | O_CLOEXEC);
+            if (child_end[i] < 0) return -1;
+            break;
+        case NR_STDIO_INHERIT:
+            if (next_inherited >= in->nfds) { errno = EBADF; return -1; }
+            child_end[i] = in->fds[next_inherited];
+            in->fds[next_inherited++] = -1;
+            break;
+        case NR_STDIO_STDOUT:
+            child_end[i] = fcntl(child_end[1], F_DUPFD_CLOEXEC, 3);
+            if (child_end[i] < 0) return -1;
+            break;
+        }
+    }
+    return 0;
+}
+
+/* Start the child.  Returns 0 with s->child set, or 1 after reporting. */
+static int start_child(struct shepherd *s, struct request *rq) {
+    int child_end[3], owner_end[3], errpipe[2] = {-1, -1};
+    int rc = 1;
+    if (open_stdio(rq, &s->in, child_end, owner_end) < 0 || pipe2(errpipe, O_CLOEXEC) < 0) {
+        send_spawn_failed(s->sock, NR_STAGE_PIPE, errno);
+        goto out;
+    }
+    inbuf_close_fds(&s->in);
+    pid_t pid = fork();
+    if (pid < 0) {
+        send_spawn_failed(s->sock, NR_STAGE_FORK, errno);
+        goto out;
+    }
+    if (pid == 0) exec_child(rq, child_end, errpipe[1]);
+    setpgid(pid, pid); /* also in the child: whichever runs first wins, no race */
+    for (int i = 0; i < 3; i++) close_fd(&child_end[i]);
+    close_fd(&errpipe[1]);
+
+    uint8_t report[8];
+    ssize_t got = 0, n;
+    while ((size_t)got < sizeof report) {
+        n = read(errpipe[0], report + got, sizeof report - (size_t)got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += n;
+    }
+    if (got > 0) {
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+        if (got == sizeof report) send_spawn_failed(s->sock, get_u32(report), (int)get_u32(report + 4));
+        else send_spawn_failed(s->sock, NR_STAGE_EXEC, EIO);
+        goto out;
+    }
+    s->child = pid;
+    uint8_t started[8];
+    int fds[3], nfds = 0;
+    uint32_t mask = 0;
+    for (int i = 0; i < 3; i++) {
+        if (owner_end[i] < 0) continue;
+        mask |= 1u << i;
+        fds[nfds++] = owner_end[i];
+    }
+    put_u32(started, (uint32_t)pid);
+    put_u32(started + 4, mask);
+    if (send_frame(s->sock, NR_OP_STARTED, started, sizeof started, fds, nfds) < 0) owner_lost(s);
+    rc = 0;
+out:
+    for (int i = 0; i < 3; i++) {
+        close_fd(&child_end[i]);
+        close_fd(&owner_end[i]);
+    }
+    close_fd(&errpipe[0]);
+    close_fd(&errpipe[1]);
+    inbuf_close_fds(&s->in);
+    return rc;
+}
+
+static int run_shepherd(int sock) {
+    struct shepherd s = {.sock = sock, .child = -1, .kill_timeout_ms = 5000};
+    struct request rq;
+    memset(&rq, 0, sizeof rq);
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) complain("prctl PR_SET_CHILD_SUBREAPER");
+    int flags = fcntl(sock, F_GETFL);
+    if (flags < 0 || fcntl(sock, F_SETFL, flags | O_NONBLOCK) < 0) { complain("fcntl O_NONBLOCK"); return 1; }
+    if (install_signals() < 0) return 1;
+    if (read_request(sock, &s.in, &rq) < 0) {
+        send_spawn_failed(sock, NR_STAGE_REQUEST, EINVAL);
+        request_free(&rq);
+        free(s.in.buf);
+        inbuf_close_fds(&s.in);
+        return 1;
+    }
+    s.kill_timeout_ms = rq.kill_timeout_ms;
+    int rc = start_child(&s, &rq);
+    request_free(&rq);
+    if (rc == 0) rc = supervise(&s);
+    close_fd(&s.sock);
+    free(s.in.buf);
+    return rc;
+}
+
+/* ----------------------------------------------------------- fork server */
+
+struct pidset {
+    pid_t *v;
+    size_t n, cap;
+};
+
+static int pidset_add(struct pidset *s, pid_t pid) {
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 64;
+        pid_t *grown = realloc(s->v, cap * sizeof *grown);
+        if (!grown) return -1;
+        s->v = grown;
+        s->cap = cap;
+    }
+    s->v[s->n++] = pid;
+    return 0;
+}
+
+static int pidset_remove(struct pidset *s, pid_t pid) {
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->v[i] == pid) { s->v[i] = s->v[--s->n]; return 1; }
+    }
+    return 0;
+}
+
+/* A shepherd died without finishing: its child and anything else it left
+ * was re-parented to us (we are a subreaper).  Kill every child of ours that
+ * is not a live shepherd. */
+static void kill_orphans(const struct pidset *shepherds) {
+    pid_t kids[1024];
+    int n = list_children(kids, 1024);
+    for (int i = 0; i < n; i++) {
+        int ours = 0;
+        for (size_t j = 0; j < shepherds->n; j++) ours |= shepherds->v[j] == kids[i];
+        if (!ours) signal_tree_member(kids[i], SIGKILL);
+    }
+}
+
+static void reap_shepherds(struct pidset *shepherds) {
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        int was_shepherd = pidset_remove(shepherds, pid);
+        if (!was_shepherd || !WIFEXITED(status) || WEXITSTATUS(status) != 0) kill_orphans(shepherds);
+    }
+}
+
+/* One FS_FORK datagram: fork a shepherd for the socket it carries.
+ * Returns -1 when the owner is gone or spoke nonsense. */
+static int serve_fork(int ctl, struct pidset *shepherds) {
+    struct inbuf in = {0};
+    uint8_t op = 0;
+    union {
+        char raw[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = &op, .iov_len = 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
+                         .msg_control = control.raw, .msg_controllen = sizeof control.raw};
+    ssize_t n;
+    do n = recvmsg(ctl, &msg, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
+    if (n <= 0) return -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        int *fds = (int *)(void *)CMSG_DATA(c);
+        for (size_t i = 0; i < count; i++) {
+            if (in.nfds < MAX_FDS) in.fds[in.nfds++] = fds[i];
+            else close(fds[i]);
+        }
+    }
+    if (op != NR_FS_FORK || in.nfds != 1 || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
+        inbuf_close_fds(&in);
+        return -1;
+    }
+    int sock = in.fds[0];
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* The new shepherd: shed the server's state, keep only its socket. */
+        close(ctl);
+        close_fd(&sigchld_pipe[0]);
+        close_fd(&sigchld_pipe[1]);
+        free(shepherds->v);
+        exit(run_shepherd(sock));
+    }
+    if (pid < 0) send_spawn_failed(sock, NR_STAGE_FORK, errno);
+    else if (pidset_add(shepherds, pid) < 0) complain("pidset_add");
+    close(sock);
+    return 0;
+}
+
+static int run_fork_server(int ctl) {
+    struct pidset shepherds = {0};
+    int owner_gone = 0;
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) complain("prctl PR_SET_CHILD_SUBREAPER");
+    if (install_signals() < 0) return 1;
+    for (;;) {
+        reap_shepherds(&shepherds);
+        if (owner_gone && shepherds.n == 0 && waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD) break;
+        struct pollfd p[2] = {{.fd = sigchld_pipe[0], .events = POLLIN}, {.fd = ctl, .events = POLLIN}};
+        int n = poll(p, owner_gone ? 1 : 2, -1);
+        if (n < 0 && errno != EINTR) { complain("poll"); break; }
+        if (n <= 0) continue;
+        if (p[0].revents) drain_sigchld_pipe();
+        if (!owner_gone && p[1].revents && serve_fork(ctl, &shepherds) < 0) {
+            owner_gone = 1;
+            close(ctl);
+        }
+    }
+    free(shepherds.v);
+    return 0;
+}
+
+/* -------------------------------------------------------------------- main */
+
+/* Start from a clean slate: nothing but 0-3 open, 0 and 1 on /dev/null
+ * (we never write there; stderr stays for diagnostics), fd 3 CLOEXEC. */
+static int tidy_fds(void) {
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0) { complain("open /dev/null"); return -1; }
+    if (null != 0 && dup2(null, 0) < 0) { complain("dup2 stdin"); return -1; }
+    if (null != 1 && dup2(null, 1) < 0) { complain("dup2 stdout"); return -1; }
+    if (null > 3) close(null);
+    if (fcntl(OWNER_FD, F_SETFD, FD_CLOEXEC) < 0) { complain("fcntl owner socket"); return -1; }
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, OWNER_FD + 1, ~0U, 0) == 0) return 0;
+#endif
+    long max = sysconf(_SC_OPEN_MAX);
+    for (long fd = OWNER_FD + 1; fd < (max > 0 ? max : 1024); fd++) close((int)fd);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2 || (strcmp(argv[1], "--fork-server") && strcmp(argv[1], "--shepherd"))) {
+        fprintf(stderr, "usage: netrunner-shepherd --fork-server|--shepherd (fd 3: owner socket)\n");
+        return 2;
+    }
+    if (tidy_fds() < 0) return 1;
+    if (strcmp(argv[1], "--fork-server") == 0) return run_fork_server(OWNER_FD);
+    return run_shepherd(OWNER_FD);
+}

@@ -1,0 +1,48 @@
+"""netrunner: safe OS process execution.
+
+Every child runs under its own small native shepherd that kills the
+child's whole process tree the moment its Python owner goes away, even
+when Python is SIGKILLed.  See README.md for the guarantees.
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+from ._core import after_fork_in_child as _after_fork_in_child
+from ._errors import (
+    CalledProcessError,
+    CgroupError,
+    NetRunnerError,
+    OutputLimitExceeded,
+    ShepherdError,
+    TimeoutExpired,
+)
+from ._launch import FORK_SERVER as _FORK_SERVER
+from ._process import Process, spawn
+from ._result import Result
+from ._run import run
+from ._stats import Stats
+
+__all__ = [
+    "CalledProcessError",
+    "CgroupError",
+    "NetRunnerError",
+    "OutputLimitExceeded",
+    "Process",
+    "Result",
+    "ShepherdError",
+    "Stats",
+    "TimeoutExpired",
+    "run",
+    "spawn",
+]
+__version__ = "0.1.0"
+
+
+def _forget_parent_state() -> None:
+    _after_fork_in_child()
+    _FORK_SERVER.forget_after_fork()
+
+
+_os.register_at_fork(after_in_child=_forget_parent_state)

@@ -1,0 +1,443 @@
+"""The I/O core of one child: non-blocking steps, no waiting.
+
+Every method here does at most a bounded amount of non-blocking work on
+the child's fds and the shepherd socket and returns at once.  Waiting for
+readiness is the driver's job (a ``poll`` loop in the sync API, the event
+loop in :mod:`netrunner.aio`), so the logic of reading, writing, draining
+stderr and following the shepherd exists exactly once.
+
+fd holders follow trio's rule: closing sets the number to -1, so a closed
+fd is never closed twice or used after another owner reused its number.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import os
+import select
+import socket
+import threading
+import time
+import weakref
+from typing import Any
+
+from . import _opcodes as op
+from ._errors import ShepherdError
+from ._protocol import Decoder, Event, Exited, ProtocolError, SpawnFailed, SpawnRequest, Started, encode_spawn
+from ._stats import Stats
+
+READ_SIZE = 65536
+STDERR_TAIL = 8192
+STDERR_BUFFER = 1 << 20  # unread stderr kept for read_stderr(); older bytes dropped
+STDOUT_BUFFER = 64 << 20  # stdout drained while waiting in write()/wait(); then backpressure
+DRAIN_BUDGET = 16  # reads per pipe per pass, so one flood cannot starve the rest
+POLLIN = select.POLLIN | select.POLLHUP | select.POLLERR
+POLLOUT = select.POLLOUT | select.POLLERR
+
+_live: weakref.WeakSet[ChildCore] = weakref.WeakSet()
+
+
+class Fd:
+    """An owned fd; ``fd == -1`` once closed."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = -1 if fd is None else fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __bool__(self) -> bool:
+        return self.fd >= 0
+
+
+_STAGE_NAMES = {
+    op.STAGE_FORK: "fork",
+    op.STAGE_PIPE: "creating pipes",
+    op.STAGE_REQUEST: "reading the request",
+    op.STAGE_SETPGID: "setpgid",
+    op.STAGE_DUP2: "dup2",
+    op.STAGE_CHDIR: "chdir",
+    op.STAGE_RLIMIT: "setrlimit",
+    op.STAGE_EXEC: "exec",
+    op.STAGE_SIGNALS: "resetting signals",
+}
+
+
+def spawn_error(failed: SpawnFailed, rq: SpawnRequest) -> BaseException:
+    """The exception ``subprocess`` would raise for the same failure."""
+    message = os.strerror(failed.errno)
+    if failed.stage == op.STAGE_EXEC:
+        return OSError(failed.errno, message, os.fsdecode(rq.argv[0]))
+    if failed.stage == op.STAGE_CHDIR and rq.cwd is not None:
+        return OSError(failed.errno, message, os.fsdecode(rq.cwd))
+    stage = _STAGE_NAMES.get(failed.stage, f"stage {failed.stage}")
+    if failed.stage in (op.STAGE_RLIMIT, op.STAGE_DUP2, op.STAGE_SETPGID, op.STAGE_SIGNALS):
+        return OSError(failed.errno, f"{message} (in the child, at {stage})")
+    return ShepherdError(f"the shepherd could not start the child ({stage}: {message})")
+
+
+class Handshake:
+    """Sending a SPAWN request and waiting for STARTED/SPAWN_FAILED.
+
+    ``want()`` says which readiness to wait for; ``step()`` makes progress
+    and returns the :class:`ChildCore` once the child runs.  It raises the
+    exec error, or :class:`ShepherdError` if the shepherd disappears."""
+
+    def __init__(self, sock: socket.socket, rq: SpawnRequest, inherit: list[int]) -> None:
+        self.sock = sock
+        self.rq = rq
+        self.decoder = Decoder()
+        self._out = memoryview(encode_spawn(rq))
+        self._fds = inherit
+        self.started: Started | None = None
+        self.after: list[Event] = []  # events that arrived with STARTED
+        self.ended: str | None = None  # and the connection's end, if it came too
+
+    def want(self) -> tuple[int, int]:
+        return self.sock.fileno(), (POLLOUT if self._out else 0) | POLLIN
+
+    def step(self) -> Started | None:
+        if self._out:
+            try:
+                if self._fds:
+                    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", self._fds).tobytes())]
+                    n = self.sock.sendmsg([self._out], anc)
+                    self._fds = []
+                else:
+                    n = self.sock.send(self._out)
+                self._out = self._out[n:]
+            except BlockingIOError:
+                pass
+            except OSError:
+                self._out = memoryview(b"")  # the shepherd is gone: the read side will say why
+        events, ended = receive(self.sock, self.decoder)
+        for event in events:
+            if self.started is None:
+                if isinstance(event, SpawnFailed):
+                    raise spawn_error(event, self.rq)
+                if not isinstance(event, Started):
+                    raise ShepherdError(f"unexpected {event!r} during spawn")
+                self.started = event
+            else:
+                # A fast child's EXITED can share a read with STARTED.
+                self.after.append(event)
+        if self.started is None:
+            if ended:
+                raise ShepherdError(f"{ended} before the child started")
+            return None
+        self.ended = ended
+        return self.started
+
+
+def receive(sock: socket.socket, decoder: Decoder) -> tuple[list[Event], str | None]:
+    """Every complete event readable now (non-blocking), and why the
+    connection ended if it did (EOF, error, garbage), else None.  Events
+    decoded before the end are always returned: EXITED followed at once by
+    the shepherd's exit must not be lost."""
+    events: list[Event] = []
+    while True:
+        try:
+            data, anc, _flags, _addr = sock.recvmsg(65536, socket.CMSG_SPACE(4 * 8), socket.MSG_CMSG_CLOEXEC)
+        except (BlockingIOError, InterruptedError):
+            return events, None
+        except OSError as exc:
+            return events, _orphaned(decoder, f"shepherd connection failed: {exc}")
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+                decoder.add_fds(fds)
+        if not data:
+            return events, _orphaned(decoder, "the shepherd exited")
+        try:
+            events.extend(decoder.feed(data))
+        except ProtocolError as exc:
+            return events, _orphaned(decoder, f"protocol error from the shepherd: {exc}")
+
+
+def _orphaned(decoder: Decoder, why: str) -> str:
+    for fd in decoder.take_unclaimed_fds():
+        os.close(fd)
+    return why
+
+
+class ChildCore:
+    """State and non-blocking steps for one running child."""
+
+    def __init__(self, args: Any, hs: Handshake, *, stderr_complete: bool = False) -> None:
+        started = hs.started
+        assert started is not None
+        self.args = args
+        self.pid = started.pid
+        self.kill_timeout = hs.rq.kill_timeout
+        self.sock: socket.socket | None = hs.sock
+        self.decoder = hs.decoder
+        self.stdin = Fd(started.stdin)
+        self.stdout = Fd(started.stdout)
+        self.stderr = Fd(started.stderr)
+        for holder in (self.stdin, self.stdout, self.stderr):
+            if holder:
+                os.set_blocking(holder.fd, False)
+        self.exited: Exited | None = None
+        self.lost: str | None = None
+        self.forked_away = False
+        # stdout read ahead while a writer or waiter had to drain it
+        self.out_buf = bytearray()
+        self.out_eof = False
+        # stderr: unread bytes (bounded or complete) and the last 8 KiB
+        self.stderr_complete = stderr_complete
+        self.err_buf = bytearray()
+        self.err_tail = bytearray()
+        self.err_eof = not self.stderr
+        self.err_dropped = 0
+        self.bytes_in = self.bytes_out = self.bytes_err = 0
+        self.read_count = self.write_count = 0
+        self.started_at = time.monotonic()
+        self.ended_at: float | None = None
+        self.lock = threading.RLock()
+        _live.add(self)
+        self._apply(hs.after, hs.ended)
+
+    # ----------------------------------------------------------- state
+    @property
+    def returncode(self) -> int | None:
+        return None if self.exited is None else os.waitstatus_to_exitcode(self.exited.status)
+
+    @property
+    def done(self) -> bool:
+        """The child is reaped, or its shepherd is gone (child killed)."""
+        return self.exited is not None or self.lost is not None
+
+    def check_owner(self) -> None:
+        if self.forked_away:
+            raise ShepherdError("this Process belongs to the parent of a fork()")
+
+    def stats(self) -> Stats:
+        ex = self.exited
+        end = self.ended_at if self.ended_at is not None else time.monotonic()
+        return Stats(
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            bytes_err=self.bytes_err,
+            read_count=self.read_count,
+            write_count=self.write_count,
+            duration=end - self.started_at,
+            returncode=self.returncode,
+            user_time=None if ex is None else ex.utime_us / 1e6,
+            system_time=None if ex is None else ex.stime_us / 1e6,
+            max_rss=None if ex is None else ex.maxrss_kib * 1024,
+        )
+
+    # -------------------------------------------------------- shepherd
+    def service_ctl(self) -> bool:
+        """Take in what the shepherd said; True if anything changed."""
+        if self.sock is None:
+            return False
+        events, ended = receive(self.sock, self.decoder)
+        return self._apply(events, ended)
+
+    def _apply(self, events: list[Event], ended: str | None) -> bool:
+        for event in events:
+            if isinstance(event, Exited) and self.exited is None:
+                self.exited = event
+                self.ended_at = time.monotonic()
+            else:
+                ended = f"unexpected message from the shepherd: {event!r}"
+                break
+        if ended is not None:
+            self._close_sock()
+            if self.exited is None:
+                self.lost = ended
+                self.ended_at = time.monotonic()
+        return bool(events) or ended is not None
+
+    def send(self, data: bytes) -> None:
+        """A command to the shepherd; dropped if it is already gone."""
+        sock = self.sock
+        if sock is None:
+            return
+        view = memoryview(data)
+        deadline = time.monotonic() + 5.0
+        while view:
+            try:
+                view = view[sock.send(view) :]
+            except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ShepherdError("the shepherd stopped reading commands") from None
+                select.select([], [sock], [], remaining)
+            except OSError:
+                return  # gone: service_ctl() will see EOF
+
+    def _close_sock(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def abandon(self) -> None:
+        """Owner loss on purpose: closing our socket makes the shepherd stop
+        the child (SIGTERM, kill_timeout, SIGKILL) without us waiting."""
+        self._close_sock()
+        self.close_fds()
+
+    def close_fds(self) -> None:
+        self.stdin.close()
+        self.stdout.close()
+        self.stderr.close()
+        self.out_eof = True
+        self.err_eof = True
+
+    # ----------------------------------------------------------- pipes
+    def drain_stderr(self) -> bool:
+        """Read stderr into the buffer (bounded unless complete capture)."""
+        fd = self.stderr.fd
+        if fd < 0:
+            return False
+        progress = False
+        for _ in range(DRAIN_BUDGET):
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                return progress
+            except InterruptedError:
+                continue
+            progress = True
+            if not data:
+                self.stderr.close()
+                self.err_eof = True
+                return True
+            self._keep_stderr(data)
+        return progress
+
+    def _keep_stderr(self, data: bytes) -> None:
+        self.bytes_err += len(data)
+        self.err_buf += data
+        if not self.stderr_complete and len(self.err_buf) > STDERR_BUFFER:
+            drop = len(self.err_buf) - STDERR_BUFFER
+            del self.err_buf[:drop]
+            self.err_dropped += drop
+        tail = self.err_tail
+        if len(data) >= STDERR_TAIL:
+            tail[:] = data[-STDERR_TAIL:]
+        else:
+            tail += data
+            if len(tail) > STDERR_TAIL:
+                del tail[: len(tail) - STDERR_TAIL]
+
+    def take_stderr(self, n: int) -> bytes:
+        data = bytes(self.err_buf[:n])
+        del self.err_buf[:n]
+        return data
+
+    def read_stdout(self, n: int) -> bytes | None:
+        """Up to ``n`` bytes of stdout; b"" at EOF; None if none yet."""
+        if self.out_buf:
+            data = bytes(self.out_buf[:n])
+            del self.out_buf[:n]
+            return data
+        fd = self.stdout.fd
+        if fd < 0:
+            return b""
+        while True:
+            try:
+                data = os.read(fd, n)
+            except BlockingIOError:
+                return None
+            except InterruptedError:
+                continue
+            if not data:
+                self.stdout.close()
+                self.out_eof = True
+                return b""
+            self.bytes_out += len(data)
+            self.read_count += 1
+            return data
+
+    def buffer_stdout(self) -> bool:
+        """Drain stdout into ``out_buf`` (up to STDOUT_BUFFER), so a child
+        blocked on a full stdout pipe can make progress while we wait."""
+        fd = self.stdout.fd
+        progress = False
+        for _ in range(DRAIN_BUDGET):
+            if fd < 0 or len(self.out_buf) >= STDOUT_BUFFER:
+                return progress
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                return progress
+            except InterruptedError:
+                continue
+            progress = True
+            if not data:
+                self.stdout.close()
+                self.out_eof = True
+                return True
+            self.bytes_out += len(data)
+            self.read_count += 1
+            self.out_buf += data
+        return progress
+
+    def write_stdin(self, data: memoryview) -> int | None:
+        """Write some of ``data``; None if the pipe is full.
+        BrokenPipeError once the child's end is gone."""
+        fd = self.stdin.fd
+        if fd < 0:
+            raise BrokenPipeError(errno.EPIPE, "stdin is closed")
+        while True:
+            try:
+                n = os.write(fd, data)
+            except BlockingIOError:
+                return None
+            except InterruptedError:
+                continue
+            if n == 0:
+                return None  # treat as EAGAIN (upstream looped forever here)
+            self.bytes_in += n
+            self.write_count += 1
+            return n
+
+    # -------------------------------------------------------- readiness
+    def interest(self, *, stdout: bool, stdin: bool) -> list[tuple[int, int]]:
+        """fds worth waiting on: the shepherd and stderr always, stdout and
+        stdin when the caller needs them."""
+        out = []
+        if self.sock is not None:
+            out.append((self.sock.fileno(), POLLIN))
+        if self.stderr.fd >= 0:
+            out.append((self.stderr.fd, POLLIN))
+        if stdout and self.stdout.fd >= 0 and len(self.out_buf) < STDOUT_BUFFER:
+            out.append((self.stdout.fd, POLLIN))
+        if stdin and self.stdin.fd >= 0:
+            out.append((self.stdin.fd, POLLOUT))
+        return out
+
+
+def after_fork_in_child() -> None:
+    """A forked interpreter must not hold its parent's shepherd sockets or
+    pipes: the shepherds would never see their owner die, and a child
+    would never see stdin EOF.  No locks here: another thread may have held
+    them at fork time."""
+    for core in list(_live):
+        core.forked_away = True
+        for holder in (core.stdin, core.stdout, core.stderr):
+            fd, holder.fd = holder.fd, -1
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        sock, core.sock = core.sock, None
+        if sock is not None:
+            try:
+                os.close(sock.detach())
+            except OSError:
+                pass
+        core.lock = threading.RLock()
+        if core.exited is None:
+            core.lost = "owned by the parent process"
+

@@ -1,0 +1,65 @@
+"""The shepherd protocol's numbers: the one source of truth.
+
+Both sides of the wire read their constants from here: Python imports this
+module, and ``tools/gen_protocol_h.py`` renders it into
+``shepherd/protocol.h`` for the C shepherd.  A test regenerates the header
+and fails when the checked-in copy has drifted, so the two sides can never
+disagree silently (upstream kept its opcodes in three hand-written places).
+
+Only plain ``NAME = int`` assignments grouped by prefix belong here; the
+generator copies every upper-case integer constant verbatim.
+"""
+
+from __future__ import annotations
+
+# Frame header: u32 payload length (little-endian), u16 opcode, u16 reserved.
+HEADER_SIZE = 8
+# Largest payload either side accepts; a longer frame is a protocol error.
+# A SPAWN request carries argv and env, which Linux caps far below this.
+MAX_PAYLOAD = 67108864  # 64 MiB
+
+# Owner -> shepherd.
+OP_SPAWN = 1  # TLV request; SCM_RIGHTS: one fd per STDIO_INHERIT slot, in slot order
+OP_SIGNAL = 2  # u32 signal number: sent to the child's process group
+OP_STOP = 3  # u32 grace in ms: SIGTERM, wait grace, SIGKILL (0 = SIGKILL now)
+
+# Shepherd -> owner.
+OP_STARTED = 16  # i32 child pid, u32 fd mask; SCM_RIGHTS: the fds in mask order
+OP_SPAWN_FAILED = 17  # u32 stage, i32 errno
+OP_EXITED = 18  # i32 wait status, i64 utime us, i64 stime us, i64 maxrss KiB
+
+# Fork server (SOCK_SEQPACKET, one datagram per request).
+FS_FORK = 1  # one byte; SCM_RIGHTS: the new shepherd's socket end
+
+# TLV fields of OP_SPAWN: u16 tag, u32 length, value.
+FIELD_ARGV = 1  # one per argument, in order (bytes, no NUL)
+FIELD_ENV = 2  # one per "KEY=VALUE" entry
+FIELD_EXEC = 3  # candidate executable paths, tried in order
+FIELD_CWD = 4  # working directory
+FIELD_STDIN = 5  # u32 stdio mode
+FIELD_STDOUT = 6  # u32 stdio mode
+FIELD_STDERR = 7  # u32 stdio mode
+FIELD_KILL_TIMEOUT = 8  # u32 ms, the grace used when the owner goes away
+FIELD_RLIMIT = 9  # u32 resource, u64 soft, u64 hard (RLIM_INFINITY = all ones)
+
+# Stdio modes.
+STDIO_PIPE = 0  # a fresh pipe; the owner's end comes back in OP_STARTED
+STDIO_DEVNULL = 1  # /dev/null
+STDIO_INHERIT = 2  # the fd passed with OP_SPAWN (the owner's own 0/1/2)
+STDIO_STDOUT = 3  # stderr only: the same file as stdout
+
+# Bits of OP_STARTED's fd mask; fds follow in this order.
+FDMASK_STDIN = 1
+FDMASK_STDOUT = 2
+FDMASK_STDERR = 4
+
+# Stages named by OP_SPAWN_FAILED.
+STAGE_FORK = 1  # fork server or shepherd could not fork
+STAGE_PIPE = 2  # pipe2 / open("/dev/null") in the shepherd
+STAGE_REQUEST = 3  # the request was malformed
+STAGE_SETPGID = 4  # setpgid in the child
+STAGE_DUP2 = 5  # wiring stdio in the child
+STAGE_CHDIR = 6  # chdir(cwd)
+STAGE_RLIMIT = 7  # setrlimit
+STAGE_EXEC = 8  # every execve candidate failed
+STAGE_SIGNALS = 9  # resetting signal dispositions or mask

@@ -1,0 +1,229 @@
+"""Validation of every user-facing option, before anything is started.
+
+Everything the spec's exception table names is checked here, in the
+caller's thread, so bad input raises a clear ``ValueError``/``TypeError``
+and never reaches the shepherd (upstream discovered bad options as a 10 s
+connect timeout).  The result is a :class:`~netrunner._protocol.SpawnRequest`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import signal
+import subprocess
+from typing import Any, Mapping, Sequence, Union
+
+from . import _opcodes as op
+from ._protocol import SpawnRequest
+
+StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+
+_STDERR_MODES = {
+    "pipe": op.STDIO_PIPE,
+    "stdout": op.STDIO_STDOUT,
+    "devnull": op.STDIO_DEVNULL,
+    "inherit": op.STDIO_INHERIT,
+}
+_STDIN_MODES = {"pipe": op.STDIO_PIPE, "devnull": op.STDIO_DEVNULL, "inherit": op.STDIO_INHERIT}
+_ALIASES: dict[Any, str] = {
+    subprocess.PIPE: "pipe",
+    subprocess.STDOUT: "stdout",
+    subprocess.DEVNULL: "devnull",
+    None: "inherit",
+}
+RLIM_INFINITY = 0xFFFFFFFFFFFFFFFF
+
+
+def _fsencode(value: Any, what: str) -> bytes:
+    if isinstance(value, (str, bytes)) or hasattr(value, "__fspath__"):
+        encoded = os.fsencode(value)
+    else:
+        raise TypeError(f"{what} must be str, bytes or os.PathLike, not {type(value).__name__}")
+    if b"\0" in encoded:
+        raise ValueError(f"embedded NUL byte in {what}: {value!r}")
+    return encoded
+
+
+def argv(args: Any) -> list[bytes]:
+    if isinstance(args, (str, bytes)) or hasattr(args, "__fspath__"):
+        raise TypeError("args must be a sequence of arguments, not a single string (there is no shell)")
+    if not isinstance(args, Sequence):
+        raise TypeError(f"args must be a sequence, not {type(args).__name__}")
+    if len(args) == 0:
+        raise ValueError("args must not be empty")
+    encoded = [_fsencode(a, "argument") for a in args]
+    if not encoded[0]:
+        raise ValueError("empty executable name")
+    return encoded
+
+
+def environment(env: Mapping[Any, Any] | None) -> list[bytes]:
+    """The child's complete environment (``None``: a snapshot of ours now)."""
+    source: Mapping[Any, Any] = os.environb if env is None else env
+    if not isinstance(source, Mapping):
+        raise TypeError(f"env must be a mapping, not {type(env).__name__}")
+    out = []
+    for key, value in source.items():
+        k = _fsencode(key, "environment variable name")
+        v = _fsencode(value, "environment variable value")
+        if not k or b"=" in k:
+            raise ValueError(f"illegal environment variable name: {key!r}")
+        out.append(k + b"=" + v)
+    return out
+
+
+def executables(program: bytes, env: Mapping[Any, Any] | None) -> list[bytes]:
+    """Where execve should look for ``program``, in order (subprocess's rule:
+    a name with a slash is used as is, else each PATH entry of ``env`` or,
+    without ``env``, of our own environment)."""
+    if b"/" in program:
+        return [program]
+    path_env = None
+    if env is not None:
+        for key in (b"PATH", "PATH"):
+            if key in env:
+                path_env = env[key]
+        search = os.get_exec_path({"PATH": os.fsdecode(path_env)} if path_env is not None else {})
+    else:
+        search = os.get_exec_path()
+    dirs = [os.fsencode(d) for d in search]
+    return [os.path.join(d, program) for d in dirs] or [program]
+
+
+def cwd(value: Any) -> bytes | None:
+    return None if value is None else _fsencode(value, "cwd")
+
+
+def stdio_mode(value: Any, *, stderr: bool) -> int:
+    modes = _STDERR_MODES if stderr else _STDIN_MODES
+    name = value
+    if not isinstance(value, str):
+        try:
+            name = _ALIASES.get(value, value)
+        except TypeError:  # unhashable
+            name = value
+    if isinstance(name, str) and name in modes:
+        return modes[name]
+    which = "stderr" if stderr else "stdin"
+    raise ValueError(f"unknown {which} mode {value!r}; expected one of {sorted(modes)}")
+
+
+def seconds(value: Any, what: str, *, allow_none: bool = True, allow_zero: bool = False) -> float | None:
+    if value is None:
+        if allow_none:
+            return None
+        raise TypeError(f"{what} must be a number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number, not {type(value).__name__}")
+    if math.isnan(value) or value < 0 or (value == 0 and not allow_zero) or math.isinf(value):
+        raise ValueError(f"{what} must be {'>= 0' if allow_zero else '> 0'} and finite, not {value!r}")
+    return float(value)
+
+
+def size(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0, not {value}")
+    return value
+
+
+def signal_number(sig: Any) -> int:
+    """A signal by number, ``signal.Signals`` or case-insensitive name."""
+    if isinstance(sig, bool):
+        raise ValueError(f"not a signal: {sig!r}")
+    if isinstance(sig, int):
+        valid = {int(s) for s in signal.valid_signals()}
+        if sig in valid and sig > 0:
+            return int(sig)
+        raise ValueError(f"not a valid signal number: {sig}")
+    if isinstance(sig, str):
+        name = sig.upper()
+        if not name.startswith("SIG"):
+            name = "SIG" + name
+        member = getattr(signal.Signals, name, None) if name.isidentifier() else None
+        if isinstance(member, signal.Signals):
+            return int(member)
+        raise ValueError(f"unknown signal name: {sig!r}")
+    raise ValueError(f"not a signal: {sig!r}")
+
+
+def rlimits(value: Any) -> list[tuple[int, int, int]]:
+    """``{"RLIMIT_NOFILE": (soft, hard)}`` (names or resource constants)."""
+    if value is None:
+        return []
+    if not isinstance(value, Mapping):
+        raise TypeError("rlimits must be a mapping of resource to (soft, hard)")
+    out = []
+    for key, limits in value.items():
+        if isinstance(key, str):
+            name = key.upper()
+            if not name.startswith("RLIMIT_"):
+                name = "RLIMIT_" + name
+            number = getattr(resource, name, None)
+            if not isinstance(number, int):
+                raise ValueError(f"unknown rlimit: {key!r}")
+        elif isinstance(key, int) and not isinstance(key, bool) and 0 <= key < 64:
+            number = key
+        else:
+            raise ValueError(f"unknown rlimit: {key!r}")
+        if not isinstance(limits, (tuple, list)) or len(limits) != 2:
+            raise TypeError(f"rlimit {key!r} must be a (soft, hard) pair")
+        pair = []
+        for limit in limits:
+            if isinstance(limit, bool) or not isinstance(limit, int):
+                raise TypeError(f"rlimit {key!r} values must be ints")
+            if limit == resource.RLIM_INFINITY or limit == -1:
+                pair.append(RLIM_INFINITY)
+            elif limit < 0:
+                raise ValueError(f"rlimit {key!r} values must be >= 0 or RLIM_INFINITY")
+            else:
+                pair.append(limit)
+        soft, hard = pair
+        if soft > hard:
+            raise ValueError(f"rlimit {key!r}: soft limit {limits[0]} exceeds hard limit {limits[1]}")
+        out.append((number, soft, hard))
+    return out
+
+
+def unsupported(pty: Any, cgroup: Any, limits: Any) -> None:
+    """Options whose shepherd mode is not built yet: refuse, never ignore."""
+    if pty:
+        raise NotImplementedError("pty=True is not available in this version of netrunner")
+    if cgroup is not None:
+        raise NotImplementedError("cgroup containment is not available in this version of netrunner")
+    if limits is not None:
+        raise ValueError("limits requires cgroup")
+
+
+def spawn_request(
+    args: Any,
+    *,
+    stdin: Any,
+    stdout: int,
+    stderr: Any,
+    cwd_: Any,
+    env: Any,
+    kill_timeout: Any,
+    rlimits_: Any,
+) -> SpawnRequest:
+    arguments = argv(args)
+    grace = seconds(kill_timeout, "kill_timeout", allow_none=False, allow_zero=True)
+    assert grace is not None
+    if grace > 4294967:
+        raise ValueError("kill_timeout is too large")
+    return SpawnRequest(
+        argv=arguments,
+        env=environment(env),
+        executables=executables(arguments[0], env),
+        cwd=cwd(cwd_),
+        stdin=stdio_mode(stdin, stderr=False),
+        stdout=stdout,
+        stderr=stdio_mode(stderr, stderr=True),
+        kill_timeout=grace,
+        rlimits=rlimits(rlimits_),
+    )

@@ -1,0 +1,201 @@
+"""The shepherd protocol, sans I/O: bytes in, typed events out.
+
+Like h11, nothing here touches a socket or a clock.  The driver feeds
+whatever ``recvmsg`` returned (any split or coalescing of frames) into
+:class:`Decoder` and gets back the complete events; fds that arrived as
+SCM_RIGHTS are queued with :meth:`Decoder.add_fds` and handed out with the
+``Started`` event that owns them.  Encoders build the owner's commands.
+
+Frame: u32 payload length (LE), u16 opcode, u16 reserved (0), payload.
+Numbers live in :mod:`netrunner._opcodes`; see ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterable, Union
+
+from . import _opcodes as op
+
+_HEADER = struct.Struct("<IHH")
+_U32 = struct.Struct("<I")
+_STARTED = struct.Struct("<iI")
+_SPAWN_FAILED = struct.Struct("<Ii")
+_EXITED = struct.Struct("<iqqq")
+_TLV = struct.Struct("<HI")
+_RLIMIT = struct.Struct("<IQQ")
+
+
+class ProtocolError(Exception):
+    """The byte stream from the shepherd cannot be a valid frame sequence."""
+
+
+@dataclass(frozen=True)
+class Started:
+    """The child runs; ``fds`` are the owner's ends, by ``FDMASK_*`` order."""
+
+    pid: int
+    stdin: int | None
+    stdout: int | None
+    stderr: int | None
+
+
+@dataclass(frozen=True)
+class SpawnFailed:
+    """Nothing runs: ``stage`` (``STAGE_*``) failed with ``errno``."""
+
+    stage: int
+    errno: int
+
+
+@dataclass(frozen=True)
+class Exited:
+    """The child was reaped: raw wait status and its rusage."""
+
+    status: int
+    utime_us: int
+    stime_us: int
+    maxrss_kib: int
+
+
+Event = Union[Started, SpawnFailed, Exited]
+
+
+class Decoder:
+    """Incremental decoder of shepherd -> owner frames.
+
+    Feed bytes in any split; complete frames come out, a partial frame is
+    carried until the rest arrives.  Anything invalid raises
+    :class:`ProtocolError` and leaves the decoder broken (the driver treats
+    it as losing the shepherd).
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._fds: deque[int] = deque()
+        self.broken = False
+
+    def add_fds(self, fds: Iterable[int]) -> None:
+        """Queue fds received as SCM_RIGHTS, in arrival order."""
+        self._fds.extend(fds)
+
+    def take_unclaimed_fds(self) -> list[int]:
+        """Fds no event claimed (the driver must close them)."""
+        fds = list(self._fds)
+        self._fds.clear()
+        return fds
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame being carried."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Event]:
+        if self.broken:
+            raise ProtocolError("decoder already failed")
+        self._buf += data
+        events: list[Event] = []
+        try:
+            while len(self._buf) >= op.HEADER_SIZE:
+                length, opcode, reserved = _HEADER.unpack_from(self._buf)
+                if reserved != 0 or length > op.MAX_PAYLOAD:
+                    raise ProtocolError(f"bad frame header {bytes(self._buf[:8])!r}")
+                end = op.HEADER_SIZE + length
+                if len(self._buf) < end:
+                    break
+                payload = bytes(self._buf[op.HEADER_SIZE:end])
+                del self._buf[:end]
+                events.append(self._event(opcode, payload))
+        except ProtocolError:
+            self.broken = True
+            raise
+        return events
+
+    def _event(self, opcode: int, payload: bytes) -> Event:
+        if opcode == op.OP_STARTED and len(payload) == _STARTED.size:
+            pid, mask = _STARTED.unpack(payload)
+            if mask & ~7 or pid <= 0:
+                raise ProtocolError(f"bad STARTED pid={pid} mask={mask:#x}")
+            slots: list[int | None] = []
+            for bit in (op.FDMASK_STDIN, op.FDMASK_STDOUT, op.FDMASK_STDERR):
+                if mask & bit:
+                    if not self._fds:
+                        raise ProtocolError("STARTED names more fds than arrived")
+                    slots.append(self._fds.popleft())
+                else:
+                    slots.append(None)
+            return Started(pid, slots[0], slots[1], slots[2])
+        if opcode == op.OP_SPAWN_FAILED and len(payload) == _SPAWN_FAILED.size:
+            stage, err = _SPAWN_FAILED.unpack(payload)
+            return SpawnFailed(stage, err)
+        if opcode == op.OP_EXITED and len(payload) == _EXITED.size:
+            return Exited(*_EXITED.unpack(payload))
+        raise ProtocolError(f"unknown frame opcode={opcode} length={len(payload)}")
+
+
+def frame(opcode: int, payload: bytes = b"") -> bytes:
+    """One frame around ``payload``."""
+    if len(payload) > op.MAX_PAYLOAD:
+        raise ValueError("request too large for the shepherd protocol")
+    return _HEADER.pack(len(payload), opcode, 0) + payload
+
+
+def encode_signal(signo: int) -> bytes:
+    """SIGNAL: deliver ``signo`` to the child's process group."""
+    if not 1 <= signo <= 64:
+        raise ValueError(f"signal number out of range: {signo}")
+    return frame(op.OP_SIGNAL, _U32.pack(signo))
+
+
+def encode_stop(grace: float) -> bytes:
+    """STOP: SIGTERM, ``grace`` seconds, SIGKILL (0: SIGKILL at once)."""
+    return frame(op.OP_STOP, _U32.pack(_millis(grace)))
+
+
+def _millis(seconds: float) -> int:
+    ms = int(round(seconds * 1000))
+    if not 0 <= ms <= 0xFFFFFFFF:
+        raise ValueError(f"duration out of range: {seconds}")
+    return ms
+
+
+@dataclass(frozen=True)
+class SpawnRequest:
+    """Everything the shepherd needs to start one child (already validated)."""
+
+    argv: list[bytes]
+    env: list[bytes]
+    executables: list[bytes]
+    cwd: bytes | None
+    stdin: int
+    stdout: int
+    stderr: int
+    kill_timeout: float
+    rlimits: list[tuple[int, int, int]]
+
+
+def encode_spawn(rq: SpawnRequest) -> bytes:
+    """SPAWN: the request as a run of TLV fields."""
+    parts: list[bytes] = []
+
+    def field(tag: int, value: bytes) -> None:
+        parts.append(_TLV.pack(tag, len(value)))
+        parts.append(value)
+
+    for arg in rq.argv:
+        field(op.FIELD_ARGV, arg)
+    for entry in rq.env:
+        field(op.FIELD_ENV, entry)
+    for path in rq.executables:
+        field(op.FIELD_EXEC, path)
+    if rq.cwd is not None:
+        field(op.FIELD_CWD, rq.cwd)
+    field(op.FIELD_STDIN, _U32.pack(rq.stdin))
+    field(op.FIELD_STDOUT, _U32.pack(rq.stdout))
+    field(op.FIELD_STDERR, _U32.pack(rq.stderr))
+    field(op.FIELD_KILL_TIMEOUT, _U32.pack(_millis(rq.kill_timeout)))
+    for resource, soft, hard in rq.rlimits:
+        field(op.FIELD_RLIMIT, _RLIMIT.pack(resource, soft, hard))
+    return frame(op.OP_SPAWN, b"".join(parts))

@@ -1,0 +1,27 @@
+"""The value ``run()`` returns."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+from ._errors import CalledProcessError
+from ._stats import Stats
+
+
+class Result(subprocess.CompletedProcess):  # type: ignore[type-arg]
+    """A ``subprocess.CompletedProcess`` plus the child's ``pid`` and
+    :class:`Stats`.  ``returncode`` is the exit code, or ``-N`` for signal N."""
+
+    def __init__(self, args: Any, returncode: int, stdout: Any, stderr: Any, *, pid: int, stats: Stats) -> None:
+        super().__init__(args, returncode, stdout, stderr)
+        self.pid = pid
+        self.stats = stats
+
+    def check_returncode(self) -> None:
+        """Raise :class:`netrunner.CalledProcessError` if the exit was non-zero."""
+        if self.returncode:
+            raise CalledProcessError(self.returncode, self.args, self.stdout, self.stderr)
+
+    def __repr__(self) -> str:
+        return f"Result(args={self.args!r}, returncode={self.returncode}, pid={self.pid})"

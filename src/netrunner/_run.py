@@ -1,0 +1,353 @@
+"""``run()``: the whole conversation with one child, as one core.
+
+:class:`RunCore` holds the logic (feed input while collecting output,
+timeouts, output limit, what to raise) as non-blocking steps; the sync
+:func:`run` below only waits for the fds it names.  The asyncio front end
+drives the same core from the event loop.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from typing import Any, Iterable, Iterator
+
+from . import _opcodes as op
+from . import _options as options
+from ._core import POLLIN, POLLOUT, READ_SIZE, ChildCore
+from ._errors import CalledProcessError, OutputLimitExceeded, ShepherdError, TimeoutExpired
+from ._protocol import encode_stop
+from ._result import Result
+from ._sync import start, wait_ready
+
+# After the child is reaped (and the shepherd has killed what it left),
+# pipes still open elsewhere get this long to reach EOF.
+EOF_GRACE = 0.5
+# Beyond timeout + kill_timeout, how long the shepherd gets to report.
+REPORT_MARGIN = 0.4
+INPUT_CHUNK = 1 << 20
+OUT_READ = 1 << 20
+
+
+class _Input:
+    """The ``input`` argument as a source of byte chunks, pulled lazily so
+    a generator of any size streams through without being materialised."""
+
+    def __init__(self, value: Any, encoding: str | None, errors: str | None) -> None:
+        self._encoding = encoding or "utf-8"
+        self._errors = errors or "strict"
+        self._chunks: Iterator[Any] | None = None
+        self._file: Any = None
+        self.view = memoryview(b"")
+        if isinstance(value, str):
+            self.view = memoryview(value.encode(self._encoding, self._errors))
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            self.view = memoryview(value).cast("B")
+        elif hasattr(value, "read"):
+            self._file = value
+        elif isinstance(value, Iterable):
+            self._chunks = iter(value)
+        else:
+            raise TypeError(f"input must be bytes, str, an iterable of bytes or a binary file, not {type(value).__name__}")
+
+    def next(self) -> memoryview | None:
+        """The unwritten remainder, refilled from the source; None at end."""
+        while not self.view:
+            if self._file is not None:
+                data = self._file.read(INPUT_CHUNK)
+                if not data:
+                    return None
+            elif self._chunks is not None:
+                try:
+                    data = next(self._chunks)
+                except StopIteration:
+                    return None
+            else:
+                return None
+            if isinstance(data, str):
+                data = data.encode(self._encoding, self._errors)
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"input chunks must be bytes, not {type(data).__name__}")
+            self.view = memoryview(data).cast("B")
+        return self.view
+
+
+class _Collector:
+    """stdout into one growing buffer: ``readv`` straight into spare room,
+    no per-chunk objects or final join of many parts."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.buf = bytearray(OUT_READ)
+        self.size = 0
+        self.limit = limit
+
+    def read_from(self, fd: int) -> int:
+        """One read; returns bytes read (0 = EOF); BlockingIOError if none."""
+        if len(self.buf) - self.size < READ_SIZE:
+            self.buf.extend(bytes(len(self.buf)))
+        return os.readv(fd, [memoryview(self.buf)[self.size :]])
+
+    def value(self) -> bytes:
+        return bytes(memoryview(self.buf)[: self.size])
+
+
+class RunCore:
+    """One ``run()``: non-blocking steps plus what to wait for next."""
+
+    def __init__(
+        self,
+        core: ChildCore,
+        input: Any,
+        *,
+        timeout: float | None,
+        max_output_size: int | None,
+        encoding: str | None,
+        errors: str | None,
+    ) -> None:
+        self.core = core
+        self.input = None if input is None else _Input(input, encoding, errors)
+        self.out = _Collector(max_output_size)
+        self.timeout = timeout
+        now = time.monotonic()
+        self.timeout_at = None if timeout is None else now + timeout
+        self.giveup_at: float | None = None  # the shepherd must have reported by then
+        self.eof_by: float | None = None  # pipes get until then after the exit
+        self.timed_out = False
+        self.over_limit = False
+        if self.input is None:
+            core.stdin.close()
+
+    # ---------------------------------------------------------- queries
+    @property
+    def finished(self) -> bool:
+        core = self.core
+        if not core.done:
+            return False
+        return (core.out_eof and core.err_eof) or (self.eof_by is not None and time.monotonic() >= self.eof_by)
+
+    def wants(self) -> tuple[list[tuple[int, int]], float | None]:
+        """fds to wait on, and the next deadline."""
+        core = self.core
+        fds: list[tuple[int, int]] = []
+        if core.sock is not None:
+            fds.append((core.sock.fileno(), POLLIN))
+        if core.stdout.fd >= 0:
+            fds.append((core.stdout.fd, POLLIN))
+        if core.stderr.fd >= 0:
+            fds.append((core.stderr.fd, POLLIN))
+        if core.stdin.fd >= 0:
+            fds.append((core.stdin.fd, POLLOUT))
+        deadlines = [d for d in (self.timeout_at, self.giveup_at, self.eof_by) if d is not None]
+        return fds, min(deadlines) if deadlines else None
+
+    # ------------------------------------------------------------ steps
+    def step(self) -> None:
+        """Do every non-blocking thing possible now."""
+        core = self.core
+        if core.sock is not None:
+            core.service_ctl()
+        self._read_stdout()
+        core.drain_stderr()
+        self._write_stdin()
+        self._check_time()
+        if core.done and self.eof_by is None:
+            self.eof_by = time.monotonic() + EOF_GRACE
+
+    def _read_stdout(self) -> None:
+        core = self.core
+        out = self.out
+        for _ in range(16):
+            fd = core.stdout.fd
+            if fd < 0:
+                return
+            try:
+                n = out.read_from(fd)
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            if n == 0:
+                core.stdout.close()
+                core.out_eof = True
+                return
+            out.size += n
+            core.bytes_out += n
+            core.read_count += 1
+            if out.limit is not None and out.size > out.limit:
+                self.over_limit = True
+                out.size = out.limit
+                self._stop(0.0)
+                core.stdout.close()
+                core.out_eof = True
+                return
+
+    def _write_stdin(self) -> None:
+        core = self.core
+        source = self.input
+        if source is None or core.stdin.fd < 0:
+            return
+        for _ in range(16):
+            view = source.next()
+            if view is None:
+                core.stdin.close()
+                return
+            try:
+                n = core.write_stdin(view[:INPUT_CHUNK])
+            except BrokenPipeError:
+                # The child stopped reading: like communicate(), not an error.
+                core.stdin.close()
+                return
+            if n is None:
+                return
+            source.view = view[n:]
+
+    def _stop(self, grace: float) -> None:
+        core = self.core
+        if not core.done:
+            core.send(encode_stop(grace))
+        if self.giveup_at is None:
+            self.giveup_at = time.monotonic() + grace + REPORT_MARGIN + 3.0
+
+    def _check_time(self) -> None:
+        now = time.monotonic()
+        if self.timeout_at is not None and now >= self.timeout_at and not self.core.done:
+            self.timed_out = True
+            self.timeout_at = None
+            self._stop(self.core.kill_timeout)
+            # The promise: back within timeout + kill_timeout + 0.5 s.
+            self.giveup_at = now + self.core.kill_timeout + REPORT_MARGIN
+        if self.giveup_at is not None and now >= self.giveup_at and not self.core.done:
+            self.core.abandon()
+            self.core.lost = "no exit report after SIGKILL"
+            self.eof_by = now
+
+    def abort(self) -> None:
+        """An exception (or interrupt) is leaving the driver: stop feeding
+        input and have the shepherd stop the child; the driver then steps
+        until the exit report arrives (bounded by ``giveup_at``)."""
+        self.input = None
+        self.core.stdin.close()
+        self.timeout_at = None
+        self._stop(self.core.kill_timeout)
+
+    # ------------------------------------------------------------ result
+    def result(self, text: bool, encoding: str | None, errors: str | None, check: bool) -> Result:
+        core = self.core
+        core.close_fds()
+        stdout: Any = self.out.value()
+        stderr: Any = bytes(core.err_buf) if core.stderr_complete else None
+        if text:
+            stdout = _decode(stdout, encoding, errors)
+            stderr = None if stderr is None else _decode(stderr, encoding, errors)
+        if self.over_limit:
+            assert self.out.limit is not None
+            raise OutputLimitExceeded(core.args, self.out.limit, stdout, stderr)
+        if self.timed_out:
+            assert self.timeout is not None
+            raise TimeoutExpired(core.args, self.timeout, stdout, stderr)
+        if core.exited is None:
+            raise ShepherdError(f"pid {core.pid}: {core.lost}; the child was killed")
+        rc = core.returncode
+        assert rc is not None
+        result = Result(core.args, rc, stdout, stderr, pid=core.pid, stats=core.stats())
+        if check and rc != 0:
+            raise CalledProcessError(rc, core.args, stdout, stderr, tail=bytes(core.err_tail))
+        return result
+
+
+def _decode(data: bytes, encoding: str | None, errors: str | None) -> str:
+    text = data.decode(encoding or "utf-8", errors or "strict")
+    # subprocess's text mode uses universal newlines; match it.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _drive(job: RunCore) -> None:
+    job.step()
+    while not job.finished:
+        fds, deadline = job.wants()
+        wait_ready(fds, deadline)
+        job.step()
+
+
+def prepare(
+    args: Any,
+    *,
+    input: Any,
+    timeout: Any,
+    max_output_size: Any,
+    stderr: Any,
+    cwd: Any,
+    env: Any,
+    pty: Any,
+    kill_timeout: Any,
+    cgroup: Any,
+    limits: Any,
+    rlimits: Any,
+) -> tuple[Any, float | None, int | None, bool]:
+    """Validate run()'s options; returns (request, timeout, limit, stderr complete)."""
+    rq = options.spawn_request(
+        args,
+        stdin="devnull" if input is None else "pipe",
+        stdout=op.STDIO_PIPE,
+        stderr=stderr,
+        cwd_=cwd,
+        env=env,
+        kill_timeout=kill_timeout,
+        rlimits_=rlimits,
+    )
+    options.unsupported(pty, cgroup, limits)
+    seconds = options.seconds(timeout, "timeout")
+    limit = options.size(max_output_size, "max_output_size")
+    if input is not None and not isinstance(input, (str, bytes, bytearray, memoryview, io.IOBase)):
+        if not hasattr(input, "read") and not isinstance(input, Iterable):
+            raise TypeError(f"input must be bytes, str, an iterable of bytes or a binary file, not {type(input).__name__}")
+    return rq, seconds, limit, rq.stderr == op.STDIO_PIPE
+
+
+def run(
+    args: Any,
+    *,
+    input: Any = None,
+    timeout: float | None = None,
+    check: bool = False,
+    max_output_size: int | None = None,
+    stderr: Any = "pipe",
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
+    cwd: Any = None,
+    env: Any = None,
+    pty: bool = False,
+    kill_timeout: float = 5.0,
+    cgroup: Any = None,
+    limits: Any = None,
+    rlimits: Any = None,
+) -> Result:
+    """Run ``args`` to completion and return its :class:`Result`.
+
+    Input is written while output is read, so no size deadlocks; on
+    ``timeout`` the group gets SIGTERM, then SIGKILL after ``kill_timeout``;
+    any exception (KeyboardInterrupt included) stops the child first."""
+    rq, seconds, limit, capture_stderr = prepare(
+        args, input=input, timeout=timeout, max_output_size=max_output_size, stderr=stderr,
+        cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits,
+    )
+    core = start(args, rq, stderr_complete=capture_stderr)
+    job = RunCore(core, input, timeout=seconds, max_output_size=limit, encoding=encoding, errors=errors)
+    try:
+        _drive(job)
+    except BaseException:
+        # Never leave before the child is reaped: stop it and wait (bounded
+        # by the shepherd's own escalation).  A second interrupt while we
+        # wait drops the socket, which makes the shepherd finish the job.
+        try:
+            job.abort()
+            while not job.core.done:
+                fds, deadline = job.wants()
+                wait_ready(fds, deadline)
+                job.step()
+        finally:
+            job.core.abandon()
+        raise
+    return job.result(text or encoding is not None or errors is not None, encoding, errors, check)

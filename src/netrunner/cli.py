@@ -1,0 +1,141 @@
+"""``netrunner [options] -- CMD [ARG...]``: run one command under a shepherd.
+
+stdin and stderr are passed through; stdout too, unless ``--max-output`` or
+``--stats`` needs to count it (then it is copied).  Exit status follows
+coreutils ``timeout``: CMD's own status, 128+N when killed by signal N, 124
+on timeout, 126 when CMD cannot be executed, 127 when it is not found, and
+125 when netrunner itself failed or stopped CMD for its output limit.
+SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to netrunner are forwarded to
+CMD's process group (which is not the terminal's foreground group).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import _opcodes as op
+from . import _options as options
+from ._errors import NetRunnerError, TimeoutExpired
+from ._process import Process
+from ._sync import start
+
+EXIT_TIMEOUT = 124
+EXIT_INTERNAL = 125
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="netrunner",
+        description="Run CMD under a netrunner shepherd: nothing it starts outlives it.",
+        usage="netrunner [options] -- CMD [ARG...]",
+    )
+    p.add_argument("--timeout", type=float, metavar="S", help="stop CMD after S seconds (exit 124)")
+    p.add_argument("--kill-timeout", type=float, default=5.0, metavar="S",
+                   help="seconds between SIGTERM and SIGKILL (default 5)")
+    p.add_argument("--max-output", type=int, metavar="BYTES", help="kill CMD once its stdout exceeds BYTES (exit 125)")
+    p.add_argument("--cgroup", metavar="PATH", help="run CMD in this cgroup v2 (not available in this version)")
+    p.add_argument("--pty", action="store_true", help="give CMD a pseudo-terminal (not available in this version)")
+    p.add_argument("--stats", action="store_true", help="print the Stats as one JSON line to stderr at the end")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments, after --")
+    return p
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"netrunner: {message}", file=sys.stderr)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        return _fail("no command given (usage: netrunner [options] -- CMD [ARG...])", EXIT_INTERNAL)
+    if args.cgroup is not None or args.pty:
+        return _fail("--cgroup and --pty are not available in this version", EXIT_INTERNAL)
+    copy_stdout = args.max_output is not None or args.stats
+    try:
+        timeout = options.seconds(args.timeout, "--timeout")
+        options.size(args.max_output, "--max-output")
+        rq = options.spawn_request(
+            command, stdin="inherit", stdout=op.STDIO_PIPE if copy_stdout else op.STDIO_INHERIT,
+            stderr="inherit", cwd_=None, env=None, kill_timeout=args.kill_timeout, rlimits_=None,
+        )
+    except (ValueError, TypeError) as exc:
+        return _fail(str(exc), EXIT_INTERNAL)
+    try:
+        proc = Process(start(command, rq))
+    except FileNotFoundError as exc:
+        return _fail(f"{command[0]}: command not found ({exc.strerror})", EXIT_NOT_FOUND)
+    except OSError as exc:
+        return _fail(f"{command[0]}: cannot execute ({exc.strerror})", EXIT_CANNOT_EXECUTE)
+    except NetRunnerError as exc:
+        return _fail(str(exc), EXIT_INTERNAL)
+    with proc:
+        status = _supervise(proc, timeout, args.max_output, copy_stdout)
+        if args.stats:
+            print(json.dumps(dataclasses.asdict(proc.stats)), file=sys.stderr)
+    return status
+
+
+def _supervise(proc: Process, timeout: float | None, max_output: int | None, copy_stdout: bool) -> int:
+    def forward(signum: int, _frame: Any) -> None:
+        proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    try:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        written = 0
+        while copy_stdout:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                chunk = proc.read(65536, timeout=left) if left != 0.0 else None
+            except TimeoutError:
+                chunk = None
+            if chunk is None:
+                proc.stop()
+                return EXIT_TIMEOUT
+            if not chunk:
+                break
+            if max_output is not None and written + len(chunk) > max_output:
+                chunk = chunk[: max_output - written]
+                _write_all(chunk)
+                proc.stop(0)
+                print(f"netrunner: output limit of {max_output} bytes exceeded", file=sys.stderr)
+                return EXIT_INTERNAL
+            written += len(chunk)
+            _write_all(chunk)
+        try:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            rc = proc.wait(left)
+        except TimeoutExpired:
+            proc.stop()
+            return EXIT_TIMEOUT
+        except NetRunnerError as exc:
+            return _fail(str(exc), EXIT_INTERNAL)
+        return 128 - rc if rc < 0 else rc
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _write_all(data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(1, view) :]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Leak guards for every test: no process, fd or zombie may outlive a test.
+
+Every process a test starts inherits ``NETRUNNER_TEST_RUN=<token>`` in its
+environment (set here before anything is spawned), so leftovers are found
+by scanning ``/proc`` even when they re-parented away (``setsid``, double
+fork).  Processes get a bounded grace to finish dying, waited on with
+pidfds, never with sleeps.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import select
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import netrunner
+from netrunner._launch import FORK_SERVER
+
+MARK_NAME = "NETRUNNER_TEST_RUN"
+MARK = f"{MARK_NAME}={uuid.uuid4().hex}".encode()
+os.environ[MARK_NAME] = MARK.split(b"=", 1)[1].decode()
+# Processes a test leaves get this long to finish dying (a shepherd stopping
+# a TERM-ignoring child waits kill_timeout, 5 s by default).
+LEAK_GRACE = 12.0
+
+
+def marked_processes() -> dict[int, str]:
+    """pid -> command line of every live process carrying our marker
+    (ourselves and the fork server excluded)."""
+    skip = {os.getpid(), FORK_SERVER.pid}
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid in skip:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            if MARK not in environ.split(b"\0"):
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        found[pid] = cmdline.strip()
+    return found
+
+
+def zombie_children() -> list[int]:
+    """Our own children that exited and were not reaped."""
+    me = str(os.getpid())
+    zombies = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z" and fields[1] == me:
+            zombies.append(int(entry.name))
+    return zombies
+
+
+def wait_gone(pids: list[int], deadline: float) -> None:
+    """Block until every pid has exited or the deadline passes (pidfds)."""
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            left = deadline - time.monotonic()
+            if left > 0:
+                select.select([fd], [], [], left)
+        finally:
+            os.close(fd)
+
+
+def open_fds() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def fork_server_fds() -> set[int]:
+    sock = FORK_SERVER._sock
+    return {sock.fileno()} if sock is not None and sock.fileno() >= 0 else set()
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test if it leaves a process, an fd or a zombie behind."""
+    gc.collect()
+    fds_before = open_fds() - fork_server_fds()
+    yield
+    gc.collect()
+    leftovers = marked_processes()
+    if leftovers:
+        wait_gone(list(leftovers), time.monotonic() + LEAK_GRACE)
+        leftovers = marked_processes()
+    problems = []
+    if leftovers:
+        for pid in leftovers:  # do not let one failure cascade into the next tests
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        problems.append(f"processes left running: {leftovers}")
+    zombies = zombie_children()
+    if zombies:
+        problems.append(f"unreaped children: {zombies}")
+    fds_after = open_fds() - fork_server_fds() - {fd for fd in fds_before}
+    leaked = sorted(fds_after)
+    if leaked:
+        targets = {}
+        for fd in leaked:
+            try:
+                targets[fd] = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                targets[fd] = "?"
+        problems.append(f"fds leaked: {targets}")
+    if problems:
+        pytest.fail("; ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def fresh_fork_server() -> Iterator[None]:
+    """Run the test against a fork server started for it (and let it go after)."""
+    FORK_SERVER.close()
+    yield
+    FORK_SERVER.close()
+
+
+__all__ = ["LEAK_GRACE", "MARK", "marked_processes", "netrunner", "wait_gone"]
