@@ -392,7 +392,10 @@ static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
 /* Block (bounded) until the whole OP_SPAWN frame is here, then parse it.
  * Returns 0, or -1 when the owner left or sent something else. */
 static int read_request(int sock, struct inbuf *in, struct request *rq) {
-    int64_t deadline = now_ms() + REQUEST_BOUND_MS;
+    /* Shepherds are made ahead of need, so waiting for the first byte is
+     * unbounded (the owner's death ends it with EOF); once a request has
+     * begun, the rest must follow within REQUEST_BOUND_MS. */
+    int64_t deadline = -1;
     for (;;) {
         uint16_t op;
         const uint8_t *payload;
@@ -407,11 +410,12 @@ static int read_request(int sock, struct inbuf *in, struct request *rq) {
         }
         ssize_t n = inbuf_fill(in, sock);
         if (n == 0) return -1;
+        if (n > 0 && deadline < 0) deadline = now_ms() + REQUEST_BOUND_MS;
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
             struct pollfd p = {.fd = sock, .events = POLLIN};
-            if (ms_until(deadline) == 0) return -1;
-            poll(&p, 1, ms_until(deadline));
+            if (deadline >= 0 && ms_until(deadline) == 0) return -1;
+            poll(&p, 1, deadline < 0 ? -1 : ms_until(deadline));
         }
     }
 }
@@ -430,15 +434,17 @@ __attribute__((noreturn)) static void child_fail(int errfd, uint32_t stage, int 
     _exit(127);
 }
 
-__attribute__((noreturn)) static void exec_child(const struct request *rq, int stdio[3], int errfd) {
+__attribute__((noreturn)) static void exec_child(const struct request *rq, const int child_end[3], int errfd) {
+    /* vfork child: share no writes with the parent beyond our own stack. */
+    int stdio[3] = {child_end[0], child_end[1], child_end[2]};
     sigset_t empty;
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; sig++) {
-        if (sig == SIGKILL || sig == SIGSTOP) continue;
-        sigaction(sig, &dfl, NULL); /* EINVAL for libc-reserved signals is fine */
-    }
+    /* main() made every disposition default; undo only what we changed
+     * (a handled SIGCHLD would reset at exec anyway, an ignored SIGPIPE not). */
+    if (sigaction(SIGPIPE, &dfl, NULL) < 0 || sigaction(SIGCHLD, &dfl, NULL) < 0)
+        child_fail(errfd, NR_STAGE_SIGNALS, errno);
     sigemptyset(&empty);
     if (sigprocmask(SIG_SETMASK, &empty, NULL) < 0) child_fail(errfd, NR_STAGE_SIGNALS, errno);
     if (setpgid(0, 0) < 0) child_fail(errfd, NR_STAGE_SETPGID, errno);
@@ -537,13 +543,13 @@ static void kill_leftovers(void) {
     int64_t deadline = now_ms() + REAP_BOUND_MS;
     pid_t kids[1024];
     for (;;) {
-        while (waitpid(-1, NULL, WNOHANG) > 0) {
+        pid_t reaped;
+        while ((reaped = waitpid(-1, NULL, WNOHANG)) > 0) {
         }
+        /* Every leftover descendant is our child by now (subreaper), so
+         * ECHILD means there is nothing left: the common, fast case. */
+        if (reaped < 0 && errno == ECHILD) return;
         int n = list_children(kids, 1024);
-        if (n == 0) {
-            /* /proc may be missing: fall back to "no children left to wait for" */
-            if (waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD) return;
-        }
         for (int i = 0; i < n; i++) signal_tree_member(kids[i], SIGKILL);
         if (ms_until(deadline) == 0) return;
         wait_sigchld(deadline);
@@ -627,6 +633,8 @@ static int open_stdio(struct request *rq, struct inbuf *in, int child_end[3], in
             fcntl(p[1], F_SETPIPE_SZ, 1 << 20); /* best effort: pipe-max-size may be lower */
             child_end[i] = i == 0 ? p[0] : p[1];
             owner_end[i] = i == 0 ? p[1] : p[0];
+            /* The owner drives its ends non-blocking: set it here, once. */
+            if (fcntl(owner_end[i], F_SETFL, O_NONBLOCK) < 0) return -1;
             break;
         }
         case NR_STDIO_DEVNULL:
@@ -647,6 +655,21 @@ static int open_stdio(struct request *rq, struct inbuf *in, int child_end[3], in
     return 0;
 }
 
+/* vfork: the child borrows our memory until it execs, so nothing is copied
+ * (the shepherd stays small, but a fork still costs page tables).  Signals
+ * stay blocked across it until the child has reset its own handlers. */
+static pid_t launch(const struct request *rq, const int child_end[3], int errfd) {
+    sigset_t all, saved;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &saved);
+    pid_t pid = vfork();
+    if (pid == 0) exec_child(rq, child_end, errfd);
+    int err = errno;
+    sigprocmask(SIG_SETMASK, &saved, NULL);
+    errno = err;
+    return pid;
+}
+
 /* Start the child.  Returns 0 with s->child set, or 1 after reporting. */
 static int start_child(struct shepherd *s, struct request *rq) {
     int child_end[3], owner_end[3], errpipe[2] = {-1, -1};
@@ -656,12 +679,11 @@ static int start_child(struct shepherd *s, struct request *rq) {
         goto out;
     }
     inbuf_close_fds(&s->in);
-    pid_t pid = fork();
+    pid_t pid = launch(rq, child_end, errpipe[1]);
     if (pid < 0) {
         send_spawn_failed(s->sock, NR_STAGE_FORK, errno);
         goto out;
     }
-    if (pid == 0) exec_child(rq, child_end, errpipe[1]);
     setpgid(pid, pid); /* also in the child: whichever runs first wins, no race */
     for (int i = 0; i < 3; i++) close_fd(&child_end[i]);
     close_fd(&errpipe[1]);
@@ -714,16 +736,19 @@ static int run_shepherd(int sock) {
     if (flags < 0 || fcntl(sock, F_SETFL, flags | O_NONBLOCK) < 0) { complain("fcntl O_NONBLOCK"); return 1; }
     if (install_signals() < 0) return 1;
     if (read_request(sock, &s.in, &rq) < 0) {
+        /* No child exists: a clean exit (EOF while idle is the normal end
+         * of a spare shepherd whose owner went away). */
         send_spawn_failed(sock, NR_STAGE_REQUEST, EINVAL);
         request_free(&rq);
         free(s.in.buf);
         inbuf_close_fds(&s.in);
-        return 1;
+        return 0;
     }
     s.kill_timeout_ms = rq.kill_timeout_ms;
-    int rc = start_child(&s, &rq);
+    /* A start failure was reported to the owner: that is a clean exit. */
+    int rc = start_child(&s, &rq) == 0 ? -1 : 0;
     request_free(&rq);
-    if (rc == 0) rc = supervise(&s);
+    if (rc < 0) rc = supervise(&s);
     close_fd(&s.sock);
     free(s.in.buf);
     return rc;
@@ -777,10 +802,39 @@ static void reap_shepherds(struct pidset *shepherds) {
     }
 }
 
-/* One FS_FORK datagram: fork a shepherd for the socket it carries.
- * Returns -1 when the owner is gone or spoke nonsense. */
-static int serve_fork(int ctl, struct pidset *shepherds) {
-    struct inbuf in = {0};
+struct server {
+    int ctl;
+    struct pidset shepherds;
+};
+
+/* Hand the owner its end of a new shepherd's socket: one FS_SHEPHERD
+ * datagram with one fd.  Blocking (the owner reads these promptly). */
+static int send_shepherd_socket(int ctl, int fd) {
+    uint8_t op = NR_FS_SHEPHERD;
+    union {
+        char raw[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct iovec iov = {.iov_base = &op, .iov_len = 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
+                         .msg_control = control.raw, .msg_controllen = sizeof control.raw};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    ssize_t n;
+    do n = sendmsg(ctl, &msg, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
+    return n == 1 ? 0 : -1;
+}
+
+/* One FS_FORK request: fork a shepherd on a fresh socketpair and send the
+ * owner its end.  The owner asks ahead of need, so the shepherd is already
+ * waiting for its SPAWN request when a spawn happens (no fork, no extra
+ * wake-up on the spawn's path).  Returns -1 when the owner is gone or sent
+ * anything but a bare FS_FORK byte. */
+static int serve_fork(struct server *sv) {
     uint8_t op = 0;
     union {
         char raw[CMSG_SPACE(sizeof(int) * MAX_FDS)];
@@ -790,56 +844,56 @@ static int serve_fork(int ctl, struct pidset *shepherds) {
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
                          .msg_control = control.raw, .msg_controllen = sizeof control.raw};
     ssize_t n;
-    do n = recvmsg(ctl, &msg, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
+    do n = recvmsg(sv->ctl, &msg, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
     if (n <= 0) return -1;
+    int junk = 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
         int *fds = (int *)(void *)CMSG_DATA(c);
-        for (size_t i = 0; i < count; i++) {
-            if (in.nfds < MAX_FDS) in.fds[in.nfds++] = fds[i];
-            else close(fds[i]);
-        }
+        for (size_t i = 0; i < count; i++) close(fds[i]);
+        junk = 1;
     }
-    if (op != NR_FS_FORK || in.nfds != 1 || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
-        inbuf_close_fds(&in);
-        return -1;
+    if (op != NR_FS_FORK || junk || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) return -1;
+
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
+        complain("socketpair");
+        return 0; /* the owner's wait for a reply is bounded */
     }
-    int sock = in.fds[0];
     pid_t pid = fork();
     if (pid == 0) {
-        /* The new shepherd: shed the server's state, keep only its socket. */
-        close(ctl);
+        close(sv->ctl);
         close_fd(&sigchld_pipe[0]);
         close_fd(&sigchld_pipe[1]);
-        free(shepherds->v);
-        exit(run_shepherd(sock));
+        free(sv->shepherds.v);
+        close(pair[0]);
+        exit(run_shepherd(pair[1]));
     }
-    if (pid < 0) send_spawn_failed(sock, NR_STAGE_FORK, errno);
-    else if (pidset_add(shepherds, pid) < 0) complain("pidset_add");
-    close(sock);
-    return 0;
+    if (pid < 0) send_spawn_failed(pair[1], NR_STAGE_FORK, errno);
+    else if (pidset_add(&sv->shepherds, pid) < 0) complain("pidset_add");
+    close(pair[1]);
+    int rc = send_shepherd_socket(sv->ctl, pair[0]);
+    close(pair[0]); /* if that failed, the shepherd sees EOF and exits */
+    return rc;
 }
 
 static int run_fork_server(int ctl) {
-    struct pidset shepherds = {0};
-    int owner_gone = 0;
+    struct server sv = {.ctl = ctl};
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) complain("prctl PR_SET_CHILD_SUBREAPER");
     if (install_signals() < 0) return 1;
     for (;;) {
-        reap_shepherds(&shepherds);
-        if (owner_gone && shepherds.n == 0 && waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD) break;
-        struct pollfd p[2] = {{.fd = sigchld_pipe[0], .events = POLLIN}, {.fd = ctl, .events = POLLIN}};
-        int n = poll(p, owner_gone ? 1 : 2, -1);
+        reap_shepherds(&sv.shepherds);
+        if (sv.ctl < 0 && sv.shepherds.n == 0 && waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD) break;
+        struct pollfd p[2] = {{.fd = sigchld_pipe[0], .events = POLLIN}, {.fd = sv.ctl, .events = POLLIN}};
+        int n = poll(p, sv.ctl < 0 ? 1 : 2, -1);
         if (n < 0 && errno != EINTR) { complain("poll"); break; }
         if (n <= 0) continue;
         if (p[0].revents) drain_sigchld_pipe();
-        if (!owner_gone && p[1].revents && serve_fork(ctl, &shepherds) < 0) {
-            owner_gone = 1;
-            close(ctl);
-        }
+        /* Owner gone: every shepherd sees its own hang-up; wait for them. */
+        if (sv.ctl >= 0 && p[1].revents && serve_fork(&sv) < 0) close_fd(&sv.ctl);
     }
-    free(shepherds.v);
+    free(sv.shepherds.v);
     return 0;
 }
 
@@ -862,12 +916,28 @@ static int tidy_fds(void) {
     return 0;
 }
 
+/* Every disposition default and nothing blocked, whatever our starter had:
+ * children then only need to undo what we change ourselves. */
+static int pristine_signals(void) {
+    struct sigaction dfl;
+    sigset_t empty;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        sigaction(sig, &dfl, NULL); /* EINVAL for libc-reserved signals is fine */
+    }
+    sigemptyset(&empty);
+    if (sigprocmask(SIG_SETMASK, &empty, NULL) < 0) { complain("sigprocmask"); return -1; }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 2 || (strcmp(argv[1], "--fork-server") && strcmp(argv[1], "--shepherd"))) {
         fprintf(stderr, "usage: netrunner-shepherd --fork-server|--shepherd (fd 3: owner socket)\n");
         return 2;
     }
-    if (tidy_fds() < 0) return 1;
+    if (tidy_fds() < 0 || pristine_signals() < 0) return 1;
     if (strcmp(argv[1], "--fork-server") == 0) return run_fork_server(OWNER_FD);
     return run_shepherd(OWNER_FD);
 }

@@ -30,16 +30,28 @@ os.environ[MARK_NAME] = MARK.split(b"=", 1)[1].decode()
 LEAK_GRACE = 12.0
 
 
+def _idle_spare(pid: int, server: int) -> bool:
+    """A shepherd the fork server made ahead of need: its child, with no
+    children of its own (it is waiting for a SPAWN request)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return False
+    return int(stat.rsplit(")", 1)[1].split()[1]) == server and not children.strip()
+
+
 def marked_processes() -> dict[int, str]:
     """pid -> command line of every live process carrying our marker
-    (ourselves and the fork server excluded)."""
-    skip = {os.getpid(), FORK_SERVER.pid}
+    (ourselves, the fork server and its idle spare shepherd excluded)."""
+    server = FORK_SERVER.pid
+    skip = {os.getpid(), server}
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
-        if pid in skip:
+        if pid in skip or (server and _idle_spare(pid, server)):
             continue
         try:
             environ = (entry / "environ").read_bytes()
@@ -85,12 +97,19 @@ def wait_gone(pids: list[int], deadline: float) -> None:
 
 
 def open_fds() -> set[int]:
-    return {int(name) for name in os.listdir("/proc/self/fd")}
+    """Our open fds (not counting the one listdir used to read them)."""
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            os.fstat(int(name))
+        except OSError:
+            continue
+        fds.add(int(name))
+    return fds
 
 
 def fork_server_fds() -> set[int]:
-    sock = FORK_SERVER._sock
-    return {sock.fileno()} if sock is not None and sock.fileno() >= 0 else set()
+    return FORK_SERVER.fds()
 
 
 @pytest.fixture(autouse=True)

@@ -28,6 +28,7 @@ from ._protocol import Decoder, Event, Exited, ProtocolError, SpawnFailed, Spawn
 from ._stats import Stats
 
 READ_SIZE = 65536
+RECV_SIZE = 65536  # shepherd frames are tiny; one read takes all that is queued
 STDERR_TAIL = 8192
 STDERR_BUFFER = 1 << 20  # unread stderr kept for read_stderr(); older bytes dropped
 STDOUT_BUFFER = 64 << 20  # stdout drained while waiting in write()/wait(); then backpressure
@@ -142,7 +143,7 @@ def receive(sock: socket.socket, decoder: Decoder) -> tuple[list[Event], str | N
     events: list[Event] = []
     while True:
         try:
-            data, anc, _flags, _addr = sock.recvmsg(65536, socket.CMSG_SPACE(4 * 8), socket.MSG_CMSG_CLOEXEC)
+            data, anc, _flags, _addr = sock.recvmsg(RECV_SIZE, socket.CMSG_SPACE(4 * 8), socket.MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return events, None
         except OSError as exc:
@@ -158,6 +159,10 @@ def receive(sock: socket.socket, decoder: Decoder) -> tuple[list[Event], str | N
             events.extend(decoder.feed(data))
         except ProtocolError as exc:
             return events, _orphaned(decoder, f"protocol error from the shepherd: {exc}")
+        if len(data) < RECV_SIZE:
+            # A short read drained the socket; whatever comes later makes it
+            # readable again, so skip the extra recvmsg that would say EAGAIN.
+            return events, None
 
 
 def _orphaned(decoder: Decoder, why: str) -> str:
@@ -180,9 +185,7 @@ class ChildCore:
         self.stdin = Fd(started.stdin)
         self.stdout = Fd(started.stdout)
         self.stderr = Fd(started.stderr)
-        for holder in (self.stdin, self.stdout, self.stderr):
-            if holder:
-                os.set_blocking(holder.fd, False)
+        # The shepherd hands the pipe ends over already O_NONBLOCK.
         self.exited: Exited | None = None
         self.lost: str | None = None
         self.forked_away = False

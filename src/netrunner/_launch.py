@@ -21,12 +21,14 @@ import select
 import signal
 import socket
 import threading
+from collections import deque
 from pathlib import Path
 
 from . import _opcodes as op
 from ._errors import ShepherdError
 
 _BINARY_ENV = "NETRUNNER_SHEPHERD"
+HANDSHAKE_TIMEOUT = 30.0
 
 
 def shepherd_binary() -> str:
@@ -63,13 +65,20 @@ def spawn_helper(mode: str, sock: socket.socket) -> int:
 
 
 class ForkServer:
-    """The one fork server of this interpreter (per pid: re-made after fork)."""
+    """The one fork server of this interpreter (per pid: re-made after fork).
+
+    It makes shepherds ahead of need: we always keep one request in
+    flight, so a spawn usually takes a shepherd that is already forked and
+    waiting for its SPAWN request, and the only process a spawn wakes is
+    that shepherd."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._pid = 0
         self._owner = 0
+        self._ready: deque[socket.socket] = deque()
+        self._requested = 0
 
     def _start(self) -> socket.socket:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -82,6 +91,7 @@ class ForkServer:
             theirs.close()
         self._sock = ours
         self._owner = os.getpid()
+        self._requested = 0
         return ours
 
     def _discard(self) -> None:
@@ -89,45 +99,97 @@ class ForkServer:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        for spare in self._ready:
+            spare.close()
+        self._ready.clear()
+        self._requested = 0
         if self._pid and self._owner == os.getpid():
             # It may still be finishing its shepherds: reap it later if so.
             _reap_later(self._pid)
         self._pid = 0
 
     def forget_after_fork(self) -> None:
-        """In a forked child: drop the parent's server without touching it."""
-        if self._sock is not None:
-            try:
-                os.close(self._sock.detach())
-            except OSError:
-                pass
+        """In a forked child: drop the parent's server and spare shepherd
+        sockets without talking to them (no locks: another thread may have
+        held ours at fork time)."""
+        for sock in [self._sock, *self._ready]:
+            if sock is not None:
+                try:
+                    os.close(sock.detach())
+                except OSError:
+                    pass
         self._sock = None
+        self._ready = deque()
+        self._requested = 0
         self._pid = 0
         self._owner = 0
         self._lock = threading.Lock()
 
-    def fork_shepherd(self, shepherd_end: socket.socket) -> None:
-        """Have the server fork a shepherd that owns ``shepherd_end``."""
-        fds = array.array("i", [shepherd_end.fileno()])
-        message = [bytes([op.FS_FORK])]
-        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]
+    def _receive(self, sock: socket.socket, block: bool) -> None:
+        """Collect FS_SHEPHERD replies (one, blocking and bounded, if asked)."""
+        flags = socket.MSG_CMSG_CLOEXEC | (0 if block else socket.MSG_DONTWAIT)
+        sock.settimeout(HANDSHAKE_TIMEOUT if block else None)
+        try:
+            while self._requested:
+                try:
+                    data, anc, _flags, _addr = sock.recvmsg(1, socket.CMSG_SPACE(4), flags)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except socket.timeout:
+                    raise ShepherdError("the fork server did not answer") from None
+                fds = array.array("i")
+                for level, kind, payload in anc:
+                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                        fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+                if not data:
+                    raise BrokenPipeError("the fork server closed its socket")
+                if data != bytes([op.FS_SHEPHERD]) or len(fds) != 1:
+                    for fd in fds:
+                        os.close(fd)
+                    raise BrokenPipeError(f"unexpected message from the fork server: {data!r}")
+                self._requested -= 1
+                self._ready.append(socket.socket(fileno=fds[0]))
+                if block:
+                    return
+                flags |= socket.MSG_DONTWAIT
+        finally:
+            sock.settimeout(None)
+
+    def _request(self, sock: socket.socket) -> None:
+        sock.send(bytes([op.FS_FORK]))
+        self._requested += 1
+
+    def take_shepherd(self) -> socket.socket:
+        """A connected socket to a fresh shepherd waiting for its request."""
         with self._lock:
             for attempt in (1, 2):
                 sock = self._sock if self._sock is not None and self._owner == os.getpid() else None
-                if sock is None:
-                    sock = self._start()
                 try:
-                    sock.sendmsg(message, ancillary)
-                    return
+                    if sock is None:
+                        sock = self._start()
+                    self._receive(sock, block=False)
+                    if not self._ready:
+                        if not self._requested:
+                            self._request(sock)
+                        self._receive(sock, block=True)
+                    shepherd = self._ready.popleft()
+                    if not self._ready and not self._requested:
+                        self._request(sock)  # the next spawn's shepherd, made meanwhile
+                    return shepherd
                 except (BrokenPipeError, ConnectionResetError, ConnectionRefusedError) as exc:
                     self._discard()
                     if attempt == 2:
                         raise ShepherdError(f"the fork server died: {exc}") from exc
+            raise AssertionError("unreachable")
 
     def close(self, timeout: float = 10.0) -> None:
         """Let the server go: it exits once its shepherds are done.  Waits
         up to ``timeout`` for that and reaps it (else it is reaped later)."""
         with self._lock:
+            for spare in self._ready:
+                spare.close()
+            self._ready.clear()
+            self._requested = 0
             if self._sock is None or self._owner != os.getpid():
                 return
             self._sock.close()
@@ -148,23 +210,29 @@ class ForkServer:
     def pid(self) -> int:
         return self._pid if self._owner == os.getpid() else 0
 
+    def fds(self) -> set[int]:
+        """fds this server holds in this process (for leak accounting)."""
+        if self._owner != os.getpid():
+            return set()
+        return {s.fileno() for s in [self._sock, *self._ready] if s is not None and s.fileno() >= 0}
+
 
 FORK_SERVER = ForkServer()
 
 
 def connect_shepherd() -> socket.socket:
     """A stream socket whose peer is a brand-new shepherd, non-blocking."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        if os.environ.get("NETRUNNER_FORK_SERVER", "1") == "0":
-            _direct_shepherd(theirs)
-        else:
-            FORK_SERVER.fork_shepherd(theirs)
-    except BaseException:
-        ours.close()
-        raise
-    finally:
-        theirs.close()
+    if os.environ.get("NETRUNNER_FORK_SERVER", "1") == "0":
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            _reap_later(spawn_helper("--shepherd", theirs))
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+    else:
+        ours = FORK_SERVER.take_shepherd()
     ours.setblocking(False)
     return ours
 
@@ -185,9 +253,3 @@ def _reap_later(pid: int) -> None:
                 done = old
             if done:
                 _unreaped.discard(old)
-
-
-def _direct_shepherd(theirs: socket.socket) -> None:
-    """Without a fork server: exec a shepherd per child (slower, one more
-    exec), reaping finished ones as we go so no zombie accumulates."""
-    _reap_later(spawn_helper("--shepherd", theirs))

@@ -110,6 +110,11 @@ class Decoder:
                 events.append(self._event(opcode, payload))
         except ProtocolError:
             self.broken = True
+            # The events decoded so far are lost with the exception: give
+            # back their fds so the driver's take_unclaimed_fds() closes them.
+            for event in reversed(events):
+                if isinstance(event, Started):
+                    self._fds.extendleft(fd for fd in (event.stderr, event.stdout, event.stdin) if fd is not None)
             raise
         return events
 
@@ -118,11 +123,12 @@ class Decoder:
             pid, mask = _STARTED.unpack(payload)
             if mask & ~7 or pid <= 0:
                 raise ProtocolError(f"bad STARTED pid={pid} mask={mask:#x}")
+            if len(self._fds) < bin(mask).count("1"):
+                # (checked before taking any, so the unclaimed fds stay whole)
+                raise ProtocolError("STARTED names more fds than arrived")
             slots: list[int | None] = []
             for bit in (op.FDMASK_STDIN, op.FDMASK_STDOUT, op.FDMASK_STDERR):
                 if mask & bit:
-                    if not self._fds:
-                        raise ProtocolError("STARTED names more fds than arrived")
                     slots.append(self._fds.popleft())
                 else:
                     slots.append(None)
@@ -155,6 +161,10 @@ def encode_stop(grace: float) -> bytes:
 
 
 def _millis(seconds: float) -> int:
+    # Range-check before rounding: -0.0004 must not round to a valid 0, and
+    # inf/nan must be a ValueError, not an OverflowError from int().
+    if not 0 <= seconds <= 0xFFFFFFFF / 1000 + 0.0005:
+        raise ValueError(f"duration out of range: {seconds}")
     ms = int(round(seconds * 1000))
     if not 0 <= ms <= 0xFFFFFFFF:
         raise ValueError(f"duration out of range: {seconds}")
@@ -176,6 +186,21 @@ class SpawnRequest:
     rlimits: list[tuple[int, int, int]]
 
 
+_env_memo: tuple[list[bytes], bytes] | None = None
+
+
+def _env_fields(env: list[bytes]) -> bytes:
+    """The ENV fields, memoised for the list object ``_options`` reuses
+    while ``os.environ`` is unchanged (encoding 40+ fields costs ~20 us)."""
+    global _env_memo
+    memo = _env_memo
+    if memo is not None and memo[0] is env:
+        return memo[1]
+    block = b"".join(_TLV.pack(op.FIELD_ENV, len(entry)) + entry for entry in env)
+    _env_memo = (env, block)
+    return block
+
+
 def encode_spawn(rq: SpawnRequest) -> bytes:
     """SPAWN: the request as a run of TLV fields."""
     parts: list[bytes] = []
@@ -186,8 +211,7 @@ def encode_spawn(rq: SpawnRequest) -> bytes:
 
     for arg in rq.argv:
         field(op.FIELD_ARGV, arg)
-    for entry in rq.env:
-        field(op.FIELD_ENV, entry)
+    parts.append(_env_fields(rq.env))
     for path in rq.executables:
         field(op.FIELD_EXEC, path)
     if rq.cwd is not None:

@@ -78,15 +78,20 @@ class _Collector:
     no per-chunk objects or final join of many parts."""
 
     def __init__(self, limit: int | None) -> None:
-        self.buf = bytearray(OUT_READ)
+        self.buf = bytearray()
         self.size = 0
         self.limit = limit
 
     def read_from(self, fd: int) -> int:
         """One read; returns bytes read (0 = EOF); BlockingIOError if none."""
-        if len(self.buf) - self.size < READ_SIZE:
-            self.buf.extend(bytes(len(self.buf)))
-        return os.readv(fd, [memoryview(self.buf)[self.size :]])
+        buf = self.buf
+        if len(buf) - self.size < READ_SIZE:
+            if buf:
+                buf *= 2  # realloc (mremap when large) and no zero-filling
+            else:
+                buf += bytes(READ_SIZE)
+        with memoryview(buf) as view:
+            return os.readv(fd, [view[self.size : self.size + OUT_READ]])
 
     def value(self) -> bytes:
         return bytes(memoryview(self.buf)[: self.size])
