@@ -98,12 +98,23 @@ class Handshake:
         self.started: Started | None = None
         self.after: list[Event] = []  # events that arrived with STARTED
         self.ended: str | None = None  # and the connection's end, if it came too
+        self._sending = False
 
     def want(self) -> tuple[int, int]:
         return self.sock.fileno(), (POLLOUT if self._out else 0) | POLLIN
 
+    def request_sent(self) -> bool:
+        """After an interrupt: may the shepherd have the whole request (so
+        a child may exist)?  A send the interrupt cut short counts as
+        whole and is never repeated (a second request is garbage to it)."""
+        if self._sending:
+            self._sending = False
+            self._out = memoryview(b"")
+        return not self._out
+
     def step(self) -> Started | None:
         if self._out:
+            self._sending = True  # stays set if an interrupt cuts the send short
             try:
                 if self._fds:
                     anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", self._fds).tobytes())]
@@ -116,6 +127,7 @@ class Handshake:
                 pass
             except OSError:
                 self._out = memoryview(b"")  # the shepherd is gone: the read side will say why
+            self._sending = False
         events, ended = receive(self.sock, self.decoder)
         for event in events:
             if self.started is None:

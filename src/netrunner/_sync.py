@@ -12,32 +12,34 @@ import time
 from typing import Any
 
 from . import _opcodes as op
-from ._core import ChildCore, Handshake
+from ._core import POLLIN, ChildCore, Handshake, receive
 from ._errors import ShepherdError
 from ._launch import connect_shepherd
-from ._protocol import SpawnRequest
+from ._protocol import Exited, SpawnRequest, encode_stop
 
 HANDSHAKE_TIMEOUT = 30.0
 
 
-def wait_ready(interest: list[tuple[int, int]], deadline: float | None) -> bool:
-    """Block until one fd of ``interest`` is ready; False once ``deadline``
-    (``time.monotonic()``) passes first."""
+def poll_ready(interest: list[tuple[int, int]], deadline: float | None) -> list[int]:
+    """Block until fds of ``interest`` are ready and return them; ``[]``
+    once ``deadline`` (``time.monotonic()``) passes first."""
     if deadline is None:
         timeout_ms = None
     else:
         left = deadline - time.monotonic()
         if left <= 0:
-            return False
+            return []
         timeout_ms = max(1, math.ceil(left * 1000))
     poller = select.poll()
     for fd, events in interest:
         poller.register(fd, events)
-    while True:
-        try:
-            return bool(poller.poll(timeout_ms))
-        except InterruptedError:  # pragma: no cover - PEP 475 retries already
-            continue
+    return [fd for fd, _events in poller.poll(timeout_ms)]
+
+
+def wait_ready(interest: list[tuple[int, int]], deadline: float | None) -> bool:
+    """Block until one fd of ``interest`` is ready; False once ``deadline``
+    passes first."""
+    return bool(poll_ready(interest, deadline))
 
 
 def start(args: Any, rq: SpawnRequest, *, stderr_complete: bool = False) -> ChildCore:
@@ -51,7 +53,11 @@ def start(args: Any, rq: SpawnRequest, *, stderr_complete: bool = False) -> Chil
             if not wait_ready([hs.want()], deadline):
                 raise ShepherdError(f"the shepherd did not answer within {HANDSHAKE_TIMEOUT} s")
         return ChildCore(args, hs, stderr_complete=stderr_complete)
-    except BaseException:
+    except BaseException as exc:
+        if hs.started is not None or not isinstance(exc, (OSError, ShepherdError)):
+            # Interrupted (KeyboardInterrupt, or whatever a signal handler
+            # raised) while the child may already run: stop it first.
+            _stop_interrupted(hs, deadline)
         # Closing the socket is owner loss: a child that did start is stopped.
         sock.close()
         if hs.started is not None:
@@ -61,3 +67,29 @@ def start(args: Any, rq: SpawnRequest, *, stderr_complete: bool = False) -> Chil
         for fd in hs.decoder.take_unclaimed_fds():
             os.close(fd)
         raise
+
+
+def _stop_interrupted(hs: Handshake, deadline: float) -> None:
+    """An exception hit the handshake while the child may be starting or
+    running: finish the handshake (briefly), have the shepherd stop the
+    child (STOP, kill_timeout) and wait for its exit report, so nothing
+    runs when the exception reaches the caller.  If this is cut short (a
+    second interrupt, the bounds), closing the socket still stops the
+    child, only not before we return."""
+    try:
+        if hs.started is None and not hs.request_sent():
+            return  # the shepherd never had the whole request: no child
+        settle_by = min(deadline, time.monotonic() + 5.0)
+        while hs.started is None:
+            if hs.step() is None and not wait_ready([hs.want()], settle_by):
+                return
+        if hs.ended is not None or any(isinstance(event, Exited) for event in hs.after):
+            return  # already over, leftovers killed
+        hs.sock.send(encode_stop(hs.rq.kill_timeout))
+        stop_by = time.monotonic() + hs.rq.kill_timeout + 5.0
+        while wait_ready([(hs.sock.fileno(), POLLIN)], stop_by):
+            events, ended = receive(hs.sock, hs.decoder)
+            if ended is not None or any(isinstance(event, Exited) for event in events):
+                return
+    except Exception:
+        return  # the spawn failed or the shepherd is gone: no child to stop
