@@ -154,8 +154,10 @@ static int list_children(pid_t *out, int max) {
     for (char *p = buf; *p && n < max;) {
         char *end;
         long pid = strtol(p, &end, 10);
-        if (end == p) break;
-        if (pid > 0) out[n++] = (pid_t)pid;
+        /* Each entry is "%d ": one cut short by the end of our buffer (the
+         * kernel's may be larger, e.g. 64 KiB pages) is some other pid. */
+        if (end == p || (*end != ' ' && *end != '\n')) break;
+        if (pid > 1) out[n++] = (pid_t)pid; /* never kill(-1, ...) */
         p = end;
     }
     return n;
@@ -575,11 +577,9 @@ static int finish(struct shepherd *s) {
     return 0;
 }
 
-/* Commands from the owner; anything unexpected counts as owner loss. */
-static void handle_owner_input(struct shepherd *s) {
-    ssize_t n = inbuf_fill(&s->in, s->sock);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-    if (n <= 0 || s->in.nfds > 0) { owner_lost(s); return; }
+/* Act on every whole command in the carry buffer; anything unexpected
+ * counts as owner loss. */
+static void handle_commands(struct shepherd *s) {
     for (;;) {
         uint16_t op;
         const uint8_t *payload;
@@ -600,7 +600,17 @@ static void handle_owner_input(struct shepherd *s) {
     }
 }
 
+static void handle_owner_input(struct shepherd *s) {
+    ssize_t n = inbuf_fill(&s->in, s->sock);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n <= 0 || s->in.nfds > 0) { owner_lost(s); return; }
+    handle_commands(s);
+}
+
 static int supervise(struct shepherd *s) {
+    /* Commands that arrived in the same read as the SPAWN request are
+     * already buffered: the socket will not poll readable for them. */
+    if (!s->owner_gone) handle_commands(s);
     for (;;) {
         if (child_has_exited(s)) return finish(s);
         if (s->kill_at && now_ms() >= s->kill_at) escalate(s);
@@ -672,7 +682,8 @@ static pid_t launch(const struct request *rq, const int child_end[3], int errfd)
 
 /* Start the child.  Returns 0 with s->child set, or 1 after reporting. */
 static int start_child(struct shepherd *s, struct request *rq) {
-    int child_end[3], owner_end[3], errpipe[2] = {-1, -1};
+    /* All -1 up front: open_stdio may fail before it reaches every slot. */
+    int child_end[3] = {-1, -1, -1}, owner_end[3] = {-1, -1, -1}, errpipe[2] = {-1, -1};
     int rc = 1;
     if (open_stdio(rq, &s->in, child_end, owner_end) < 0 || pipe2(errpipe, O_CLOEXEC) < 0) {
         send_spawn_failed(s->sock, NR_STAGE_PIPE, errno);

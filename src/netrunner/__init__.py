@@ -23,6 +23,7 @@ from ._process import Process, spawn
 from ._result import Result
 from ._run import run
 from ._stats import Stats
+from ._stream import Stream, stream
 
 __all__ = [
     "CalledProcessError",
@@ -33,9 +34,11 @@ __all__ = [
     "Result",
     "ShepherdError",
     "Stats",
+    "Stream",
     "TimeoutExpired",
     "run",
     "spawn",
+    "stream",
 ]
 __version__ = "0.1.0"
 

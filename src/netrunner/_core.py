@@ -16,6 +16,7 @@ import array
 import errno
 import os
 import select
+import signal
 import socket
 import threading
 import time
@@ -24,7 +25,9 @@ from typing import Any
 
 from . import _opcodes as op
 from ._errors import ShepherdError
-from ._protocol import Decoder, Event, Exited, ProtocolError, SpawnFailed, SpawnRequest, Started, encode_spawn
+from ._protocol import Decoder, Event, Exited, encode_stop, ProtocolError, SpawnFailed, SpawnRequest, Started, encode_spawn
+from ._drive import POLLIN, POLLOUT, Pending
+from ._launch import take_shepherd
 from ._stats import Stats
 
 READ_SIZE = 65536
@@ -33,8 +36,9 @@ STDERR_TAIL = 8192
 STDERR_BUFFER = 1 << 20  # unread stderr kept for read_stderr(); older bytes dropped
 STDOUT_BUFFER = 64 << 20  # stdout drained while waiting in write()/wait(); then backpressure
 DRAIN_BUDGET = 16  # reads per pipe per pass, so one flood cannot starve the rest
-POLLIN = select.POLLIN | select.POLLHUP | select.POLLERR
-POLLOUT = select.POLLOUT | select.POLLERR
+HANDSHAKE_TIMEOUT = 30.0
+# The shepherd's own bound on reaping after SIGKILL (3 s), plus slack.
+STOP_BOUND = 4.0
 
 _live: weakref.WeakSet[ChildCore] = weakref.WeakSet()
 
@@ -80,6 +84,13 @@ def spawn_error(failed: SpawnFailed, rq: SpawnRequest) -> BaseException:
     if failed.stage in (op.STAGE_RLIMIT, op.STAGE_DUP2, op.STAGE_SETPGID, op.STAGE_SIGNALS):
         return OSError(failed.errno, f"{message} (in the child, at {stage})")
     return ShepherdError(f"the shepherd could not start the child ({stage}: {message})")
+
+
+_ALL_SIGNALS = signal.valid_signals()
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 class Handshake:
@@ -128,6 +139,16 @@ class Handshake:
             except OSError:
                 self._out = memoryview(b"")  # the shepherd is gone: the read side will say why
             self._sending = False
+        # fds arrive with STARTED: no Python signal handler (KeyboardInterrupt)
+        # may run between their recvmsg and our record of them, or they leak.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS) if _in_main_thread() else None
+        try:
+            return self._receive_reply()
+        finally:
+            if mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def _receive_reply(self) -> Started | None:
         events, ended = receive(self.sock, self.decoder)
         for event in events:
             if self.started is None:
@@ -145,6 +166,88 @@ class Handshake:
             return None
         self.ended = ended
         return self.started
+
+
+class Starter:
+    """Attempt (see :mod:`netrunner._drive`): take a ready shepherd, send the
+    SPAWN request, and return the :class:`ChildCore` once STARTED arrives.
+
+    Bounded by ``HANDSHAKE_TIMEOUT``.  If it fails or is abandoned (an
+    exception, a cancelled task), :meth:`abort` releases everything: closing
+    the socket is owner loss, so a child that did start is stopped."""
+
+    def __init__(self, args: Any, rq: SpawnRequest, *, stderr_complete: bool = False) -> None:
+        self.args = args
+        self.rq = rq
+        self.stderr_complete = stderr_complete
+        self.inherit = [slot for slot, mode in enumerate((rq.stdin, rq.stdout, rq.stderr)) if mode == op.STDIO_INHERIT]
+        self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+        self.hs: Handshake | None = None
+        self.asked = False
+        self.abort_deadline = 0.0
+
+    def __call__(self, ready: list[int] | None) -> ChildCore | Pending:
+        if self.hs is None:
+            got = take_shepherd(ask=not self.asked)
+            self.asked = True
+            if isinstance(got, int):
+                return self._pending([(got, POLLIN)])
+            self.hs = Handshake(got, self.rq, self.inherit)
+        if self.hs.step() is None:
+            return self._pending([self.hs.want()])
+        core = ChildCore(self.args, self.hs, stderr_complete=self.stderr_complete)
+        self.hs = None
+        return core
+
+    def _pending(self, interest: list[tuple[int, int]]) -> Pending:
+        if time.monotonic() >= self.deadline:
+            raise ShepherdError(f"no shepherd answered within {HANDSHAKE_TIMEOUT} s")
+        return Pending(interest, self.deadline)
+
+    def begin_abort(self) -> None:
+        """Interrupted mid-handshake: if the request went out, a child may
+        be running, so ask the shepherd to stop it (the same escalation as
+        ever) and let :meth:`abort_attempt` wait for the shepherd to exit."""
+        hs = self.hs
+        if hs is None:
+            return
+        if hs.started is None and not hs.request_sent():
+            self.release()  # the request never arrived whole: nothing started
+            return
+        try:
+            hs.sock.send(encode_stop(self.rq.kill_timeout))
+        except OSError:
+            pass  # gone already: EOF will say so
+        self.abort_deadline = time.monotonic() + self.rq.kill_timeout + STOP_BOUND
+
+    def abort_attempt(self, ready: list[int] | None) -> bool | Pending:
+        """Attempt: True once the shepherd hung up (it reaps before it
+        exits) or the bound passed; fds that still arrive are closed."""
+        hs = self.hs
+        if hs is None:
+            return True
+        events, ended = receive(hs.sock, hs.decoder)
+        for event in events:
+            if isinstance(event, Started) and hs.started is None:
+                hs.started = event  # so release() closes its fds
+        if ended is not None or time.monotonic() >= self.abort_deadline:
+            self.release()
+            return True
+        return Pending([(hs.sock.fileno(), POLLIN)], self.abort_deadline)
+
+    def release(self) -> None:
+        """Close everything the handshake holds (closing the socket is owner
+        loss: the shepherd stops whatever did start)."""
+        hs, self.hs = self.hs, None
+        if hs is None:
+            return
+        hs.sock.close()
+        if hs.started is not None:
+            for fd in (hs.started.stdin, hs.started.stdout, hs.started.stderr):
+                if fd is not None:
+                    os.close(fd)
+        for fd in hs.decoder.take_unclaimed_fds():
+            os.close(fd)
 
 
 def receive(sock: socket.socket, decoder: Decoder) -> tuple[list[Event], str | None]:
@@ -299,6 +402,12 @@ class ChildCore:
         the child (SIGTERM, kill_timeout, SIGKILL) without us waiting."""
         self._close_sock()
         self.close_fds()
+
+    def __del__(self) -> None:
+        # Last line of defence (an interrupt between a spawn and the caller
+        # taking hold of it): drop everything, which stops the child.
+        if not self.forked_away:
+            self.abandon()
 
     def close_fds(self) -> None:
         self.stdin.close()
@@ -455,4 +564,3 @@ def after_fork_in_child() -> None:
         core.lock = threading.RLock()
         if core.exited is None:
             core.lost = "owned by the parent process"
-

@@ -14,9 +14,7 @@ class NetRunnerError(Exception):
 class CalledProcessError(NetRunnerError, subprocess.CalledProcessError):
     """Non-zero exit with ``check=True``; the message ends with the stderr tail."""
 
-    def __init__(
-        self, returncode: int, cmd: Any, output: Any = None, stderr: Any = None, tail: bytes = b""
-    ) -> None:
+    def __init__(self, returncode: int, cmd: Any, output: Any = None, stderr: Any = None, tail: bytes = b"") -> None:
         subprocess.CalledProcessError.__init__(self, returncode, cmd, output, stderr)
         self.stderr_tail = tail
 

@@ -28,7 +28,6 @@ from . import _opcodes as op
 from ._errors import ShepherdError
 
 _BINARY_ENV = "NETRUNNER_SHEPHERD"
-HANDSHAKE_TIMEOUT = 30.0
 
 
 def shepherd_binary() -> str:
@@ -125,57 +124,52 @@ class ForkServer:
         self._owner = 0
         self._lock = threading.Lock()
 
-    def _receive(self, sock: socket.socket, block: bool) -> None:
-        """Collect FS_SHEPHERD replies (one, blocking and bounded, if asked)."""
-        flags = socket.MSG_CMSG_CLOEXEC | (0 if block else socket.MSG_DONTWAIT)
-        sock.settimeout(HANDSHAKE_TIMEOUT if block else None)
-        try:
-            while self._requested:
-                try:
-                    data, anc, _flags, _addr = sock.recvmsg(1, socket.CMSG_SPACE(4), flags)
-                except (BlockingIOError, InterruptedError):
-                    return
-                except socket.timeout:
-                    raise ShepherdError("the fork server did not answer") from None
-                fds = array.array("i")
-                for level, kind, payload in anc:
-                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                        fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-                if not data:
-                    raise BrokenPipeError("the fork server closed its socket")
-                if data != bytes([op.FS_SHEPHERD]) or len(fds) != 1:
-                    for fd in fds:
-                        os.close(fd)
-                    raise BrokenPipeError(f"unexpected message from the fork server: {data!r}")
-                self._requested -= 1
-                self._ready.append(socket.socket(fileno=fds[0]))
-                if block:
-                    return
-                flags |= socket.MSG_DONTWAIT
-        finally:
-            sock.settimeout(None)
+    def _receive(self, sock: socket.socket) -> None:
+        """Collect the FS_SHEPHERD replies that are here (non-blocking)."""
+        while self._requested:
+            try:
+                data, anc, _flags, _addr = sock.recvmsg(
+                    1, socket.CMSG_SPACE(4), socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT
+                )
+            except (BlockingIOError, InterruptedError):
+                return
+            fds = array.array("i")
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+            if not data:
+                raise BrokenPipeError("the fork server closed its socket")
+            if data != bytes([op.FS_SHEPHERD]) or len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                raise BrokenPipeError(f"unexpected message from the fork server: {data!r}")
+            self._requested -= 1
+            self._ready.append(socket.socket(fileno=fds[0]))
 
     def _request(self, sock: socket.socket) -> None:
         sock.send(bytes([op.FS_FORK]))
         self._requested += 1
 
-    def take_shepherd(self) -> socket.socket:
-        """A connected socket to a fresh shepherd waiting for its request."""
+    def try_take(self, ask: bool) -> socket.socket | int:
+        """A connected socket to a fresh shepherd waiting for its request,
+        or, when none is ready yet, the fd to wait on before trying again.
+        ``ask``: this caller has not asked for a shepherd yet (each waiting
+        caller asks once, so concurrent spawns get one each)."""
         with self._lock:
             for attempt in (1, 2):
                 sock = self._sock if self._sock is not None and self._owner == os.getpid() else None
                 try:
                     if sock is None:
                         sock = self._start()
-                    self._receive(sock, block=False)
-                    if not self._ready:
-                        if not self._requested:
-                            self._request(sock)
-                        self._receive(sock, block=True)
-                    shepherd = self._ready.popleft()
-                    if not self._ready and not self._requested:
-                        self._request(sock)  # the next spawn's shepherd, made meanwhile
-                    return shepherd
+                    self._receive(sock)
+                    if self._ready:
+                        shepherd = self._ready.popleft()
+                        if not self._ready and not self._requested:
+                            self._request(sock)  # the next spawn's shepherd, made meanwhile
+                        return shepherd
+                    if ask or not self._requested:
+                        self._request(sock)
+                    return sock.fileno()
                 except (BrokenPipeError, ConnectionResetError, ConnectionRefusedError) as exc:
                     self._discard()
                     if attempt == 2:
@@ -220,9 +214,11 @@ class ForkServer:
 FORK_SERVER = ForkServer()
 
 
-def connect_shepherd() -> socket.socket:
-    """A stream socket whose peer is a brand-new shepherd, non-blocking."""
+def take_shepherd(ask: bool) -> socket.socket | int:
+    """A non-blocking stream socket whose peer is a brand-new shepherd, or
+    an fd to wait on (see :meth:`ForkServer.try_take`)."""
     if os.environ.get("NETRUNNER_FORK_SERVER", "1") == "0":
+        # No fork server: exec a shepherd for this child (one more exec).
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             _reap_later(spawn_helper("--shepherd", theirs))
@@ -232,7 +228,10 @@ def connect_shepherd() -> socket.socket:
         finally:
             theirs.close()
     else:
-        ours = FORK_SERVER.take_shepherd()
+        got = FORK_SERVER.try_take(ask)
+        if isinstance(got, int):
+            return got
+        ours = got
     ours.setblocking(False)
     return ours
 

@@ -13,7 +13,8 @@ import os
 import resource
 import signal
 import subprocess
-from typing import Any, Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
 
 from . import _opcodes as op
 from ._protocol import SpawnRequest

@@ -6,13 +6,13 @@ import signal
 import time
 from typing import Any
 
+from . import _opcodes as op
 from . import _options as options
 from ._core import ChildCore
 from ._errors import ShepherdError, TimeoutExpired
 from ._protocol import encode_signal, encode_stop
 from ._stats import Stats
 from ._sync import start, wait_ready
-from . import _opcodes as op
 
 # How long past its grace a stop may take before we call the shepherd lost:
 # the shepherd itself bounds its reaping at 3 s after SIGKILL.
@@ -234,7 +234,8 @@ class Process:
             core.abandon()
 
     def __repr__(self) -> str:
-        state = "running" if self._core.returncode is None and not self._core.done else f"returncode={self._core.returncode}"
+        core = self._core
+        state = f"returncode={core.returncode}" if core.exited is not None else "running"
         return f"<netrunner.Process pid={self.pid} {state} args={self.args!r}>"
 
 
@@ -263,8 +264,14 @@ def spawn(
         if not 0 < value < 65536:
             raise ValueError(f"{name} must be between 1 and 65535, not {value}")
     rq = options.spawn_request(
-        args, stdin=stdin, stdout=op.STDIO_PIPE, stderr=stderr, cwd_=cwd, env=env,
-        kill_timeout=kill_timeout, rlimits_=rlimits,
+        args,
+        stdin=stdin,
+        stdout=op.STDIO_PIPE,
+        stderr=stderr,
+        cwd_=cwd,
+        env=env,
+        kill_timeout=kill_timeout,
+        rlimits_=rlimits,
     )
     options.unsupported(pty, cgroup, limits)
     return Process(start(args, rq))

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Union
 
 from . import _opcodes as op
 
@@ -60,7 +60,7 @@ class Exited:
     maxrss_kib: int
 
 
-Event = Union[Started, SpawnFailed, Exited]
+Event = Started | SpawnFailed | Exited
 
 
 class Decoder:
@@ -105,7 +105,7 @@ class Decoder:
                 end = op.HEADER_SIZE + length
                 if len(self._buf) < end:
                     break
-                payload = bytes(self._buf[op.HEADER_SIZE:end])
+                payload = bytes(self._buf[op.HEADER_SIZE : end])
                 del self._buf[:end]
                 events.append(self._event(opcode, payload))
         except ProtocolError:
@@ -165,7 +165,7 @@ def _millis(seconds: float) -> int:
     # inf/nan must be a ValueError, not an OverflowError from int().
     if not 0 <= seconds <= 0xFFFFFFFF / 1000 + 0.0005:
         raise ValueError(f"duration out of range: {seconds}")
-    ms = int(round(seconds * 1000))
+    ms = round(seconds * 1000)
     if not 0 <= ms <= 0xFFFFFFFF:
         raise ValueError(f"duration out of range: {seconds}")
     return ms

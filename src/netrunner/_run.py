@@ -11,7 +11,8 @@ from __future__ import annotations
 import io
 import os
 import time
-from typing import Any, Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
+from typing import Any
 
 from . import _opcodes as op
 from . import _options as options
@@ -19,7 +20,8 @@ from ._core import POLLIN, POLLOUT, READ_SIZE, ChildCore
 from ._errors import CalledProcessError, OutputLimitExceeded, ShepherdError, TimeoutExpired
 from ._protocol import encode_stop
 from ._result import Result
-from ._sync import poll_ready, start
+from ._drive import Pending, drive
+from ._sync import start
 
 # After the child is reaped (and the shepherd has killed what it left),
 # pipes still open elsewhere get this long to reach EOF.
@@ -27,6 +29,7 @@ EOF_GRACE = 0.5
 # Beyond timeout + kill_timeout, how long the shepherd gets to report.
 REPORT_MARGIN = 0.4
 INPUT_CHUNK = 1 << 20
+INPUT_KINDS = "input must be bytes, str, an iterable of bytes or a binary file"
 OUT_READ = 1 << 20
 
 
@@ -49,7 +52,7 @@ class _Input:
         elif isinstance(value, Iterable):
             self._chunks = iter(value)
         else:
-            raise TypeError(f"input must be bytes, str, an iterable of bytes or a binary file, not {type(value).__name__}")
+            raise TypeError(f"{INPUT_KINDS}, not {type(value).__name__}")
 
     def next(self) -> memoryview | None:
         """The unwritten remainder, refilled from the source; None at end."""
@@ -133,6 +136,8 @@ class _Collector:
 class RunCore:
     """One ``run()``: non-blocking steps plus what to wait for next."""
 
+    collect = True  # stdout is read into the collector (a stream pulls it instead)
+
     def __init__(
         self,
         core: ChildCore,
@@ -170,7 +175,7 @@ class RunCore:
         fds: list[tuple[int, int]] = []
         if core.sock is not None:
             fds.append((core.sock.fileno(), POLLIN))
-        if core.stdout.fd >= 0:
+        if core.stdout.fd >= 0 and (self.collect or not self.timed_out):
             fds.append((core.stdout.fd, POLLIN))
         if core.stderr.fd >= 0:
             fds.append((core.stderr.fd, POLLIN))
@@ -178,6 +183,24 @@ class RunCore:
             fds.append((core.stdin.fd, POLLOUT))
         deadlines = [d for d in (self.timeout_at, self.giveup_at, self.eof_by) if d is not None]
         return fds, min(deadlines) if deadlines else None
+
+    def attempt(self, ready: list[int] | None) -> bool | Pending:
+        """Drive to the end (see :mod:`netrunner._drive`): True once the
+        child is reaped and its pipes are drained."""
+        self.step(ready)
+        if self.finished:
+            return True
+        fds, deadline = self.wants()
+        return Pending(fds, deadline)
+
+    def reap_attempt(self, ready: list[int] | None) -> bool | Pending:
+        """After :meth:`abort`: True once the exit report is in (bounded by
+        ``giveup_at``, after which the core is abandoned)."""
+        self.step(ready)
+        if self.core.done:
+            return True
+        fds, deadline = self.wants()
+        return Pending(fds, deadline)
 
     # ------------------------------------------------------------ steps
     def step(self, ready: Collection[int] | None = None) -> None:
@@ -189,7 +212,7 @@ class RunCore:
         core = self.core
         if core.sock is not None and (ready is None or core.sock.fileno() in ready):
             core.service_ctl()
-        if core.stdout.fd >= 0 and (ready is None or core.stdout.fd in ready):
+        if self.collect and core.stdout.fd >= 0 and (ready is None or core.stdout.fd in ready):
             self._read_stdout()
         if core.stderr.fd >= 0 and (ready is None or core.stderr.fd in ready):
             core.drain_stderr()
@@ -309,13 +332,6 @@ def _decode(data: bytes, encoding: str | None, errors: str | None) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _drive(job: RunCore) -> None:
-    job.step()
-    while not job.finished:
-        fds, deadline = job.wants()
-        job.step(poll_ready(fds, deadline))
-
-
 def prepare(
     args: Any,
     *,
@@ -347,7 +363,7 @@ def prepare(
     limit = options.size(max_output_size, "max_output_size")
     if input is not None and not isinstance(input, (str, bytes, bytearray, memoryview, io.IOBase)):
         if not hasattr(input, "read") and not isinstance(input, Iterable):
-            raise TypeError(f"input must be bytes, str, an iterable of bytes or a binary file, not {type(input).__name__}")
+            raise TypeError(f"{INPUT_KINDS}, not {type(input).__name__}")
     return rq, seconds, limit, rq.stderr == op.STDIO_PIPE
 
 
@@ -376,23 +392,31 @@ def run(
     ``timeout`` the group gets SIGTERM, then SIGKILL after ``kill_timeout``;
     any exception (KeyboardInterrupt included) stops the child first."""
     rq, seconds, limit, capture_stderr = prepare(
-        args, input=input, timeout=timeout, max_output_size=max_output_size, stderr=stderr,
-        cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits,
+        args,
+        input=input,
+        timeout=timeout,
+        max_output_size=max_output_size,
+        stderr=stderr,
+        cwd=cwd,
+        env=env,
+        pty=pty,
+        kill_timeout=kill_timeout,
+        cgroup=cgroup,
+        limits=limits,
+        rlimits=rlimits,
     )
     core = start(args, rq, stderr_complete=capture_stderr)
     job = RunCore(core, input, timeout=seconds, max_output_size=limit, encoding=encoding, errors=errors)
     try:
-        _drive(job)
+        drive(job.attempt)
     except BaseException:
         # Never leave before the child is reaped: stop it and wait (bounded
         # by the shepherd's own escalation).  A second interrupt while we
         # wait drops the socket, which makes the shepherd finish the job.
         try:
             job.abort()
-            while not job.core.done:
-                fds, deadline = job.wants()
-                job.step(poll_ready(fds, deadline))
+            drive(job.reap_attempt)
         finally:
-            job.core.abandon()
+            core.abandon()
         raise
     return job.result(text or encoding is not None or errors is not None, encoding, errors, check)

@@ -41,8 +41,9 @@ def _parser() -> argparse.ArgumentParser:
         usage="netrunner [options] -- CMD [ARG...]",
     )
     p.add_argument("--timeout", type=float, metavar="S", help="stop CMD after S seconds (exit 124)")
-    p.add_argument("--kill-timeout", type=float, default=5.0, metavar="S",
-                   help="seconds between SIGTERM and SIGKILL (default 5)")
+    p.add_argument(
+        "--kill-timeout", type=float, default=5.0, metavar="S", help="seconds between SIGTERM and SIGKILL (default 5)"
+    )
     p.add_argument("--max-output", type=int, metavar="BYTES", help="kill CMD once its stdout exceeds BYTES (exit 125)")
     p.add_argument("--cgroup", metavar="PATH", help="run CMD in this cgroup v2 (not available in this version)")
     p.add_argument("--pty", action="store_true", help="give CMD a pseudo-terminal (not available in this version)")
@@ -70,8 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout = options.seconds(args.timeout, "--timeout")
         options.size(args.max_output, "--max-output")
         rq = options.spawn_request(
-            command, stdin="inherit", stdout=op.STDIO_PIPE if copy_stdout else op.STDIO_INHERIT,
-            stderr="inherit", cwd_=None, env=None, kill_timeout=args.kill_timeout, rlimits_=None,
+            command,
+            stdin="inherit",
+            stdout=op.STDIO_PIPE if copy_stdout else op.STDIO_INHERIT,
+            stderr="inherit",
+            cwd_=None,
+            env=None,
+            kill_timeout=args.kill_timeout,
+            rlimits_=None,
         )
     except (ValueError, TypeError) as exc:
         return _fail(str(exc), EXIT_INTERNAL)

@@ -1,0 +1,157 @@
+"""The two drivers: how to wait for fds, synchronously or on asyncio.
+
+Everything above this module is written as *attempts*: a non-blocking
+function that either returns its result or a :class:`Pending` naming the
+fds (and deadline) worth waiting for before trying again.  The sync API
+waits with ``poll(2)``; :mod:`netrunner.aio` waits with the running event
+loop's ``add_reader``/``add_writer``.  That is the only difference between
+the two fronts (the httpcore/psycopg shape: one core, two thin drivers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import select
+import time
+import weakref
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+POLLIN = select.POLLIN | select.POLLHUP | select.POLLERR
+POLLOUT = select.POLLOUT | select.POLLERR
+
+Interest = list[tuple[int, int]]
+
+
+class Pending:
+    """Not done yet: wait until one of ``interest`` is ready or ``deadline``."""
+
+    __slots__ = ("deadline", "interest")
+
+    def __init__(self, interest: Interest, deadline: float | None) -> None:
+        self.interest = interest
+        self.deadline = deadline
+
+
+Attempt = Callable[[list[int] | None], "T | Pending"]
+
+
+# ------------------------------------------------------------------ sync
+def poll_ready(interest: Interest, deadline: float | None) -> list[int]:
+    """Block until fds of ``interest`` are ready and return them; ``[]``
+    once ``deadline`` (``time.monotonic()``) passes first."""
+    if deadline is None:
+        timeout_ms = None
+    else:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return []
+        timeout_ms = max(1, math.ceil(left * 1000))
+    poller = select.poll()
+    for fd, events in interest:
+        poller.register(fd, events)
+    return [fd for fd, _events in poller.poll(timeout_ms)]
+
+
+def drive(attempt: Callable[[list[int] | None], T | Pending]) -> T:
+    """Run ``attempt`` to completion, blocking in ``poll`` between tries.
+    ``attempt`` gets the fds that fired (None on the first try)."""
+    ready: list[int] | None = None
+    while True:
+        result = attempt(ready)
+        if not isinstance(result, Pending):
+            return result
+        ready = poll_ready(result.interest, result.deadline)
+
+
+# --------------------------------------------------------------- asyncio
+class _LoopFds:
+    """Per event loop: many waiters per fd.  ``loop.add_reader`` keeps one
+    callback per fd, so two tasks waiting on the same fd (a reader and a
+    ``wait()``, both following the shepherd socket) would silently steal
+    each other's wake-ups; this registers each fd once and fans out."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.readers: dict[int, set[Callable[[int], None]]] = {}
+        self.writers: dict[int, set[Callable[[int], None]]] = {}
+
+    def _fire(self, table: dict[int, set[Callable[[int], None]]], fd: int) -> None:
+        for callback in list(table.get(fd, ())):
+            callback(fd)
+
+    def add(self, fd: int, write: bool, callback: Callable[[int], None]) -> None:
+        table = self.writers if write else self.readers
+        waiters = table.get(fd)
+        if waiters is None:
+            waiters = table[fd] = set()
+            if write:
+                self.loop.add_writer(fd, self._fire, self.writers, fd)
+            else:
+                self.loop.add_reader(fd, self._fire, self.readers, fd)
+        waiters.add(callback)
+
+    def remove(self, fd: int, write: bool, callback: Callable[[int], None]) -> None:
+        table = self.writers if write else self.readers
+        waiters = table.get(fd)
+        if waiters is None:
+            return
+        waiters.discard(callback)
+        if not waiters:
+            del table[fd]
+            if write:
+                self.loop.remove_writer(fd)
+            else:
+                self.loop.remove_reader(fd)
+
+
+_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopFds] = weakref.WeakKeyDictionary()
+
+
+async def wait_ready(interest: Interest, deadline: float | None) -> list[int]:
+    """The event loop's version of :func:`poll_ready`: never blocks the loop."""
+    loop = asyncio.get_running_loop()
+    fds = _loops.get(loop)
+    if fds is None:
+        fds = _loops[loop] = _LoopFds(loop)
+    waiter: asyncio.Future[None] = loop.create_future()
+    ready: list[int] = []
+
+    def fire(fd: int) -> None:
+        ready.append(fd)
+        if not waiter.done():
+            waiter.set_result(None)
+
+    added: list[tuple[int, bool]] = []
+    timer = None
+    try:
+        for fd, events in interest:
+            for write, mask in ((False, select.POLLIN), (True, select.POLLOUT)):
+                if events & mask:
+                    fds.add(fd, write, fire)
+                    added.append((fd, write))
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return ready
+            timer = loop.call_later(left, fire, -1)
+        await waiter
+    finally:
+        for fd, write in added:
+            fds.remove(fd, write, fire)
+        if timer is not None:
+            timer.cancel()
+    return [fd for fd in ready if fd >= 0]
+
+
+async def adrive(attempt: Callable[[list[int] | None], T | Pending]) -> T:
+    """Run ``attempt`` to completion, awaiting readiness between tries."""
+    ready: list[int] | None = None
+    while True:
+        result = attempt(ready)
+        if not isinstance(result, Pending):
+            return result
+        ready = await wait_ready(result.interest, result.deadline)

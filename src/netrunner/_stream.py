@@ -1,0 +1,229 @@
+"""``stream()``: stdout as chunks, pulled by the consumer (backpressure).
+
+The job is :class:`~netrunner._run.RunCore` with collection turned off:
+input feeding, stderr draining, timeouts and the exit report work exactly
+as in ``run()``; stdout is read only when the consumer asks for the next
+chunk, so what it has not asked for stays in the OS pipe and a producer of
+any size runs in bounded memory.  :class:`StreamJob` holds that logic once;
+:class:`Stream` (here) and ``netrunner.aio``'s async stream only drive it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from ._core import ChildCore
+from ._drive import Pending, drive
+from ._errors import CalledProcessError, ShepherdError, TimeoutExpired
+from ._run import RunCore, prepare
+from ._stats import Stats
+from ._sync import start
+
+
+class StreamJob(RunCore):
+    """A ``RunCore`` whose stdout is pulled chunk by chunk."""
+
+    collect = False
+
+    def __init__(self, core: ChildCore, input: Any, *, timeout: float | None, chunk_size: int) -> None:
+        super().__init__(core, input, timeout=timeout, max_output_size=None, encoding=None, errors=None)
+        self.chunk_size = chunk_size
+        self.ended = False  # the end was reached and the result recorded
+
+    def next_chunk(self) -> bytes | None:
+        """The fast path: one read.  Bytes, ``b""`` at the end of stdout
+        (or once the timeout fired), None if the pipe is empty right now."""
+        if self.timeout_at is not None and time.monotonic() >= self.timeout_at:
+            self._check_time()
+        core = self.core
+        if self.timed_out:
+            core.stdout.close()
+            core.out_eof = True
+            return b""
+        fd = core.stdout.fd
+        if fd < 0:
+            return b""
+        try:
+            data = os.read(fd, self.chunk_size)
+        except (BlockingIOError, InterruptedError):
+            return None
+        if data:
+            core.bytes_out += len(data)
+            core.read_count += 1
+            return data
+        core.stdout.close()
+        core.out_eof = True
+        return b""
+
+    def chunk_attempt(self, ready: list[int] | None) -> bytes | Pending:
+        """Attempt: the next chunk (``b""`` at the end), waiting on stdout
+        while feeding stdin, draining stderr and following the shepherd."""
+        self.step(ready)
+        data = self.next_chunk()
+        if data is not None:
+            return data
+        fds, deadline = self.wants()
+        return Pending(fds, deadline)
+
+    def kill_now(self) -> None:
+        """Leaving early: SIGKILL the group at once (no kill_timeout wait)."""
+        self.input = None
+        self.core.stdin.close()
+        self.timeout_at = None
+        self._stop(0.0)
+
+    def outcome(self, check: bool) -> tuple[int, bytes, Stats]:
+        """After the end: returncode, captured stderr, stats; raises like
+        ``run()`` (TimeoutExpired, CalledProcessError, ShepherdError)."""
+        core = self.core
+        core.close_fds()
+        stderr = bytes(core.err_buf)
+        if self.timed_out:
+            assert self.timeout is not None
+            raise TimeoutExpired(core.args, self.timeout, None, stderr)
+        if core.exited is None:
+            raise ShepherdError(f"pid {core.pid}: {core.lost}; the child was killed")
+        rc = core.returncode
+        assert rc is not None
+        if check and rc != 0:
+            raise CalledProcessError(rc, core.args, None, stderr, tail=bytes(core.err_tail))
+        return rc, stderr, core.stats()
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Complete lines (newline kept) from chunks, however they were cut; a
+    final line without newline is delivered too.  No length limit."""
+    parts: list[bytes] = []
+    for chunk in chunks:
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start) + 1
+            if not end:
+                break
+            if parts:
+                parts.append(chunk[start:end])
+                yield b"".join(parts)
+                parts.clear()
+            else:
+                yield chunk[start:end]
+            start = end
+        if start < len(chunk):
+            parts.append(chunk[start:])
+    if parts:
+        yield b"".join(parts)
+
+
+class Stream:
+    """Iterate stdout chunks of a running child, with backpressure.
+
+    Leaving early (``break``, an exception, :meth:`close`, garbage
+    collection) SIGKILLs the child's group at once and reaps it.  After
+    exhaustion ``returncode``, ``stderr`` and ``stats`` are set."""
+
+    def __init__(self, job: StreamJob, check: bool) -> None:
+        self._job = job
+        self._check = check
+        self.returncode: int | None = None
+        self.stderr: bytes | None = None
+        self.stats: Stats | None = None
+        self.pid = job.core.pid
+        self.args = job.core.args
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks()
+
+    def lines(self) -> Iterator[bytes]:
+        """Complete lines, newline kept (see :func:`split_lines`)."""
+        return split_lines(self._chunks())
+
+    def _chunks(self) -> Iterator[bytes]:
+        job = self._job
+        if job.ended:
+            return
+        next_chunk: Callable[[], bytes | None] = job.next_chunk
+        try:
+            while True:
+                data = next_chunk()
+                if data is None:
+                    data = drive(job.chunk_attempt)
+                if not data:
+                    break
+                yield data
+            drive(job.attempt)
+            job.ended = True
+        finally:
+            if not job.ended:
+                self._stop_now()
+        self.returncode, self.stderr, self.stats = job.outcome(self._check)
+
+    def _stop_now(self) -> None:
+        job = self._job
+        job.ended = True
+        try:
+            if not job.core.done:
+                job.kill_now()
+                drive(job.reap_attempt)
+        finally:
+            job.core.abandon()
+            self.stats = job.core.stats()
+            self.returncode = job.core.returncode
+
+    def close(self) -> None:
+        """Stop the child now (SIGKILL to its group) if it still runs."""
+        if not self._job.ended:
+            self._stop_now()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        job = getattr(self, "_job", None)
+        if job is not None and not job.ended and not job.core.forked_away:
+            # Never block in a finalizer: ask for SIGKILL and drop the socket.
+            job.kill_now()
+            job.core.abandon()
+
+
+def stream(
+    args: Any,
+    *,
+    input: Any = None,
+    stderr: Any = "pipe",
+    timeout: float | None = None,
+    check: bool = False,
+    cwd: Any = None,
+    env: Any = None,
+    pty: bool = False,
+    kill_timeout: float = 5.0,
+    cgroup: Any = None,
+    limits: Any = None,
+    rlimits: Any = None,
+    chunk_size: int = 65536,
+) -> Stream:
+    """Start ``args`` and return a :class:`Stream` of its stdout chunks.
+
+    ``timeout`` bounds the whole stream's wall time (the iteration then
+    raises ``TimeoutExpired``); ``check=True`` raises ``CalledProcessError``
+    after the last chunk; ``input`` is fed concurrently."""
+    rq, seconds, size = prepare_stream(
+        args, input=input, stderr=stderr, timeout=timeout, cwd=cwd, env=env, pty=pty,
+        kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits, chunk_size=chunk_size,
+    )  # fmt: skip
+    core = start(args, rq)
+    return Stream(StreamJob(core, input, timeout=seconds, chunk_size=size), check)
+
+
+def prepare_stream(args: Any, *, chunk_size: Any, **options: Any) -> tuple[Any, float | None, int]:
+    """Validate ``stream()``'s options (shared with ``aio.stream``)."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+        raise TypeError(f"chunk_size must be an int, not {type(chunk_size).__name__}")
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be > 0, not {chunk_size}")
+    rq, seconds, _limit, _complete = prepare(args, max_output_size=None, **options)
+    return rq, seconds, chunk_size
