@@ -24,10 +24,20 @@ import weakref
 from typing import Any
 
 from . import _opcodes as op
-from ._errors import ShepherdError
-from ._protocol import Decoder, Event, Exited, encode_stop, ProtocolError, SpawnFailed, SpawnRequest, Started, encode_spawn
 from ._drive import POLLIN, POLLOUT, Pending
+from ._errors import ShepherdError
 from ._launch import take_shepherd
+from ._protocol import (
+    Decoder,
+    Event,
+    Exited,
+    ProtocolError,
+    SpawnFailed,
+    SpawnRequest,
+    Started,
+    encode_spawn,
+    encode_stop,
+)
 from ._stats import Stats
 
 READ_SIZE = 65536

@@ -1,4 +1,11 @@
-"""``spawn()`` and :class:`Process`: a running child under its shepherd."""
+"""``spawn()`` and :class:`Process`: a running child under its shepherd.
+
+:class:`ProcessBase` holds everything that is not waiting: state, signals,
+and each blocking operation written once as an *attempt* (see
+:mod:`netrunner._drive`).  :class:`Process` drives the attempts with
+``poll``; ``netrunner.aio.AsyncProcess`` drives the same ones on the event
+loop.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +16,29 @@ from typing import Any
 from . import _opcodes as op
 from . import _options as options
 from ._core import ChildCore
+from ._drive import Pending, drive
 from ._errors import ShepherdError, TimeoutExpired
-from ._protocol import encode_signal, encode_stop
+from ._protocol import SpawnRequest, encode_signal, encode_stop
 from ._stats import Stats
-from ._sync import start, wait_ready
+from ._sync import start
 
 # How long past its grace a stop may take before we call the shepherd lost:
 # the shepherd itself bounds its reaping at 3 s after SIGKILL.
 STOP_MARGIN = 5.0
 
 
-def _deadline(timeout: float | None, what: str = "timeout") -> float | None:
+def deadline_of(timeout: float | None, what: str = "timeout") -> float | None:
     value = options.seconds(timeout, what, allow_zero=True)
     return None if value is None else time.monotonic() + value
 
 
-class Process:
-    """A child process watched by its own shepherd.
+def _check_size(n: Any) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"n must be a positive int, not {n!r}")
 
-    Methods may be called from several threads at once (one writing while
-    another reads is the normal way).  Every blocking call keeps stderr
-    drained into a bounded buffer and follows the shepherd, so reading only
-    stdout never deadlocks on a child that floods stderr.  Leaving a
-    ``with`` block, or garbage collection while the child runs, stops it.
-    """
+
+class ProcessBase:
+    """State, signals and the non-blocking attempts behind every method."""
 
     def __init__(self, core: ChildCore) -> None:
         self._core = core
@@ -47,67 +53,58 @@ class Process:
     def args(self) -> Any:
         return self._core.args
 
-    @property
-    def returncode(self) -> int | None:
-        """Exit code, ``-N`` for signal N, None while running."""
+    def _followed(self) -> ChildCore:
+        """The core, after taking in whatever the shepherd said (non-blocking)."""
         core = self._core
         with core.lock:
             if not core.done:
                 core.service_ctl()
-            return core.returncode
+        return core
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit code, ``-N`` for signal N, None while running."""
+        return self._followed().returncode
 
     @property
     def alive(self) -> bool:
         """True until the child is reaped (or its shepherd is lost)."""
-        core = self._core
-        with core.lock:
-            if not core.done:
-                core.service_ctl()
-            return not core.done
+        return not self._followed().done
 
     @property
     def stats(self) -> Stats:
         """Live counters while running; final, with rusage, after exit."""
-        core = self._core
-        with core.lock:
-            if not core.done:
-                core.service_ctl()
-            return core.stats()
+        return self._followed().stats()
 
-    # -------------------------------------------------------------- I/O
-    def _service(self, *, stdout: bool) -> None:
-        """Non-blocking housekeeping; call with the lock held."""
+    # -------------------------------------------------------- attempts
+    def _housekeeping(self, *, buffer_stdout: bool) -> None:
+        """Non-blocking upkeep while waiting; call with the lock held."""
         core = self._core
         core.service_ctl()
         core.drain_stderr()
-        if stdout:
+        if buffer_stdout:
             core.buffer_stdout()
 
-    def read(self, n: int = 65536, timeout: float | None = None) -> bytes:
-        """Up to ``n`` bytes of stdout as soon as any are there; ``b""`` at
-        EOF; :class:`TimeoutError` if none arrive within ``timeout``."""
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise ValueError(f"n must be a positive int, not {n!r}")
-        deadline = _deadline(timeout)
+    def _read_attempt(self, n: int, deadline: float | None, timeout: float | None) -> Any:
         core = self._core
-        while True:
+
+        def attempt(_ready: list[int] | None) -> bytes | Pending:
             with core.lock:
                 core.check_owner()
                 data = core.read_stdout(n)
                 if data is not None:
                     return data
-                self._service(stdout=False)
-                interest = core.interest(stdout=True, stdin=False)
-            if not wait_ready(interest, deadline):
-                raise TimeoutError(f"no output from pid {core.pid} within {timeout} s")
+                self._housekeeping(buffer_stdout=False)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"no output from pid {core.pid} within {timeout} s")
+                return Pending(core.interest(stdout=True, stdin=False), deadline)
 
-    def read_stderr(self, n: int = 65536, timeout: float | None = None) -> bytes:
-        """Up to ``n`` bytes of stderr (from the drained buffer first)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise ValueError(f"n must be a positive int, not {n!r}")
-        deadline = _deadline(timeout)
+        return attempt
+
+    def _read_stderr_attempt(self, n: int, deadline: float | None, timeout: float | None) -> Any:
         core = self._core
-        while True:
+
+        def attempt(_ready: list[int] | None) -> bytes | Pending:
             with core.lock:
                 core.check_owner()
                 core.drain_stderr()
@@ -116,55 +113,68 @@ class Process:
                 if core.err_eof:
                     return b""
                 core.service_ctl()
-                interest = core.interest(stdout=False, stdin=False)
-            if not wait_ready(interest, deadline):
-                raise TimeoutError(f"no stderr output from pid {core.pid} within {timeout} s")
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"no stderr output from pid {core.pid} within {timeout} s")
+                return Pending(core.interest(stdout=False, stdin=False), deadline)
 
-    def write(self, data: bytes) -> None:
-        """Write all of ``data`` to stdin, waiting as the pipe drains.
+        return attempt
 
-        Raises :class:`BrokenPipeError` if the child closed stdin.  While
-        waiting it drains stdout into a buffer that :meth:`read` serves
-        first, so a filter cannot deadlock a writer that reads later."""
+    def _write_attempt(self, data: Any) -> Any:
+        core = self._core
         view = memoryview(data).cast("B")
-        core = self._core
-        while view:
+
+        def attempt(_ready: list[int] | None) -> Pending | None:
+            nonlocal view
             with core.lock:
                 core.check_owner()
-                n = core.write_stdin(view)
-                if n is not None:
+                while view:
+                    n = core.write_stdin(view)
+                    if n is None:
+                        # While the pipe is full, keep stdout flowing into the
+                        # read buffer so a filter cannot deadlock the writer.
+                        self._housekeeping(buffer_stdout=True)
+                        return Pending(core.interest(stdout=True, stdin=True), None)
                     view = view[n:]
-                    continue
-                self._service(stdout=True)
-                interest = core.interest(stdout=True, stdin=True)
-            wait_ready(interest, None)
+                return None
 
-    def close_stdin(self) -> None:
-        """The child sees EOF on stdin."""
-        with self._core.lock:
-            self._core.stdin.close()
+        return attempt
 
-    def wait(self, timeout: float | None = None) -> int:
-        """Wait for the child to be reaped and return its returncode.
-
-        :class:`TimeoutExpired` if it is still running after ``timeout``;
-        :class:`ShepherdError` if its shepherd was lost (the child is then
-        already killed)."""
-        deadline = _deadline(timeout)
+    def _wait_attempt(self, deadline: float | None, timeout: float | None) -> Any:
         core = self._core
-        while True:
+
+        def attempt(_ready: list[int] | None) -> int | Pending:
             with core.lock:
                 core.check_owner()
-                self._service(stdout=True)
-                if core.exited is not None:
-                    rc = core.returncode
-                    assert rc is not None
+                self._housekeeping(buffer_stdout=True)
+                rc = core.returncode
+                if rc is not None:
                     return rc
                 if core.lost is not None:
                     raise ShepherdError(f"pid {core.pid}: {core.lost}; the child was killed")
-                interest = core.interest(stdout=True, stdin=False)
-            if not wait_ready(interest, deadline):
-                raise TimeoutExpired(core.args, timeout if timeout is not None else 0.0)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutExpired(core.args, timeout if timeout is not None else 0.0)
+                return Pending(core.interest(stdout=True, stdin=False), deadline)
+
+        return attempt
+
+    def _grace(self, grace: float | None) -> float:
+        if grace is None:
+            return self._core.kill_timeout
+        return options.seconds(grace, "grace", allow_none=False, allow_zero=True) or 0.0
+
+    def _send_stop(self, grace: float) -> None:
+        core = self._core
+        with core.lock:
+            core.check_owner()
+            core.service_ctl()
+            if not core.done:
+                core.send(encode_stop(grace))
+
+    def _stop_failed(self, grace: float) -> ShepherdError:
+        core = self._core
+        with core.lock:
+            core.abandon()
+        return ShepherdError(f"pid {core.pid} was not reaped within {grace + STOP_MARGIN} s of stop()")
 
     # ---------------------------------------------------------- signals
     def send_signal(self, sig: int | str | signal.Signals) -> None:
@@ -180,51 +190,25 @@ class Process:
                 core.send(encode_signal(number))
 
     def terminate(self) -> None:
+        """SIGTERM to the group."""
         self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
+        """SIGKILL to the group."""
         self.send_signal(signal.SIGKILL)
 
-    def stop(self, grace: float | None = None) -> int:
-        """SIGTERM the group, wait ``grace`` (default ``kill_timeout``),
-        SIGKILL, reap; returns the returncode.  The escalation runs in the
-        shepherd, so it completes even if this thread is interrupted."""
-        core = self._core
-        if grace is None:
-            grace = core.kill_timeout
-        grace = options.seconds(grace, "grace", allow_none=False, allow_zero=True) or 0.0
-        with core.lock:
-            core.check_owner()
-            core.service_ctl()
-            if not core.done:
-                core.send(encode_stop(grace))
-        try:
-            return self.wait(grace + STOP_MARGIN)
-        except TimeoutExpired:
-            with core.lock:
-                core.abandon()
-            raise ShepherdError(f"pid {core.pid} was not reaped within {grace + STOP_MARGIN} s of stop()") from None
+    def close_stdin(self) -> None:
+        """The child sees EOF on stdin."""
+        with self._core.lock:
+            self._core.stdin.close()
 
     def set_window_size(self, rows: int, cols: int) -> None:
         """Resize the child's terminal (pty mode only)."""
         raise ValueError("set_window_size() needs a process started with pty=True")
 
-    # --------------------------------------------------------- lifetime
-    def close(self) -> None:
-        """Stop the child if it still runs, then release every fd."""
-        core = self._core
-        try:
-            if not core.forked_away and not core.done:
-                self.stop()
-        finally:
-            with core.lock:
-                core.abandon()
-
-    def __enter__(self) -> Process:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _release(self) -> None:
+        with self._core.lock:
+            self._core.abandon()
 
     def __del__(self) -> None:
         core = getattr(self, "_core", None)
@@ -236,7 +220,109 @@ class Process:
     def __repr__(self) -> str:
         core = self._core
         state = f"returncode={core.returncode}" if core.exited is not None else "running"
-        return f"<netrunner.Process pid={self.pid} {state} args={self.args!r}>"
+        return f"<netrunner.{type(self).__name__} pid={self.pid} {state} args={self.args!r}>"
+
+
+class Process(ProcessBase):
+    """A child process watched by its own shepherd.
+
+    Methods may be called from several threads at once (one writing while
+    another reads is the normal way).  Every blocking call keeps stderr
+    drained into a bounded buffer and follows the shepherd, so reading only
+    stdout never deadlocks on a child that floods stderr.  Leaving a
+    ``with`` block, or garbage collection while the child runs, stops it.
+    """
+
+    def read(self, n: int = 65536, timeout: float | None = None) -> bytes:
+        """Up to ``n`` bytes of stdout as soon as any are there; ``b""`` at
+        EOF; :class:`TimeoutError` if none arrive within ``timeout``."""
+        _check_size(n)
+        result: bytes = drive(self._read_attempt(n, deadline_of(timeout), timeout))
+        return result
+
+    def read_stderr(self, n: int = 65536, timeout: float | None = None) -> bytes:
+        """Up to ``n`` bytes of stderr (from the drained buffer first)."""
+        _check_size(n)
+        result: bytes = drive(self._read_stderr_attempt(n, deadline_of(timeout), timeout))
+        return result
+
+    def write(self, data: bytes) -> None:
+        """Write all of ``data`` to stdin, waiting as the pipe drains.
+
+        Raises :class:`BrokenPipeError` if the child closed stdin.  While
+        waiting it drains stdout into a buffer that :meth:`read` serves
+        first, so a filter cannot deadlock a writer that reads later."""
+        drive(self._write_attempt(data))
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the child to be reaped and return its returncode.
+
+        :class:`TimeoutExpired` if it is still running after ``timeout``;
+        :class:`ShepherdError` if its shepherd was lost (the child is then
+        already killed)."""
+        result: int = drive(self._wait_attempt(deadline_of(timeout), timeout))
+        return result
+
+    def stop(self, grace: float | None = None) -> int:
+        """SIGTERM the group, wait ``grace`` (default ``kill_timeout``),
+        SIGKILL, reap; returns the returncode.  The escalation runs in the
+        shepherd, so it completes even if this thread is interrupted."""
+        seconds = self._grace(grace)
+        self._send_stop(seconds)
+        try:
+            return self.wait(seconds + STOP_MARGIN)
+        except TimeoutExpired:
+            raise self._stop_failed(seconds) from None
+
+    def close(self) -> None:
+        """Stop the child if it still runs, then release every fd."""
+        core = self._core
+        try:
+            if not core.forked_away and not core.done:
+                self.stop()
+        finally:
+            self._release()
+
+    def __enter__(self) -> Process:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def prepare_spawn(
+    args: Any,
+    *,
+    stdin: Any,
+    stderr: Any,
+    cwd: Any,
+    env: Any,
+    pty: Any,
+    kill_timeout: Any,
+    cgroup: Any,
+    limits: Any,
+    rlimits: Any,
+    rows: Any,
+    cols: Any,
+) -> SpawnRequest:
+    """Validate ``spawn()``'s options (shared with ``aio.spawn``)."""
+    for name, value in (("rows", rows), ("cols", cols)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int")
+        if not 0 < value < 65536:
+            raise ValueError(f"{name} must be between 1 and 65535, not {value}")
+    rq = options.spawn_request(
+        args,
+        stdin=stdin,
+        stdout=op.STDIO_PIPE,
+        stderr=stderr,
+        cwd_=cwd,
+        env=env,
+        kill_timeout=kill_timeout,
+        rlimits_=rlimits,
+    )
+    options.unsupported(pty, cgroup, limits)
+    return rq
 
 
 def spawn(
@@ -258,20 +344,8 @@ def spawn(
 
     Everything is validated before anything starts; exec failures raise
     ``FileNotFoundError``/``PermissionError``/... with ``filename`` set."""
-    for name, value in (("rows", rows), ("cols", cols)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int")
-        if not 0 < value < 65536:
-            raise ValueError(f"{name} must be between 1 and 65535, not {value}")
-    rq = options.spawn_request(
-        args,
-        stdin=stdin,
-        stdout=op.STDIO_PIPE,
-        stderr=stderr,
-        cwd_=cwd,
-        env=env,
-        kill_timeout=kill_timeout,
-        rlimits_=rlimits,
-    )
-    options.unsupported(pty, cgroup, limits)
+    rq = prepare_spawn(
+        args, stdin=stdin, stderr=stderr, cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout,
+        cgroup=cgroup, limits=limits, rlimits=rlimits, rows=rows, cols=cols,
+    )  # fmt: skip
     return Process(start(args, rq))

@@ -16,11 +16,11 @@ from typing import Any
 
 from . import _opcodes as op
 from . import _options as options
-from ._core import POLLIN, POLLOUT, READ_SIZE, ChildCore
+from ._core import READ_SIZE, ChildCore
+from ._drive import POLLIN, POLLOUT, Pending, drive
 from ._errors import CalledProcessError, OutputLimitExceeded, ShepherdError, TimeoutExpired
 from ._protocol import encode_stop
 from ._result import Result
-from ._drive import Pending, drive
 from ._sync import start
 
 # After the child is reaped (and the shepherd has killed what it left),
@@ -307,15 +307,17 @@ class RunCore:
         core.close_fds()
         stdout: Any = self.out.value()
         stderr: Any = bytes(core.err_buf) if core.stderr_complete else None
-        if text:
-            stdout = _decode(stdout, encoding, errors)
-            stderr = None if stderr is None else _decode(stderr, encoding, errors)
+        # Partial output stays bytes even in text mode, as subprocess's
+        # TimeoutExpired does: it may end inside a multi-byte character.
         if self.over_limit:
             assert self.out.limit is not None
             raise OutputLimitExceeded(core.args, self.out.limit, stdout, stderr)
         if self.timed_out:
             assert self.timeout is not None
             raise TimeoutExpired(core.args, self.timeout, stdout, stderr)
+        if text:
+            stdout = _decode(stdout, encoding, errors)
+            stderr = None if stderr is None else _decode(stderr, encoding, errors)
         if core.exited is None:
             raise ShepherdError(f"pid {core.pid}: {core.lost}; the child was killed")
         rc = core.returncode
@@ -406,14 +408,17 @@ def run(
         rlimits=rlimits,
     )
     core = start(args, rq, stderr_complete=capture_stderr)
-    job = RunCore(core, input, timeout=seconds, max_output_size=limit, encoding=encoding, errors=errors)
+    job: RunCore | None = None
     try:
+        job = RunCore(core, input, timeout=seconds, max_output_size=limit, encoding=encoding, errors=errors)
         drive(job.attempt)
     except BaseException:
         # Never leave before the child is reaped: stop it and wait (bounded
         # by the shepherd's own escalation).  A second interrupt while we
         # wait drops the socket, which makes the shepherd finish the job.
         try:
+            if job is None:  # interrupted before the job existed: stop the child all the same
+                job = RunCore(core, None, timeout=None, max_output_size=None, encoding=None, errors=None)
             job.abort()
             drive(job.reap_attempt)
         finally:

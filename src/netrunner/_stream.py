@@ -93,27 +93,49 @@ class StreamJob(RunCore):
         return rc, stderr, core.stats()
 
 
-def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Complete lines (newline kept) from chunks, however they were cut; a
-    final line without newline is delivered too.  No length limit."""
-    parts: list[bytes] = []
-    for chunk in chunks:
+class LineSplitter:
+    """Complete lines (newline kept) from chunks however they were cut; no
+    length limit (unlike asyncio's 64 KiB ``LimitOverrunError``).  A long
+    line is kept as a list of parts and joined once."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        lines = []
         start = 0
         while True:
             end = chunk.find(b"\n", start) + 1
             if not end:
                 break
-            if parts:
-                parts.append(chunk[start:end])
-                yield b"".join(parts)
-                parts.clear()
+            if self.parts:
+                self.parts.append(chunk[start:end])
+                lines.append(b"".join(self.parts))
+                self.parts.clear()
             else:
-                yield chunk[start:end]
+                lines.append(chunk[start:end])
             start = end
         if start < len(chunk):
-            parts.append(chunk[start:])
-    if parts:
-        yield b"".join(parts)
+            self.parts.append(chunk[start:])
+        return lines
+
+    def finish(self) -> bytes | None:
+        """The final line if it had no newline."""
+        if not self.parts:
+            return None
+        last = b"".join(self.parts)
+        self.parts.clear()
+        return last
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Lines from an iterable of chunks (a final unterminated one too)."""
+    splitter = LineSplitter()
+    for chunk in chunks:
+        yield from splitter.feed(chunk)
+    last = splitter.finish()
+    if last is not None:
+        yield last
 
 
 class Stream:

@@ -12,6 +12,7 @@ CMD's process group (which is not the terminal's foreground group).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -118,12 +119,22 @@ def _supervise(proc: Process, timeout: float | None, max_output: int | None, cop
                 break
             if max_output is not None and written + len(chunk) > max_output:
                 chunk = chunk[: max_output - written]
-                _write_all(chunk)
+                with contextlib.suppress(BrokenPipeError):
+                    _write_all(chunk)
                 proc.stop(0)
                 print(f"netrunner: output limit of {max_output} bytes exceeded", file=sys.stderr)
                 return EXIT_INTERNAL
             written += len(chunk)
-            _write_all(chunk)
+            try:
+                _write_all(chunk)
+            except BrokenPipeError:
+                # Whoever read our stdout is gone: close CMD's stdout pipe so
+                # CMD meets EPIPE/SIGPIPE itself, as it would writing there
+                # directly, and report its status as usual.
+                with proc._core.lock:
+                    proc._core.stdout.close()
+                    proc._core.out_eof = True
+                break
         try:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             rc = proc.wait(left)

@@ -1,0 +1,380 @@
+"""netrunner on asyncio: ``run``, ``spawn`` -> :class:`AsyncProcess`, ``stream``.
+
+Same semantics as the sync API, driven by the running event loop: every
+fd (the pipes, the shepherd socket, the fork server's socket) is waited on
+with ``add_reader``/``add_writer``, so there is no thread per process and
+no blocking call on the loop; the spawn handshake is awaited too.
+
+The logic is not written twice: ``run`` drives the same
+:class:`~netrunner._run.RunCore`, streams the same
+:class:`~netrunner._stream.StreamJob`, and :class:`AsyncProcess` the same
+attempts as :class:`netrunner.Process`.
+
+Cancellation: cancelling the task that awaits ``run``, ``spawn``, a
+method of :class:`AsyncProcess`, a stream, or the body of ``async with``
+stops the child's group (SIGTERM, ``kill_timeout``, SIGKILL) and reaps it
+*before* ``CancelledError`` propagates; the cleanup is shielded and is
+waited for even if the task is cancelled again meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Coroutine
+from typing import Any, TypeVar
+
+from ._core import ChildCore, Starter
+from ._drive import adrive
+from ._errors import TimeoutExpired
+from ._process import STOP_MARGIN, ProcessBase, _check_size, deadline_of, prepare_spawn
+from ._protocol import SpawnRequest
+from ._result import Result
+from ._run import RunCore, prepare
+from ._stats import Stats
+from ._stream import LineSplitter, StreamJob, prepare_stream
+
+__all__ = ["AsyncProcess", "AsyncStream", "run", "spawn", "stream"]
+
+T = TypeVar("T")
+
+
+async def _uncancellable(cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run ``cleanup`` to the end even if our task is cancelled meanwhile
+    (trio's rule: a supervised helper never returns before the child is
+    reaped).  A cancellation that arrives during cleanup is re-raised after."""
+    task = asyncio.ensure_future(cleanup)
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+async def _start(args: Any, rq: SpawnRequest, *, stderr_complete: bool = False) -> ChildCore:
+    starter = Starter(args, rq, stderr_complete=stderr_complete)
+    try:
+        return await adrive(starter)
+    except BaseException:
+
+        async def abort() -> None:
+            try:
+                starter.begin_abort()
+                await adrive(starter.abort_attempt)
+            finally:
+                starter.release()
+
+        await _uncancellable(abort())
+        raise
+
+
+async def run(
+    args: Any,
+    *,
+    input: Any = None,
+    timeout: float | None = None,
+    check: bool = False,
+    max_output_size: int | None = None,
+    stderr: Any = "pipe",
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
+    cwd: Any = None,
+    env: Any = None,
+    pty: bool = False,
+    kill_timeout: float = 5.0,
+    cgroup: Any = None,
+    limits: Any = None,
+    rlimits: Any = None,
+) -> Result:
+    """``netrunner.run`` on the event loop (``input`` iterables are pulled
+    on the loop, so they must not block)."""
+    rq, seconds, limit, capture_stderr = prepare(
+        args, input=input, timeout=timeout, max_output_size=max_output_size, stderr=stderr,
+        cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits,
+    )  # fmt: skip
+    core = await _start(args, rq, stderr_complete=capture_stderr)
+    job = RunCore(core, input, timeout=seconds, max_output_size=limit, encoding=encoding, errors=errors)
+    try:
+        await adrive(job.attempt)
+    except BaseException:
+
+        async def reap() -> None:
+            try:
+                job.abort()
+                await adrive(job.reap_attempt)
+            finally:
+                core.abandon()
+
+        await _uncancellable(reap())
+        raise
+    return job.result(text or encoding is not None or errors is not None, encoding, errors, check)
+
+
+class AsyncProcess(ProcessBase):
+    """:class:`netrunner.Process` for asyncio: the blocking methods are
+    coroutines; cancelling one of them stops the child (see module doc)."""
+
+    async def _guarded(self, work: Awaitable[T]) -> T:
+        try:
+            return await work
+        except asyncio.CancelledError:
+            await _uncancellable(self._stop_and_reap(None))
+            raise
+
+    async def read(self, n: int = 65536, timeout: float | None = None) -> bytes:
+        """Up to ``n`` bytes of stdout; ``b""`` at EOF; TimeoutError."""
+        _check_size(n)
+        result: bytes = await self._guarded(adrive(self._read_attempt(n, deadline_of(timeout), timeout)))
+        return result
+
+    async def read_stderr(self, n: int = 65536, timeout: float | None = None) -> bytes:
+        """Up to ``n`` bytes of stderr (from the drained buffer first)."""
+        _check_size(n)
+        result: bytes = await self._guarded(adrive(self._read_stderr_attempt(n, deadline_of(timeout), timeout)))
+        return result
+
+    async def write(self, data: bytes) -> None:
+        """Write all of ``data`` to stdin; BrokenPipeError if it closed."""
+        await self._guarded(adrive(self._write_attempt(data)))
+
+    async def wait(self, timeout: float | None = None) -> int:
+        """The returncode once reaped; TimeoutExpired; ShepherdError."""
+        result: int = await self._guarded(adrive(self._wait_attempt(deadline_of(timeout), timeout)))
+        return result
+
+    async def _stop_and_reap(self, grace: float | None) -> None:
+        try:
+            await self._stop(grace)
+        except Exception:  # cleanup: the socket close below finishes the job
+            pass
+        finally:
+            self._release()
+
+    async def _stop(self, grace: float | None) -> int:
+        seconds = self._grace(grace)
+        self._send_stop(seconds)
+        try:
+            result: int = await adrive(self._wait_attempt(deadline_of(seconds + STOP_MARGIN), seconds + STOP_MARGIN))
+        except TimeoutExpired:
+            raise self._stop_failed(seconds) from None
+        return result
+
+    async def stop(self, grace: float | None = None) -> int:
+        """SIGTERM, ``grace`` (default ``kill_timeout``), SIGKILL, reap."""
+        stopping = asyncio.ensure_future(self._stop(grace))
+        try:
+            return await asyncio.shield(stopping)
+        except asyncio.CancelledError:
+            await _uncancellable(_finish(stopping))
+            raise
+
+    async def aclose(self) -> None:
+        """Stop the child if it still runs, then release every fd."""
+        core = self._core
+        if core.forked_away or core.done:
+            self._release()
+            return
+        await _uncancellable(self._stop_and_reap(None))
+
+    async def __aenter__(self) -> AsyncProcess:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+async def _finish(task: asyncio.Future[Any]) -> None:
+    try:
+        await task
+    except BaseException:  # the caller re-raises its own exception
+        pass
+
+
+async def spawn(
+    args: Any,
+    *,
+    stdin: Any = "pipe",
+    stderr: Any = "pipe",
+    cwd: Any = None,
+    env: Any = None,
+    pty: bool = False,
+    kill_timeout: float = 5.0,
+    cgroup: Any = None,
+    limits: Any = None,
+    rlimits: Any = None,
+    rows: int = 24,
+    cols: int = 80,
+) -> AsyncProcess:
+    """``netrunner.spawn`` on the event loop (the handshake is awaited)."""
+    rq = prepare_spawn(
+        args, stdin=stdin, stderr=stderr, cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout,
+        cgroup=cgroup, limits=limits, rlimits=rlimits, rows=rows, cols=cols,
+    )  # fmt: skip
+    return AsyncProcess(await _start(args, rq))
+
+
+class AsyncStream:
+    """``async for chunk in aio.stream(...)``: stdout chunks with
+    backpressure.  The child starts on first use.  Leaving early (``break``
+    then garbage collection, an exception, :meth:`aclose`) SIGKILLs the
+    group at once; cancelling the consuming task stops it gracefully
+    (SIGTERM, ``kill_timeout``, SIGKILL).  After exhaustion ``returncode``,
+    ``stderr`` and ``stats`` are set."""
+
+    def __init__(self, args: Any, rq: SpawnRequest, input: Any, timeout: float | None, chunk_size: int, check: bool):
+        self.args = args
+        self._rq = rq
+        self._input = input
+        self._timeout = timeout
+        self._chunk_size = chunk_size
+        self._check = check
+        self._job: StreamJob | None = None
+        self._starting = False
+        self.returncode: int | None = None
+        self.stderr: bytes | None = None
+        self.stats: Stats | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._job is None else self._job.core.pid
+
+    async def _job_started(self) -> StreamJob:
+        if self._job is None:
+            if self._starting:
+                raise RuntimeError("this stream is already being started by another task")
+            self._starting = True
+            core = await _start(self.args, self._rq)
+            self._job = StreamJob(core, self._input, timeout=self._timeout, chunk_size=self._chunk_size)
+        return self._job
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        job = self._job
+        if job is not None and job.ended:
+            raise StopAsyncIteration
+        try:
+            job = await self._job_started()
+            data = job.next_chunk()
+            if data is None:
+                data = await adrive(job.chunk_attempt)
+            if data:
+                return data
+            await adrive(job.attempt)
+            job.ended = True
+            self.returncode, self.stderr, self.stats = job.outcome(self._check)
+        except asyncio.CancelledError:
+            await _uncancellable(self._halt(graceful=True))
+            raise
+        except BaseException:
+            await _uncancellable(self._halt(graceful=False))
+            raise
+        raise StopAsyncIteration
+
+    def lines(self) -> _AsyncLines:
+        """Complete lines, newline kept; no length limit."""
+        return _AsyncLines(self)
+
+    async def _halt(self, *, graceful: bool) -> None:
+        job = self._job
+        if job is None or job.ended:
+            return
+        job.ended = True
+        try:
+            if not job.core.done:
+                if graceful:
+                    job.abort()
+                else:
+                    job.kill_now()
+                await adrive(job.reap_attempt)
+        finally:
+            job.core.abandon()
+            self.stats = job.core.stats()
+            self.returncode = job.core.returncode
+
+    def kill_now(self) -> None:
+        """Non-blocking: SIGKILL the group and let go (for finalizers)."""
+        job = self._job
+        if job is not None and not job.ended and not job.core.forked_away:
+            job.ended = True
+            job.kill_now()
+            job.core.abandon()
+
+    async def aclose(self) -> None:
+        """Stop the child now (SIGKILL to its group) if it still runs."""
+        await _uncancellable(self._halt(graceful=False))
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        self.kill_now()
+
+
+class _AsyncLines:
+    """Async iterator of lines over an :class:`AsyncStream` (a class, not an
+    async generator, so dropping it stops the child at once)."""
+
+    def __init__(self, source: AsyncStream) -> None:
+        self._source = source
+        self._splitter = LineSplitter()
+        self._ready: list[bytes] = []
+        self._done = False
+
+    def __aiter__(self) -> _AsyncLines:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._ready:
+            if self._done:
+                raise StopAsyncIteration
+            try:
+                chunk = await self._source.__anext__()
+            except StopAsyncIteration:
+                self._done = True
+                last = self._splitter.finish()
+                if last is not None:
+                    return last
+                raise
+            self._ready = self._splitter.feed(chunk)
+            self._ready.reverse()
+        return self._ready.pop()
+
+    def __del__(self) -> None:
+        if not self._done:
+            self._source.kill_now()
+
+
+def stream(
+    args: Any,
+    *,
+    input: Any = None,
+    stderr: Any = "pipe",
+    timeout: float | None = None,
+    check: bool = False,
+    cwd: Any = None,
+    env: Any = None,
+    pty: bool = False,
+    kill_timeout: float = 5.0,
+    cgroup: Any = None,
+    limits: Any = None,
+    rlimits: Any = None,
+    chunk_size: int = 65536,
+) -> AsyncStream:
+    """``netrunner.stream`` for ``async for``; validated now, started on
+    first iteration (or ``async with``)."""
+    rq, seconds, size = prepare_stream(
+        args, input=input, stderr=stderr, timeout=timeout, cwd=cwd, env=env, pty=pty,
+        kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits, chunk_size=chunk_size,
+    )  # fmt: skip
+    return AsyncStream(args, rq, input, seconds, size, check)

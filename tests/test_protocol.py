@@ -1,0 +1,576 @@
+"""Unit tests of the sans-IO shepherd protocol (``netrunner._protocol``).
+
+The decoder is fed bytes exactly as ``recvmsg`` may return them: split
+anywhere, coalesced, truncated or garbage.  Fds are plain integers here: the
+decoder only queues and hands them out, it never touches them.  The last
+tests check that the C header generated from ``_opcodes.py`` is current and
+covers every ``NR_`` name the shepherd uses.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from netrunner import _opcodes as op
+from netrunner._protocol import (
+    Decoder,
+    Exited,
+    ProtocolError,
+    SpawnFailed,
+    SpawnRequest,
+    Started,
+    encode_signal,
+    encode_spawn,
+    encode_stop,
+    frame,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADER = struct.Struct("<IHH")
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# ------------------------------------------------------------ frame builders
+
+
+def raw_frame(opcode: int, payload: bytes = b"", reserved: int = 0, length: int | None = None) -> bytes:
+    return HEADER.pack(len(payload) if length is None else length, opcode, reserved) + payload
+
+
+def started_frame(pid: int, mask: int) -> bytes:
+    return raw_frame(op.OP_STARTED, struct.pack("<iI", pid, mask))
+
+
+def spawn_failed_frame(stage: int, err: int) -> bytes:
+    return raw_frame(op.OP_SPAWN_FAILED, struct.pack("<Ii", stage, err))
+
+
+def exited_frame(status: int, utime: int, stime: int, maxrss: int) -> bytes:
+    return raw_frame(op.OP_EXITED, struct.pack("<iqqq", status, utime, stime, maxrss))
+
+
+MASK_BITS = (op.FDMASK_STDIN, op.FDMASK_STDOUT, op.FDMASK_STDERR)
+I32 = st.integers(-(2**31), 2**31 - 1)
+I64 = st.integers(-(2**63), 2**63 - 1)
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> tuple[bytes, Started | SpawnFailed | Exited, int]:
+    """One valid shepherd->owner frame, the event it must decode to (with
+    placeholder fds numbered from 0), and how many fds it consumes."""
+    kind = draw(st.sampled_from(["started", "failed", "exited"]))
+    if kind == "started":
+        pid = draw(st.integers(1, 2**31 - 1))
+        mask = draw(st.integers(0, 7))
+        slots = []
+        n = 0
+        for bit in MASK_BITS:
+            if mask & bit:
+                slots.append(n)
+                n += 1
+            else:
+                slots.append(None)
+        return started_frame(pid, mask), Started(pid, *slots), n
+    if kind == "failed":
+        stage = draw(st.integers(0, 2**32 - 1))
+        err = draw(I32)
+        return spawn_failed_frame(stage, err), SpawnFailed(stage, err), 0
+    status, utime, stime, maxrss = draw(I32), draw(I64), draw(I64), draw(I64)
+    return exited_frame(status, utime, stime, maxrss), Exited(status, utime, stime, maxrss), 0
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> tuple[bytes, list[object], list[int]]:
+    """A valid frame sequence, its expected events (with real fd numbers
+    filled in, handed out in order) and the fds that arrive with it."""
+    msgs = draw(st.lists(messages(), min_size=1, max_size=8))
+    data = b""
+    expected: list[object] = []
+    fds: list[int] = []
+    next_fd = 100
+    for raw, event, nfds in msgs:
+        data += raw
+        if isinstance(event, Started):
+            mine = list(range(next_fd, next_fd + nfds))
+            next_fd += nfds
+            fds += mine
+            event = Started(
+                event.pid,
+                *(None if slot is None else mine[slot] for slot in (event.stdin, event.stdout, event.stderr)),
+            )
+        expected.append(event)
+    return data, expected, fds
+
+
+def feed_pieces(data: bytes, cuts: list[int], fds: list[int]) -> tuple[list[object], Decoder]:
+    decoder = Decoder()
+    decoder.add_fds(fds)
+    events: list[object] = []
+    bounds = [0, *sorted(set(cuts)), len(data)]
+    for start, end in zip(bounds, bounds[1:]):
+        events += decoder.feed(data[start:end])
+    return events, decoder
+
+
+# ------------------------------------------------------------------ decoder
+
+
+@SETTINGS
+@given(streams())
+def test_whole_feed_decodes_every_frame(stream: tuple[bytes, list[object], list[int]]) -> None:
+    data, expected, fds = stream
+    decoder = Decoder()
+    decoder.add_fds(fds)
+    assert decoder.feed(data) == expected
+    assert decoder.pending == 0
+    assert decoder.take_unclaimed_fds() == []
+    assert not decoder.broken
+
+
+@SETTINGS
+@given(streams())
+def test_byte_by_byte_equals_whole(stream: tuple[bytes, list[object], list[int]]) -> None:
+    data, expected, fds = stream
+    events, decoder = feed_pieces(data, list(range(1, len(data))), fds)
+    assert events == expected
+    assert decoder.pending == 0
+
+
+@SETTINGS
+@given(st.data(), streams())
+def test_any_split_equals_whole(data_st: st.DataObject, stream: tuple[bytes, list[object], list[int]]) -> None:
+    data, expected, fds = stream
+    cuts = data_st.draw(st.lists(st.integers(0, len(data)), max_size=20))
+    events, decoder = feed_pieces(data, cuts, fds)
+    assert events == expected
+    assert decoder.pending == 0
+    assert decoder.take_unclaimed_fds() == []
+
+
+def test_empty_feed_is_harmless() -> None:
+    decoder = Decoder()
+    assert decoder.feed(b"") == []
+    assert decoder.pending == 0
+
+
+def test_coalesced_started_and_exited_in_one_feed() -> None:
+    decoder = Decoder()
+    decoder.add_fds([7, 8, 9])
+    data = started_frame(4242, 7) + exited_frame(0, 1500, 250, 2048)
+    assert decoder.feed(data) == [Started(4242, 7, 8, 9), Exited(0, 1500, 250, 2048)]
+    assert decoder.pending == 0
+
+
+def test_coalesced_frames_with_a_partial_tail() -> None:
+    decoder = Decoder()
+    decoder.add_fds([5])
+    tail = exited_frame(9 << 8, 1, 2, 3)
+    data = started_frame(77, op.FDMASK_STDOUT) + tail[:11]
+    assert decoder.feed(data) == [Started(77, None, 5, None)]
+    assert decoder.pending == 11
+    assert decoder.feed(tail[11:]) == [Exited(9 << 8, 1, 2, 3)]
+    assert decoder.pending == 0
+
+
+@SETTINGS
+@given(messages(), st.data())
+def test_truncated_frame_yields_nothing_and_is_kept(msg: tuple[bytes, object, int], data_st: st.DataObject) -> None:
+    raw, event, nfds = msg
+    cut = data_st.draw(st.integers(0, len(raw) - 1))
+    decoder = Decoder()
+    decoder.add_fds(range(nfds))
+    assert decoder.feed(raw[:cut]) == []
+    assert decoder.pending == cut
+    assert not decoder.broken
+    # A truncated frame claims no fds until it is complete.
+    assert decoder.feed(raw[cut:]) == [event]
+    assert decoder.pending == 0
+
+
+@SETTINGS
+@given(streams(), st.data())
+def test_truncated_stream_keeps_only_the_partial_frame(
+    stream: tuple[bytes, list[object], list[int]], data_st: st.DataObject
+) -> None:
+    data, expected, fds = stream
+    cut = data_st.draw(st.integers(0, len(data)))
+    decoder = Decoder()
+    decoder.add_fds(fds)
+    got = decoder.feed(data[:cut])
+    # Exactly the frames wholly inside the prefix come out, in order.
+    assert got == expected[: len(got)]
+    complete = 0
+    for event in got:
+        complete += HEADER.size + {Started: 8, SpawnFailed: 8, Exited: 28}[type(event)]
+    assert decoder.pending == cut - complete
+    assert decoder.pending < HEADER.size + 28 or cut == len(data)
+    assert got + decoder.feed(data[cut:]) == expected
+
+
+def assert_broken(decoder: Decoder) -> None:
+    assert decoder.broken
+    with pytest.raises(ProtocolError):
+        decoder.feed(b"")
+    with pytest.raises(ProtocolError):
+        decoder.feed(spawn_failed_frame(op.STAGE_EXEC, 2))
+
+
+BAD_FRAMES = {
+    "garbage": b"this is not a frame at all",
+    "all-ones": b"\xff" * 16,
+    "unknown-opcode": raw_frame(99, b"\0" * 8),
+    "owner-opcode": raw_frame(op.OP_SPAWN, b"\0" * 8),
+    "opcode-zero": raw_frame(0),
+    "reserved-nonzero": raw_frame(op.OP_SPAWN_FAILED, struct.pack("<Ii", 8, 2), reserved=1),
+    "reserved-high-bit": raw_frame(op.OP_EXITED, b"\0" * 28, reserved=0x8000),
+    "oversize-length": HEADER.pack(op.MAX_PAYLOAD + 1, op.OP_EXITED, 0),
+    "max-u32-length": HEADER.pack(0xFFFFFFFF, op.OP_STARTED, 0),
+    "started-short": raw_frame(op.OP_STARTED, b"\1\0\0\0"),
+    "started-long": raw_frame(op.OP_STARTED, struct.pack("<iII", 1, 0, 0)),
+    "spawn-failed-short": raw_frame(op.OP_SPAWN_FAILED, b"\0" * 7),
+    "exited-short": raw_frame(op.OP_EXITED, b"\0" * 27),
+    "exited-long": raw_frame(op.OP_EXITED, b"\0" * 29),
+    "started-pid-zero": started_frame(0, 0),
+    "started-pid-negative": started_frame(-5, 0),
+    "started-bad-mask": started_frame(10, 8),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_FRAMES.values(), ids=BAD_FRAMES.keys())
+def test_invalid_frame_raises_and_stays_broken(bad: bytes) -> None:
+    decoder = Decoder()
+    with pytest.raises(ProtocolError):
+        decoder.feed(bad)
+    assert_broken(decoder)
+
+
+@pytest.mark.parametrize("bad", BAD_FRAMES.values(), ids=BAD_FRAMES.keys())
+def test_invalid_frame_after_valid_ones(bad: bytes) -> None:
+    decoder = Decoder()
+    assert decoder.feed(spawn_failed_frame(op.STAGE_CHDIR, 2)) == [SpawnFailed(op.STAGE_CHDIR, 2)]
+    with pytest.raises(ProtocolError):
+        decoder.feed(bad)
+    assert_broken(decoder)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        HEADER.pack(op.MAX_PAYLOAD + 1, op.OP_EXITED, 0),
+        HEADER.pack(28, op.OP_EXITED, 3),
+    ],
+    ids=["oversize", "reserved"],
+)
+def test_bad_header_fails_without_waiting_for_the_payload(header: bytes) -> None:
+    decoder = Decoder()
+    assert decoder.feed(header[:7]) == []
+    with pytest.raises(ProtocolError):
+        decoder.feed(header[7:])
+    assert_broken(decoder)
+
+
+def test_largest_allowed_length_is_just_pending() -> None:
+    decoder = Decoder()
+    assert decoder.feed(HEADER.pack(op.MAX_PAYLOAD, op.OP_EXITED, 0) + b"\0" * 100) == []
+    assert decoder.pending == HEADER.size + 100
+    assert not decoder.broken
+
+
+@SETTINGS
+@given(st.binary(max_size=200), st.data())
+def test_arbitrary_bytes_only_ever_raise_protocol_error(blob: bytes, data_st: st.DataObject) -> None:
+    """Garbage either decodes or raises ProtocolError, the same whole or split."""
+    decoder = Decoder()
+    decoder.add_fds(range(50))
+    try:
+        whole = decoder.feed(blob)
+        whole_error = False
+    except ProtocolError:
+        whole_error = True
+        assert_broken(decoder)
+    cuts = data_st.draw(st.lists(st.integers(0, len(blob)), max_size=10))
+    try:
+        split, split_decoder = feed_pieces(blob, cuts, list(range(50)))
+        split_error = False
+    except ProtocolError:
+        split_error = True
+    assert whole_error == split_error
+    if not whole_error:
+        assert split == whole
+        assert split_decoder.pending == decoder.pending
+
+
+# ------------------------------------------------------------------ fds
+
+
+@pytest.mark.parametrize("mask", range(8))
+def test_fds_are_handed_out_in_mask_order(mask: int) -> None:
+    decoder = Decoder()
+    decoder.add_fds([30, 31, 32])
+    (event,) = decoder.feed(started_frame(99, mask))
+    expected = []
+    queue = [30, 31, 32]
+    for bit in MASK_BITS:
+        expected.append(queue.pop(0) if mask & bit else None)
+    assert (event.stdin, event.stdout, event.stderr) == tuple(expected)
+    # What the frame did not claim stays for the driver to close.
+    assert decoder.take_unclaimed_fds() == queue
+    assert decoder.take_unclaimed_fds() == []
+
+
+def test_fds_of_consecutive_started_frames_stay_in_order() -> None:
+    decoder = Decoder()
+    decoder.add_fds([10])
+    decoder.add_fds([11, 12])
+    events = decoder.feed(started_frame(1, 1) + started_frame(2, 6))
+    assert events == [Started(1, 10, None, None), Started(2, None, 11, 12)]
+
+
+def test_fds_added_in_pieces_before_the_frame_completes() -> None:
+    decoder = Decoder()
+    data = started_frame(5, 7)
+    decoder.add_fds([40])
+    assert decoder.feed(data[:3]) == []
+    decoder.add_fds([41, 42])
+    assert decoder.feed(data[3:]) == [Started(5, 40, 41, 42)]
+
+
+@pytest.mark.parametrize(("mask", "have"), [(1, 0), (7, 2), (6, 1), (5, 1)])
+def test_missing_fds_is_a_protocol_error(mask: int, have: int) -> None:
+    decoder = Decoder()
+    decoder.add_fds(range(200, 200 + have))
+    with pytest.raises(ProtocolError):
+        decoder.feed(started_frame(123, mask))
+    assert_broken(decoder)
+    # Nothing was handed out, so every fd that arrived is the driver's to close.
+    assert sorted(decoder.take_unclaimed_fds()) == list(range(200, 200 + have))
+
+
+def test_fds_of_a_started_lost_to_a_later_error_are_returned() -> None:
+    """STARTED and garbage in one read: feed() raises, so the Started event
+    never reaches the driver; its fds must not vanish with it, or nobody
+    closes them (the driver closes ``take_unclaimed_fds()`` on errors)."""
+    decoder = Decoder()
+    decoder.add_fds([60, 61, 62, 63])
+    with pytest.raises(ProtocolError):
+        decoder.feed(started_frame(8, 7) + b"garbage garbage!")
+    assert sorted(decoder.take_unclaimed_fds()) == [60, 61, 62, 63]
+
+
+# ------------------------------------------------------------------ encoders
+
+
+def parse_frame(data: bytes) -> tuple[int, bytes]:
+    length, opcode, reserved = HEADER.unpack_from(data)
+    assert reserved == 0
+    assert len(data) == HEADER.size + length
+    return opcode, data[HEADER.size :]
+
+
+@pytest.mark.parametrize("signo", [0, -1, 65, 1000, 2**32 + 15])
+def test_encode_signal_rejects_out_of_range(signo: int) -> None:
+    with pytest.raises(ValueError):
+        encode_signal(signo)
+
+
+@given(st.integers(1, 64))
+def test_encode_signal_frame(signo: int) -> None:
+    assert parse_frame(encode_signal(signo)) == (op.OP_SIGNAL, struct.pack("<I", signo))
+
+
+@given(st.floats(max_value=0.0, exclude_max=True, allow_nan=False))
+def test_encode_stop_rejects_negative(grace: float) -> None:
+    with pytest.raises(ValueError):
+        encode_stop(grace)
+
+
+@pytest.mark.parametrize("grace", [-1, -0.4, -1e-9, 4294967.296, 1e300])
+def test_encode_stop_rejects_out_of_range(grace: float) -> None:
+    with pytest.raises(ValueError):
+        encode_stop(grace)
+
+
+@pytest.mark.parametrize(
+    ("grace", "ms"), [(0, 0), (0.0, 0), (0.001, 1), (1.5, 1500), (5, 5000), (4294967.295, 0xFFFFFFFF)]
+)
+def test_encode_stop_frame(grace: float, ms: int) -> None:
+    assert parse_frame(encode_stop(grace)) == (op.OP_STOP, struct.pack("<I", ms))
+
+
+def test_frame_rejects_oversize_payload() -> None:
+    assert parse_frame(frame(op.OP_SIGNAL, b"abcd")) == (op.OP_SIGNAL, b"abcd")
+    with pytest.raises(ValueError):
+        frame(op.OP_SPAWN, bytes(op.MAX_PAYLOAD + 1))
+
+
+def parse_tlv(payload: bytes) -> list[tuple[int, bytes]]:
+    """The shepherd's view of an OP_SPAWN payload: u16 tag, u32 length, value."""
+    fields = []
+    off = 0
+    while off < len(payload):
+        assert len(payload) - off >= 6, "truncated TLV header"
+        tag, length = struct.unpack_from("<HI", payload, off)
+        off += 6
+        assert length <= len(payload) - off, "TLV value runs past the payload"
+        fields.append((tag, payload[off : off + length]))
+        off += length
+    return fields
+
+
+NO_NUL = st.binary(max_size=40).filter(lambda b: b"\0" not in b)
+
+
+@st.composite
+def spawn_requests(draw: st.DrawFn) -> SpawnRequest:
+    return SpawnRequest(
+        argv=draw(st.lists(NO_NUL, min_size=1, max_size=6)),
+        env=draw(st.lists(NO_NUL, max_size=6)),
+        executables=draw(st.lists(NO_NUL, min_size=1, max_size=4)),
+        cwd=draw(st.none() | NO_NUL),
+        stdin=draw(st.sampled_from([op.STDIO_PIPE, op.STDIO_DEVNULL, op.STDIO_INHERIT])),
+        stdout=draw(st.sampled_from([op.STDIO_PIPE, op.STDIO_DEVNULL, op.STDIO_INHERIT])),
+        stderr=draw(st.sampled_from([op.STDIO_PIPE, op.STDIO_DEVNULL, op.STDIO_INHERIT, op.STDIO_STDOUT])),
+        kill_timeout=draw(st.integers(0, 4294967295)) / 1000,
+        rlimits=draw(
+            st.lists(
+                st.tuples(st.integers(0, 15), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)),
+                max_size=4,
+            )
+        ),
+    )
+
+
+@SETTINGS
+@given(spawn_requests())
+def test_encode_spawn_round_trips(rq: SpawnRequest) -> None:
+    opcode, payload = parse_frame(encode_spawn(rq))
+    assert opcode == op.OP_SPAWN
+    fields = parse_tlv(payload)
+    expected: list[tuple[int, bytes]] = []
+    expected += [(op.FIELD_ARGV, a) for a in rq.argv]
+    expected += [(op.FIELD_ENV, e) for e in rq.env]
+    expected += [(op.FIELD_EXEC, x) for x in rq.executables]
+    if rq.cwd is not None:
+        expected.append((op.FIELD_CWD, rq.cwd))
+    expected += [
+        (op.FIELD_STDIN, struct.pack("<I", rq.stdin)),
+        (op.FIELD_STDOUT, struct.pack("<I", rq.stdout)),
+        (op.FIELD_STDERR, struct.pack("<I", rq.stderr)),
+        (op.FIELD_KILL_TIMEOUT, struct.pack("<I", round(rq.kill_timeout * 1000))),
+    ]
+    expected += [(op.FIELD_RLIMIT, struct.pack("<IQQ", *r)) for r in rq.rlimits]
+    assert fields == expected
+    # The request decodes back to what was encoded.
+    tags = [tag for tag, _ in fields]
+    assert [v for t, v in fields if t == op.FIELD_ARGV] == rq.argv
+    assert [v for t, v in fields if t == op.FIELD_EXEC] == rq.executables
+    assert tags.count(op.FIELD_CWD) == (rq.cwd is not None)
+    (ms,) = struct.unpack("<I", dict(fields)[op.FIELD_KILL_TIMEOUT])
+    assert abs(ms / 1000 - rq.kill_timeout) < 0.0005
+
+
+def test_encode_spawn_known_bytes() -> None:
+    rq = SpawnRequest(
+        argv=[b"cat"],
+        env=[b"A=1"],
+        executables=[b"/bin/cat"],
+        cwd=b"/",
+        stdin=op.STDIO_PIPE,
+        stdout=op.STDIO_PIPE,
+        stderr=op.STDIO_STDOUT,
+        kill_timeout=2.5,
+        rlimits=[(7, 64, 2**64 - 1)],
+    )
+    payload = (
+        struct.pack("<HI", op.FIELD_ARGV, 3) + b"cat"
+        + struct.pack("<HI", op.FIELD_ENV, 3) + b"A=1"
+        + struct.pack("<HI", op.FIELD_EXEC, 8) + b"/bin/cat"
+        + struct.pack("<HI", op.FIELD_CWD, 1) + b"/"
+        + struct.pack("<HII", op.FIELD_STDIN, 4, op.STDIO_PIPE)
+        + struct.pack("<HII", op.FIELD_STDOUT, 4, op.STDIO_PIPE)
+        + struct.pack("<HII", op.FIELD_STDERR, 4, op.STDIO_STDOUT)
+        + struct.pack("<HII", op.FIELD_KILL_TIMEOUT, 4, 2500)
+        + struct.pack("<HIIQQ", op.FIELD_RLIMIT, 20, 7, 64, 2**64 - 1)
+    )  # fmt: skip
+    assert encode_spawn(rq) == raw_frame(op.OP_SPAWN, payload)
+
+
+def test_encode_spawn_rejects_out_of_range_kill_timeout() -> None:
+    rq = SpawnRequest([b"x"], [], [b"/x"], None, 0, 0, 0, -1.0, [])
+    with pytest.raises(ValueError):
+        encode_spawn(rq)
+
+
+# ------------------------------------------------- C header vs _opcodes.py
+
+
+def header_defines() -> dict[str, int]:
+    text = (ROOT / "shepherd" / "protocol.h").read_text()
+    return {m[1]: int(m[2]) for m in re.finditer(r"^#define (NR_[A-Z0-9_]+) (-?\d+)\b", text, re.M)}
+
+
+def test_generated_header_is_current() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gen_protocol_h.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_header_check_detects_drift(tmp_path: Path) -> None:
+    """A copy of the tree whose _opcodes.py changed fails ``--check``."""
+    for rel in ("tools/gen_protocol_h.py", "src/netrunner/_opcodes.py", "shepherd/protocol.h"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, tmp_path / rel)
+    check = [sys.executable, str(tmp_path / "tools" / "gen_protocol_h.py"), "--check"]
+    assert subprocess.run(check, capture_output=True, timeout=60).returncode == 0
+    opcodes = tmp_path / "src" / "netrunner" / "_opcodes.py"
+    opcodes.write_text(opcodes.read_text().replace("OP_STOP = 3", "OP_STOP = 4"))
+    assert subprocess.run(check, capture_output=True, timeout=60).returncode == 1
+
+
+def test_header_values_match_opcodes() -> None:
+    defines = header_defines()
+    names = {name: value for name, value in vars(op).items() if name.isupper() and isinstance(value, int)}
+    assert defines == {f"NR_{name}": value for name, value in names.items()}
+
+
+def test_every_nr_name_in_the_shepherd_is_defined() -> None:
+    source = (ROOT / "shepherd" / "shepherd.c").read_text()
+    used = set(re.findall(r"\bNR_[A-Z0-9_]+\b", source))
+    assert used, "shepherd.c uses no NR_ constants?"
+    defined_locally = set(re.findall(r"^\s*#\s*define\s+(NR_[A-Z0-9_]+)", source, re.M))
+    missing = used - defined_locally - set(header_defines())
+    assert not missing, f"shepherd.c uses names protocol.h lacks: {sorted(missing)}"
+    assert '#include "protocol.h"' in source
+
+
+def test_opcodes_are_distinct_per_direction() -> None:
+    owner = [op.OP_SPAWN, op.OP_SIGNAL, op.OP_STOP]
+    shepherd = [op.OP_STARTED, op.OP_SPAWN_FAILED, op.OP_EXITED]
+    assert len(set(owner)) == len(owner)
+    assert len(set(shepherd)) == len(shepherd)
+    assert not set(owner) & set(shepherd)
+    fields = [v for k, v in vars(op).items() if k.startswith("FIELD_")]
+    stages = [v for k, v in vars(op).items() if k.startswith("STAGE_")]
+    assert len(set(fields)) == len(fields)
+    assert len(set(stages)) == len(stages)
+    assert (op.FDMASK_STDIN, op.FDMASK_STDOUT, op.FDMASK_STDERR) == (1, 2, 4)
+
+
+def test_tlv_parser_rejects_bad_payloads() -> None:
+    """The helper above is strict enough to catch encoder mistakes."""
+    with pytest.raises(AssertionError):
+        parse_tlv(b"\x01\x00\x05\x00")
+    with pytest.raises(AssertionError):
+        parse_tlv(struct.pack("<HI", 1, 10) + b"abc")

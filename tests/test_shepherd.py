@@ -1,0 +1,1112 @@
+"""Black-box tests of the C shepherd, speaking its raw protocol.
+
+Each test starts the binary itself (``spawn_helper``), so the shepherd or
+fork server is our direct child: we reap it and check its exit status.  The
+owner side is a plain socket plus the sans-IO decoder; nothing is mocked.
+Every test runs twice: against the release binary and against an
+ASan+UBSan build made once per session, which must leave no sanitizer log.
+
+Synchronisation is by fds only (sockets, pipes, pidfds with deadlines);
+``sleep N`` appears only inside child commands, meaning "runs long".
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import os
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import netrunner
+from netrunner import _launch
+from netrunner import _opcodes as op
+from netrunner._protocol import (
+    Decoder,
+    Event,
+    Exited,
+    SpawnFailed,
+    SpawnRequest,
+    Started,
+    encode_signal,
+    encode_spawn,
+    encode_stop,
+    frame,
+)
+
+SHEPHERD_SRC = Path(__file__).parent.parent / "shepherd" / "shepherd.c"
+PROMPT = 15.0  # generous upper bound for anything that should happen promptly
+MS_SLACK = 0.005  # the shepherd's clock is CLOCK_MONOTONIC truncated to whole ms
+SANITIZER_FLAGS = [
+    "-std=c11",
+    "-O1",
+    "-g",
+    "-fno-omit-frame-pointer",
+    "-fsanitize=address,undefined",
+    "-fno-sanitize-recover=undefined",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+]
+
+# ------------------------------------------------------------------ binaries
+
+
+@pytest.fixture(scope="session")
+def asan_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shepherd built with ASan+UBSan, once per session."""
+    cc = next((c for c in (os.environ.get("CC"), "cc", "gcc", "clang") if c and shutil.which(c)), None)
+    if cc is None:
+        pytest.skip("no C compiler (cc, gcc or clang) on PATH: cannot build the ASan+UBSan shepherd")
+    out = tmp_path_factory.mktemp("asan-shepherd") / "netrunner-shepherd"
+    proc = subprocess.run(
+        [cc, *SANITIZER_FLAGS, "-o", str(out), str(SHEPHERD_SRC)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"building the ASan+UBSan shepherd failed:\n{proc.stdout}{proc.stderr}")
+    return out
+
+
+@pytest.fixture
+def sanitized(asan_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Make spawn_helper start the sanitizer build; fail if it logs anything."""
+    logdir = tmp_path / "sanitizer-logs"
+    logdir.mkdir()
+    log = logdir / "san"
+    monkeypatch.setenv("NETRUNNER_SHEPHERD", str(asan_binary))
+    monkeypatch.setenv("ASAN_OPTIONS", f"log_path={log}:detect_leaks=1")
+    monkeypatch.setenv("UBSAN_OPTIONS", f"log_path={log}:halt_on_error=1:print_stacktrace=1")
+    yield asan_binary
+    reports = sorted(logdir.iterdir())
+    if reports:
+        text = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')}" for p in reports)
+        pytest.fail(f"sanitizer reports from the shepherd:\n{text}", pytrace=False)
+
+
+@pytest.fixture(params=["release", "asan"])
+def variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shepherd binary spawn_helper will start for this test."""
+    if request.param == "release":
+        monkeypatch.delenv("NETRUNNER_SHEPHERD", raising=False)
+        binary = Path(_launch.shepherd_binary())
+        assert binary.is_file(), f"no release shepherd at {binary} (run tools/dev-build.sh)"
+        return binary
+    binary = request.getfixturevalue("sanitized")
+    assert isinstance(binary, Path)
+    return binary
+
+
+# ------------------------------------------------------------- small helpers
+
+
+def readable(fd: int | socket.socket, timeout: float) -> bool:
+    ready, _, _ = select.select([fd], [], [], max(timeout, 0.0))
+    return bool(ready)
+
+
+def pidfd(pid: int) -> int | None:
+    """A pidfd for ``pid``, or None if it is already gone."""
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+
+
+def wait_dead(fd: int | None, timeout: float) -> bool:
+    """True once the process behind ``fd`` has exited (None: already gone)."""
+    return fd is None or readable(fd, timeout)
+
+
+def proc_stat(pid: int) -> tuple[str, int, int, int]:
+    """(state, ppid, pgrp, session) from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
+
+
+def read_until(fd: int, lines: int | None, timeout: float = PROMPT) -> bytes:
+    """Read from a (non-blocking) pipe until ``lines`` newlines have arrived
+    or EOF (``lines=None``: to EOF); fail if the deadline passes first."""
+    deadline = time.monotonic() + timeout
+    out = b""
+    while True:
+        if lines is not None and out.count(b"\n") >= lines:
+            return out
+        assert readable(fd, deadline - time.monotonic()), f"pipe silent for {timeout} s; got {out!r}"
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            return out
+        out += chunk
+
+
+def read_to_eof(fd: int, timeout: float = PROMPT) -> bytes:
+    return read_until(fd, None, timeout)
+
+
+def spawn_frame(
+    argv: list[str],
+    *,
+    exe: list[str] | None = None,
+    cwd: str | None = None,
+    stdin: int = op.STDIO_PIPE,
+    stdout: int = op.STDIO_PIPE,
+    stderr: int = op.STDIO_PIPE,
+    kill_timeout: float = 2.0,
+    rlimits: list[tuple[int, int, int]] | None = None,
+) -> bytes:
+    if exe is None:
+        found = shutil.which(argv[0])
+        assert found, argv[0]
+        exe = [found]
+    return encode_spawn(
+        SpawnRequest(
+            argv=[os.fsencode(a) for a in argv],
+            env=[k + b"=" + v for k, v in os.environb.items()],
+            executables=[os.fsencode(x) for x in exe],
+            cwd=None if cwd is None else os.fsencode(cwd),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            kill_timeout=kill_timeout,
+            rlimits=rlimits or [],
+        )
+    )
+
+
+def tlv(tag: int, value: bytes) -> bytes:
+    return struct.pack("<HI", tag, len(value)) + value
+
+
+def u32(value: int) -> bytes:
+    return struct.pack("<I", value)
+
+
+def raw_frame(opcode: int, payload: bytes = b"", reserved: int = 0) -> bytes:
+    return struct.pack("<IHH", len(payload), opcode, reserved) + payload
+
+
+# ------------------------------------------------------------------- owner
+
+
+class Owner:
+    """Our side of one shepherd's socket: send commands, decode events,
+    keep every fd that arrives so none leaks, reap the shepherd if it is
+    our child."""
+
+    def __init__(self, sock: socket.socket, pid: int | None) -> None:
+        self.sock = sock
+        self.pid = pid
+        self.pidfd = os.pidfd_open(pid) if pid is not None else None
+        self.decoder = Decoder()
+        self.events: deque[Event] = deque()
+        self.eof = False
+        self.fds: set[int] = set()
+        self.status: int | None = None
+
+    # -- sending
+    def send(self, data: bytes, fds: list[int] | None = None) -> None:
+        if fds:
+            sent = self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+            data = data[sent:]
+        if data:
+            self.sock.sendall(data)
+
+    def send_in_pieces(self, data: bytes, size: int = 1) -> None:
+        for i in range(0, len(data), size):
+            self.sock.sendall(data[i : i + size])
+
+    def hang_up(self) -> None:
+        self.sock.close()
+
+    # -- receiving
+    def _receive(self, timeout: float) -> None:
+        if not readable(self.sock, timeout):
+            return
+        try:
+            data, anc, _flags, _addr = self.sock.recvmsg(65536, socket.CMSG_SPACE(4 * 8), socket.MSG_CMSG_CLOEXEC)
+        except ConnectionResetError:
+            data, anc = b"", []
+        fds = array.array("i")
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        self.fds.update(fds)
+        self.decoder.add_fds(fds)
+        if not data:
+            self.eof = True
+        else:
+            self.events.extend(self.decoder.feed(data))
+
+    def event(self, timeout: float = PROMPT) -> Event:
+        deadline = time.monotonic() + timeout
+        while not self.events:
+            assert not self.eof, "the shepherd closed its socket instead of reporting"
+            left = deadline - time.monotonic()
+            assert left > 0, f"no frame from the shepherd within {timeout} s"
+            self._receive(left)
+        return self.events.popleft()
+
+    def expect(self, kind: type, timeout: float = PROMPT) -> Event:
+        event = self.event(timeout)
+        assert isinstance(event, kind), f"expected {kind.__name__}, got {event!r}"
+        return event
+
+    def expect_eof(self, timeout: float = PROMPT) -> None:
+        """The shepherd closes the socket, saying nothing more."""
+        deadline = time.monotonic() + timeout
+        while not self.eof:
+            left = deadline - time.monotonic()
+            assert left > 0, f"the shepherd kept its socket open for {timeout} s"
+            self._receive(left)
+        assert not self.events, f"unexpected frames: {list(self.events)}"
+        assert not self.decoder.take_unclaimed_fds(), "fds arrived that no frame claimed"
+
+    # -- fds
+    def close_fd(self, fd: int | None) -> None:
+        if fd is not None and fd in self.fds:
+            self.fds.discard(fd)
+            os.close(fd)
+
+    # -- the shepherd process (when it is our child)
+    def wait(self, timeout: float = PROMPT) -> int:
+        assert self.pid is not None and self.pidfd is not None
+        if self.status is None:
+            assert readable(self.pidfd, timeout), f"shepherd {self.pid} still running after {timeout} s"
+            _, self.status = os.waitpid(self.pid, 0)
+        return self.status
+
+    def assert_clean_exit(self, timeout: float = PROMPT) -> None:
+        status = self.wait(timeout)
+        assert os.WIFEXITED(status), f"shepherd died: {describe(status)}"
+        assert os.WEXITSTATUS(status) == 0, f"shepherd: {describe(status)}"
+
+    def cleanup(self) -> None:
+        for fd in list(self.fds):
+            self.close_fd(fd)
+        self.sock.close()
+        try:
+            if self.pid is not None and self.status is None:
+                # Hang-up makes it stop its child (kill_timeout of our requests
+                # is short); if it does not go, kill it and fail the test.
+                if not readable(self.pidfd, PROMPT):  # type: ignore[arg-type]
+                    os.kill(self.pid, signal.SIGKILL)
+                    os.waitpid(self.pid, 0)
+                    pytest.fail(f"shepherd {self.pid} did not exit after hang-up")
+                _, self.status = os.waitpid(self.pid, 0)
+        finally:
+            if self.pidfd is not None:
+                os.close(self.pidfd)
+                self.pidfd = None
+
+
+def describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
+def assert_killed_by(event: Event, sig: int) -> None:
+    assert isinstance(event, Exited), event
+    assert os.WIFSIGNALED(event.status), describe(event.status)
+    assert os.WTERMSIG(event.status) == sig, describe(event.status)
+
+
+def assert_exit_code(event: Event, code: int) -> None:
+    assert isinstance(event, Exited), event
+    assert os.WIFEXITED(event.status), describe(event.status)
+    assert os.WEXITSTATUS(event.status) == code, describe(event.status)
+
+
+@contextmanager
+def direct_shepherd() -> Iterator[Owner]:
+    """One shepherd started directly (``--shepherd``), our child."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        pid = _launch.spawn_helper("--shepherd", theirs)
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    owner = Owner(ours, pid)
+    try:
+        yield owner
+    finally:
+        owner.cleanup()
+
+
+def pump(owner: Owner, started: Started, data: bytes, timeout: float = PROMPT) -> bytes:
+    """Write ``data`` to the child's stdin (then close it) while reading its
+    stdout to EOF; returns what was read."""
+    assert started.stdin is not None and started.stdout is not None
+    deadline = time.monotonic() + timeout
+    view = memoryview(data)
+    out = bytearray()
+    stdin: int | None = started.stdin
+    while True:
+        if stdin is not None and not view:
+            owner.close_fd(stdin)
+            stdin = None
+        left = deadline - time.monotonic()
+        assert left > 0, f"round trip stuck after {len(out)} of {len(data)} bytes"
+        r, w, _ = select.select([started.stdout], [] if stdin is None else [stdin], [], left)
+        if w:
+            try:
+                view = view[os.write(stdin, view[:65536]) :]  # type: ignore[arg-type]
+            except BlockingIOError:
+                pass
+        if r:
+            try:
+                chunk = os.read(started.stdout, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                return bytes(out)
+            out += chunk
+
+
+TERM_IGNORING = ["sh", "-c", 'trap "" TERM; echo ready; exec sleep 30']
+
+# ------------------------------------------------------------ direct shepherd
+
+
+def test_cat_round_trip(variant: Path) -> None:
+    with direct_shepherd() as sh:
+        assert Path(f"/proc/{sh.pid}/exe").resolve() == variant.resolve()
+        sh.send(spawn_frame(["cat"]))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        fds = (started.stdin, started.stdout, started.stderr)
+        assert None not in fds and len(set(fds)) == 3
+        # The child is the shepherd's own child and leads its own group.
+        _state, ppid, pgrp, _sid = proc_stat(started.pid)
+        assert (ppid, pgrp) == (sh.pid, started.pid)
+        data = bytes(range(256)) * 2048 + b"\0 the end \0"
+        assert pump(sh, started, data) == data
+        assert read_to_eof(started.stderr) == b""  # type: ignore[arg-type]
+        exited = sh.expect(Exited)
+        assert_exit_code(exited, 0)
+        assert isinstance(exited, Exited)
+        assert exited.maxrss_kib > 0 and exited.utime_us >= 0 and exited.stime_us >= 0
+        sh.expect_eof()
+        sh.assert_clean_exit()
+
+
+def test_spawn_frame_split_into_single_bytes(variant: Path) -> None:
+    with direct_shepherd() as sh:
+        sh.send_in_pieces(spawn_frame(["echo", "split", "ok"], stdin=op.STDIO_DEVNULL, stderr=op.STDIO_DEVNULL))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        assert started.stdin is None and started.stderr is None and started.stdout is not None
+        assert read_to_eof(started.stdout) == b"split ok\n"
+        assert_exit_code(sh.expect(Exited), 0)
+        sh.expect_eof()
+        sh.assert_clean_exit()
+
+
+def test_stderr_merged_into_stdout(variant: Path) -> None:
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["sh", "-c", "echo out; echo err >&2; exit 5"], stderr=op.STDIO_STDOUT))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        assert started.stderr is None
+        sh.close_fd(started.stdin)
+        assert read_to_eof(started.stdout) == b"out\nerr\n"  # type: ignore[arg-type]
+        assert_exit_code(sh.expect(Exited), 5)
+        sh.assert_clean_exit()
+
+
+SIGNAL_CHILD = r"""
+import os, signal
+def usr1(*_):
+    os.write(1, b"usr1\n")
+def term(*_):
+    os.write(1, b"term\n")
+    os._exit(7)
+signal.signal(signal.SIGUSR1, usr1)
+signal.signal(signal.SIGTERM, term)
+os.write(1, b"ready\n")
+while True:
+    signal.pause()
+"""
+
+
+def test_signal_and_stop_coalesced_in_one_send(variant: Path) -> None:
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame([sys.executable, "-c", SIGNAL_CHILD], kill_timeout=30))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        assert read_until(started.stdout, 1) == b"ready\n"  # type: ignore[arg-type]
+        # Both commands in one write: the shepherd must act on each of them.
+        # A 30 s grace: only the SIGTERM of STOP can end the child promptly.
+        sh.send(encode_signal(signal.SIGUSR1) + encode_stop(30))
+        assert read_to_eof(started.stdout) == b"usr1\nterm\n"  # type: ignore[arg-type]
+        assert_exit_code(sh.expect(Exited), 7)
+        sh.expect_eof()
+        sh.assert_clean_exit()
+
+
+def test_commands_coalesced_with_the_spawn_request(variant: Path) -> None:
+    """SPAWN and STOP(0) in one write: the STOP must not wait in the
+    shepherd's buffer until more bytes happen to arrive."""
+    with direct_shepherd() as sh:
+        t0 = time.monotonic()
+        sh.send(spawn_frame(["sleep", "30"], kill_timeout=30) + encode_stop(0))
+        sh.expect(Started)
+        assert_killed_by(sh.expect(Exited, timeout=PROMPT), signal.SIGKILL)
+        assert time.monotonic() - t0 < PROMPT
+        sh.expect_eof()
+        sh.assert_clean_exit()
+
+
+def test_signal_goes_to_the_child(variant: Path) -> None:
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["sleep", "30"]))
+        sh.expect(Started)
+        sh.send(encode_signal(signal.SIGTERM))
+        assert_killed_by(sh.expect(Exited), signal.SIGTERM)
+        sh.expect_eof()
+        sh.assert_clean_exit()
+
+
+def test_stop_zero_kills_at_once(variant: Path) -> None:
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(TERM_IGNORING, kill_timeout=30))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        assert read_until(started.stdout, 1) == b"ready\n"  # type: ignore[arg-type]
+        t0 = time.monotonic()
+        sh.send(encode_stop(0))
+        assert_killed_by(sh.expect(Exited), signal.SIGKILL)
+        assert time.monotonic() - t0 < 10  # not the 30 s grace
+        sh.expect_eof()
+        sh.assert_clean_exit()
+
+
+def test_stop_escalates_after_the_grace(variant: Path) -> None:
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(TERM_IGNORING, kill_timeout=30))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        assert read_until(started.stdout, 1) == b"ready\n"  # type: ignore[arg-type]
+        t0 = time.monotonic()
+        sh.send(encode_stop(0.3))
+        assert_killed_by(sh.expect(Exited), signal.SIGKILL)
+        # SIGTERM was ignored: it waited the grace (the shepherd counts whole ms).
+        assert time.monotonic() - t0 >= 0.3 - MS_SLACK
+        sh.expect_eof()
+        sh.assert_clean_exit()
+
+
+def test_hang_up_stops_a_term_ignoring_child(variant: Path) -> None:
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(TERM_IGNORING, kill_timeout=0.5))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        assert read_until(started.stdout, 1) == b"ready\n"  # type: ignore[arg-type]
+        child = pidfd(started.pid)
+        try:
+            t0 = time.monotonic()
+            sh.hang_up()
+            assert wait_dead(child, PROMPT), "child survived its owner's hang-up"
+            # TERM ignored -> kill_timeout, then SIGKILL (the shepherd counts whole ms)
+            assert time.monotonic() - t0 >= 0.5 - MS_SLACK
+        finally:
+            if child is not None:
+                os.close(child)
+        sh.assert_clean_exit()
+
+
+def test_hang_up_terminates_first(variant: Path) -> None:
+    """Owner loss sends SIGTERM first: an obedient child goes at once, long
+    before the (30 s) kill_timeout."""
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["sleep", "30"], kill_timeout=30))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        child = pidfd(started.pid)
+        try:
+            sh.hang_up()
+            assert wait_dead(child, 10), "SIGTERM did not end the child"
+        finally:
+            if child is not None:
+                os.close(child)
+        sh.assert_clean_exit(10)
+
+
+def test_hang_up_before_any_request(variant: Path) -> None:
+    with direct_shepherd() as sh:
+        sh.hang_up()
+        sh.assert_clean_exit()
+
+
+def test_hang_up_in_the_middle_of_a_request(variant: Path) -> None:
+    with direct_shepherd() as sh:
+        request = spawn_frame(["cat"])
+        sh.send(request[: len(request) // 2])
+        sh.sock.shutdown(socket.SHUT_WR)
+        # No child was started: at most a REQUEST failure, then EOF.
+        expect_request_refused(sh)
+
+
+OWNER_NONSENSE = {
+    "garbage": (b"this is not a frame!", None),
+    "all-ones": (b"\xff" * 12, None),
+    "unknown-opcode": (raw_frame(99, u32(1)), None),
+    "second-spawn": (raw_frame(op.OP_SPAWN, u32(1)), None),
+    "shepherd-opcode": (raw_frame(op.OP_EXITED, u32(0)), None),
+    "reserved-nonzero": (raw_frame(op.OP_SIGNAL, u32(signal.SIGCONT), reserved=1), None),
+    "oversize-length": (struct.pack("<IHH", op.MAX_PAYLOAD + 1, op.OP_SIGNAL, 0), None),
+    "short-signal": (raw_frame(op.OP_SIGNAL, b"\x12\x00"), None),
+    "long-stop": (raw_frame(op.OP_STOP, u32(0) + u32(0)), None),
+    "signal-zero": (raw_frame(op.OP_SIGNAL, u32(0)), None),
+    "signal-too-big": (raw_frame(op.OP_SIGNAL, u32(1000)), None),
+    "valid-frame-carrying-an-fd": (encode_signal(signal.SIGCONT), "fd"),
+}
+
+
+@pytest.mark.parametrize("nonsense", OWNER_NONSENSE.values(), ids=OWNER_NONSENSE.keys())
+def test_nonsense_after_started_is_owner_loss(variant: Path, nonsense: tuple[bytes, str | None]) -> None:
+    data, extra = nonsense
+    with direct_shepherd() as sh:
+        # A 30 s kill_timeout: only the SIGTERM of the owner-loss path can end
+        # ``sleep`` promptly, so a prompt death shows it was taken.
+        sh.send(spawn_frame(["sleep", "30"], kill_timeout=30))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        child = pidfd(started.pid)
+        try:
+            if extra == "fd":
+                null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    sh.send(data, [null])
+                finally:
+                    os.close(null)
+            else:
+                sh.send(data)
+            sh.expect_eof(10)  # no EXITED: the shepherd considers us gone
+            assert wait_dead(child, 10), "child left running"
+        finally:
+            if child is not None:
+                os.close(child)
+        sh.assert_clean_exit(10)
+
+
+@pytest.mark.parametrize("case", ["missing", "not-executable", "path-search", "directory", "not-a-program"])
+def test_exec_failure_reports_the_errno(variant: Path, case: str, tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o644)  # no x bit: EACCES, even for root
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\x00\x01 neither ELF nor script\n")
+    junk.chmod(0o755)
+    exe, err = {
+        "missing": ([str(tmp_path / "no-such-program")], errno.ENOENT),
+        "not-executable": ([str(script)], errno.EACCES),
+        # Like a PATH search: a later "no such file" must not hide EACCES.
+        "path-search": ([str(tmp_path / "a" / "x"), str(script), str(tmp_path / "b" / "x")], errno.EACCES),
+        "directory": ([str(tmp_path)], errno.EACCES),
+        "not-a-program": ([str(junk)], errno.ENOEXEC),
+    }[case]
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["prog"], exe=exe))
+        assert sh.event() == SpawnFailed(op.STAGE_EXEC, err)
+        sh.expect_eof()
+        status = sh.wait()
+        assert os.WIFEXITED(status), describe(status)
+
+
+@pytest.mark.parametrize("case", ["missing", "file"])
+def test_chdir_failure(variant: Path, case: str, tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    cwd, err = {"missing": (str(tmp_path / "nowhere"), errno.ENOENT), "file": (str(a_file), errno.ENOTDIR)}[case]
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["true"], cwd=cwd))
+        assert sh.event() == SpawnFailed(op.STAGE_CHDIR, err)
+        sh.expect_eof()
+        status = sh.wait()
+        assert os.WIFEXITED(status), describe(status)
+
+
+def test_cwd_and_rlimit_are_applied(variant: Path, tmp_path: Path) -> None:
+    import resource
+
+    with direct_shepherd() as sh:
+        sh.send(
+            spawn_frame(
+                ["sh", "-c", "pwd; ulimit -n"],
+                cwd=str(tmp_path),
+                stdin=op.STDIO_DEVNULL,
+                rlimits=[(resource.RLIMIT_NOFILE, 77, 77)],
+            )
+        )
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        assert read_to_eof(started.stdout) == f"{tmp_path}\n77\n".encode()  # type: ignore[arg-type]
+        assert_exit_code(sh.expect(Exited), 0)
+        sh.assert_clean_exit()
+
+
+def test_rlimit_failure(variant: Path) -> None:
+    import resource
+
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["true"], rlimits=[(resource.RLIMIT_NOFILE, 100, 50)]))  # soft > hard
+        assert sh.event() == SpawnFailed(op.STAGE_RLIMIT, errno.EINVAL)
+        sh.expect_eof()
+        status = sh.wait()
+        assert os.WIFEXITED(status), describe(status)
+
+
+def _request_fields() -> dict[str, bytes]:
+    return {
+        "argv": tlv(op.FIELD_ARGV, b"true"),
+        "exec": tlv(op.FIELD_EXEC, b"/bin/true"),
+        "io": tlv(op.FIELD_STDIN, u32(1)) + tlv(op.FIELD_STDOUT, u32(1)) + tlv(op.FIELD_STDERR, u32(1)),
+    }
+
+
+F = _request_fields()
+MALFORMED_REQUESTS = {
+    "empty-payload": raw_frame(op.OP_SPAWN, b""),
+    "truncated-tlv-header": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + b"\x01\x00\x05"),
+    "value-past-the-end": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + struct.pack("<HI", 1, 100) + b"abc"),
+    "huge-field-length": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + struct.pack("<HI", 1, 0xFFFFFFFF)),
+    "unknown-tag": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(77, b"x")),
+    "tag-zero": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(0, b"")),
+    "no-argv": raw_frame(op.OP_SPAWN, F["exec"] + F["io"]),
+    "no-exec": raw_frame(op.OP_SPAWN, F["argv"] + F["io"]),
+    "nul-in-argv": raw_frame(op.OP_SPAWN, tlv(op.FIELD_ARGV, b"a\0b") + F["exec"]),
+    "nul-in-env": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_ENV, b"A=\0")),
+    "nul-in-cwd": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_CWD, b"/\0")),
+    "two-cwds": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_CWD, b"/") + tlv(op.FIELD_CWD, b"/")),
+    "stdin-as-stdout": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_STDIN, u32(op.STDIO_STDOUT))),
+    "unknown-mode": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_STDOUT, u32(99))),
+    "short-mode": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_STDERR, b"\0\0")),
+    "short-kill-timeout": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_KILL_TIMEOUT, b"\0\0\0")),
+    "short-rlimit": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_RLIMIT, b"\0" * 19)),
+    "too-many-rlimits": raw_frame(
+        op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_RLIMIT, struct.pack("<IQQ", 7, 64, 64)) * 33
+    ),
+    "not-a-spawn-first": encode_signal(signal.SIGTERM),
+    "reserved-nonzero": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"], reserved=2),
+    "oversize-length": struct.pack("<IHH", op.MAX_PAYLOAD + 1, op.OP_SPAWN, 0),
+    "garbage": b"GET / HTTP/1.1\r\nHost: shepherd\r\n\r\n",
+}
+
+
+def expect_request_refused(sh: Owner) -> None:
+    """SPAWN_FAILED(REQUEST, EINVAL) or nothing, then EOF and a clean exit."""
+    deadline = time.monotonic() + PROMPT
+    while not sh.eof and not sh.events:
+        assert time.monotonic() < deadline, "no answer to a malformed request"
+        sh._receive(deadline - time.monotonic())
+    if sh.events:
+        assert sh.event() == SpawnFailed(op.STAGE_REQUEST, errno.EINVAL)
+    sh.expect_eof()
+    status = sh.wait()
+    assert os.WIFEXITED(status), f"shepherd crashed: {describe(status)}"
+
+
+@pytest.mark.parametrize("request_bytes", MALFORMED_REQUESTS.values(), ids=MALFORMED_REQUESTS.keys())
+def test_malformed_spawn_request(variant: Path, request_bytes: bytes) -> None:
+    with direct_shepherd() as sh:
+        sh.send(request_bytes)
+        expect_request_refused(sh)
+
+
+def test_too_many_fds_with_the_request(variant: Path) -> None:
+    """More fds than the shepherd's control buffer holds (MSG_CTRUNC)."""
+    nulls = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range(12)]
+    try:
+        with direct_shepherd() as sh:
+            sh.send(spawn_frame(["true"]), nulls)
+            expect_request_refused(sh)
+    finally:
+        for fd in nulls:
+            os.close(fd)
+
+
+def test_large_request_arrives_in_many_reads(variant: Path) -> None:
+    """A 1.5 MiB SPAWN frame: the shepherd's buffer grows across reads."""
+    args = [chr(ord("a") + i) * 100_000 for i in range(15)]
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["sh", "-c", 'echo $# ${#1} ${#15}', "sh", *args], stdin=op.STDIO_DEVNULL))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        assert read_to_eof(started.stdout) == b"15 100000 100000\n"  # type: ignore[arg-type]
+        assert_exit_code(sh.expect(Exited), 0)
+        sh.assert_clean_exit()
+
+
+def test_inherit_without_an_fd(variant: Path) -> None:
+    """STDIO_INHERIT needs an fd with the request; without one the shepherd
+    reports PIPE/EBADF (and must not touch fds it never opened)."""
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["true"], stdin=op.STDIO_INHERIT))
+        assert sh.event() == SpawnFailed(op.STAGE_PIPE, errno.EBADF)
+        sh.expect_eof()
+        status = sh.wait()
+        assert os.WIFEXITED(status), describe(status)
+
+
+def test_inherited_fd_reaches_the_child(variant: Path) -> None:
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        with direct_shepherd() as sh:
+            sh.send(spawn_frame(["echo", "inherited"], stdin=op.STDIO_DEVNULL, stdout=op.STDIO_INHERIT), [w])
+            os.close(w)
+            w = -1
+            started = sh.expect(Started)
+            assert isinstance(started, Started)
+            assert started.stdin is None and started.stdout is None and started.stderr is not None
+            assert_exit_code(sh.expect(Exited), 0)
+            assert read_to_eof(r) == b"inherited\n"
+            sh.assert_clean_exit()
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+TREE = r"""
+sleep 30 &
+echo $!
+setsid sleep 30 &
+echo $!
+sh -c 'setsid sleep 30 & echo $!'
+sh -c 'trap "" TERM; exec sleep 30' &
+echo $!
+exit 3
+"""
+
+
+def test_descendants_die_with_the_child(variant: Path) -> None:
+    """The process-tree rule: when the child exits, everything it left —
+    in its group, in a new session, double-forked, TERM-ignoring — is
+    killed and reaped before EXITED is reported."""
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["sh", "-c", TREE], stdin=op.STDIO_DEVNULL))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        lines = read_until(started.stdout, 4).split()  # type: ignore[arg-type]
+        pids = [int(p) for p in lines]
+        assert len(pids) == 4
+        watch = [pidfd(p) for p in pids]
+        try:
+            assert_exit_code(sh.expect(Exited), 3)
+            for pid, fd in zip(pids, watch):
+                assert wait_dead(fd, 0), f"descendant {pid} outlived the EXITED report"
+            # All holders of the pipes are gone: EOF at once.
+            assert read_to_eof(started.stdout, 5.0) == b""  # type: ignore[arg-type]
+            assert read_to_eof(started.stderr, 5.0) == b""  # type: ignore[arg-type]
+        finally:
+            for fd in watch:
+                if fd is not None:
+                    os.close(fd)
+        sh.expect_eof()
+        sh.assert_clean_exit()
+
+
+def test_descendants_die_when_the_child_is_stopped(variant: Path) -> None:
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["sh", "-c", "setsid sleep 30 & echo $!; exec sleep 30"], stdin=op.STDIO_DEVNULL))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        grandchild = pidfd(int(read_until(started.stdout, 1)))  # type: ignore[arg-type]
+        try:
+            sh.send(encode_stop(5))
+            assert_killed_by(sh.expect(Exited), signal.SIGTERM)
+            assert wait_dead(grandchild, 0), "setsid grandchild outlived the stop"
+        finally:
+            if grandchild is not None:
+                os.close(grandchild)
+        sh.assert_clean_exit()
+
+
+def test_more_descendants_than_one_proc_read_holds(variant: Path) -> None:
+    """1000 orphans re-parented to the shepherd: more than one read of
+    /proc/self/task/*/children returns (4 KiB), so the kill loop must keep
+    going until none is left."""
+    script = 'i=0; while [ $i -lt 1000 ]; do setsid sleep 30 & i=$((i+1)); done; echo spawned'
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["sh", "-c", script], stdin=op.STDIO_DEVNULL))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        assert read_until(started.stdout, 1, timeout=60) == b"spawned\n"  # type: ignore[arg-type]
+        assert_exit_code(sh.expect(Exited, timeout=60), 0)
+        # Every sleep held the pipe: EOF now means every one is dead.
+        assert read_to_eof(started.stdout, 5.0) == b""  # type: ignore[arg-type]
+        sh.expect_eof()
+        sh.assert_clean_exit()
+
+
+# --------------------------------------------------------------- fork server
+
+
+class ForkServer:
+    """Our side of a ``--fork-server`` (our child) on a SEQPACKET socket."""
+
+    def __init__(self) -> None:
+        self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.pid = _launch.spawn_helper("--fork-server", theirs)
+        except BaseException:
+            self.ctl.close()
+            raise
+        finally:
+            theirs.close()
+        self.pidfd = os.pidfd_open(self.pid)
+        self.status: int | None = None
+        self.owners: list[Owner] = []
+
+    def new_shepherd(self) -> Owner:
+        """FS_FORK -> FS_SHEPHERD with our end of the new shepherd's socket."""
+        self.ctl.send(bytes([op.FS_FORK]))
+        assert readable(self.ctl, PROMPT), "the fork server did not answer FS_FORK"
+        data, anc, _flags, _addr = self.ctl.recvmsg(16, socket.CMSG_SPACE(4 * 4), socket.MSG_CMSG_CLOEXEC)
+        fds = array.array("i")
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        for extra in fds[1:]:
+            os.close(extra)
+        assert data == bytes([op.FS_SHEPHERD]) and len(fds) == 1, (data, list(fds))
+        owner = Owner(socket.socket(fileno=fds[0]), None)
+        self.owners.append(owner)
+        return owner
+
+    def shepherds(self) -> list[int]:
+        return [int(p) for p in Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()]
+
+    def running(self) -> bool:
+        return not readable(self.pidfd, 0)
+
+    def wait(self, timeout: float = PROMPT) -> int:
+        if self.status is None:
+            assert readable(self.pidfd, timeout), f"fork server still running after {timeout} s"
+            _, self.status = os.waitpid(self.pid, 0)
+        return self.status
+
+    def cleanup(self) -> None:
+        for owner in self.owners:
+            owner.cleanup()
+        self.ctl.close()
+        try:
+            if self.status is None:
+                if not readable(self.pidfd, PROMPT):
+                    os.kill(self.pid, signal.SIGKILL)
+                    os.waitpid(self.pid, 0)
+                    pytest.fail("the fork server did not exit after its owner left")
+                _, self.status = os.waitpid(self.pid, 0)
+        finally:
+            os.close(self.pidfd)
+
+
+@contextmanager
+def fork_server() -> Iterator[ForkServer]:
+    server = ForkServer()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def test_fork_server_round_trip_and_exit(variant: Path) -> None:
+    with fork_server() as fs:
+        sh = fs.new_shepherd()
+        sh.send(spawn_frame(["cat"]))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        # A separate shepherd per child, forked by the server.
+        _state, shepherd_pid, pgrp, _sid = proc_stat(started.pid)
+        assert pgrp == started.pid
+        assert proc_stat(shepherd_pid)[1] == fs.pid
+        # The owner lets the server go: it stays while its shepherd works.
+        fs.ctl.close()
+        assert fs.running()
+        assert pump(sh, started, b"via the fork server\n" * 1000) == b"via the fork server\n" * 1000
+        assert_exit_code(sh.expect(Exited), 0)
+        sh.expect_eof()
+        status = fs.wait()
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
+
+
+def test_fork_server_serves_many(variant: Path) -> None:
+    with fork_server() as fs:
+        owners = [fs.new_shepherd() for _ in range(4)]
+        assert len(set(fs.shepherds())) == 4
+        for i, sh in enumerate(owners):
+            sh.send(spawn_frame(["sh", "-c", f"exit {i}"], stdin=op.STDIO_DEVNULL, stdout=op.STDIO_DEVNULL))
+        for i, sh in enumerate(owners):
+            sh.expect(Started)
+            assert_exit_code(sh.expect(Exited), i)
+            sh.expect_eof()
+        fs.ctl.close()
+        status = fs.wait()
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
+
+
+def test_fork_server_kills_what_a_killed_shepherd_left(variant: Path) -> None:
+    script = "setsid sleep 30 & echo $!; trap '' TERM; echo ready; exec sleep 30"
+    with fork_server() as fs:
+        sh = fs.new_shepherd()
+        sh.send(spawn_frame(["sh", "-c", script], stdin=op.STDIO_DEVNULL, kill_timeout=30))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        first, ready = read_until(started.stdout, 2).split()  # type: ignore[arg-type]
+        assert ready == b"ready"
+        shepherd_pid = proc_stat(started.pid)[1]
+        assert shepherd_pid in fs.shepherds()
+        watch = [pidfd(started.pid), pidfd(int(first))]
+        try:
+            os.kill(shepherd_pid, signal.SIGKILL)
+            # The orphaned TERM-ignoring child and its setsid grandchild are
+            # SIGKILLed by the fork server, not after any kill_timeout.
+            for fd in watch:
+                assert wait_dead(fd, 10), "the fork server left an orphan running"
+        finally:
+            for fd in watch:
+                if fd is not None:
+                    os.close(fd)
+        sh.expect_eof()
+        fs.ctl.close()
+        status = fs.wait()
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
+
+
+def test_fork_server_waits_for_a_spare_shepherd(variant: Path) -> None:
+    with fork_server() as fs:
+        spare = fs.new_shepherd()
+        (spare_pid,) = fs.shepherds()
+        fs.ctl.close()
+        assert fs.running()  # its spare shepherd still waits for a request
+        spare_fd = pidfd(spare_pid)
+        try:
+            spare.hang_up()
+            assert wait_dead(spare_fd, PROMPT)
+        finally:
+            if spare_fd is not None:
+                os.close(spare_fd)
+        status = fs.wait()
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
+
+
+BAD_FS_REQUESTS = {
+    "unknown-byte": (b"\x07", False),
+    "two-bytes": (bytes([op.FS_FORK, op.FS_FORK]), False),
+    "empty-datagram": (b"", False),
+    "fork-with-an-fd": (bytes([op.FS_FORK]), True),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_FS_REQUESTS.values(), ids=BAD_FS_REQUESTS.keys())
+def test_fork_server_treats_nonsense_as_owner_loss(variant: Path, bad: tuple[bytes, bool]) -> None:
+    data, with_fd = bad
+    with fork_server() as fs:
+        if with_fd:
+            null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fs.ctl.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [null]))])
+            finally:
+                os.close(null)
+        else:
+            fs.ctl.send(data)
+        # It hangs up on us and, having no shepherds, exits.
+        assert readable(fs.ctl, PROMPT)
+        assert fs.ctl.recv(16) == b""
+        status = fs.wait()
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
+
+
+# ------------------------------------------------------- memcheck (optional)
+
+VALGRIND = shutil.which("valgrind")
+
+
+@pytest.mark.skipif(VALGRIND is None, reason="valgrind is not installed (optional memcheck of failure paths)")
+@pytest.mark.parametrize("case", ["inherit-without-fd", "exec-failure", "chdir-failure", "malformed"])
+def test_failure_paths_under_memcheck(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ASan cannot see reads of uninitialised memory; memcheck can.  The
+    early-failure paths of a spawn clean up fds they may never have opened."""
+    monkeypatch.delenv("NETRUNNER_SHEPHERD", raising=False)
+    release = _launch.shepherd_binary()
+    wrapper = tmp_path / "shepherd-under-memcheck"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"exec {VALGRIND} -q --error-exitcode=99 --child-silent-after-fork=yes "
+        f'--log-file={tmp_path}/memcheck.%p.log {release} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("NETRUNNER_SHEPHERD", str(wrapper))
+    request, expected = {
+        "inherit-without-fd": (spawn_frame(["true"], stdin=op.STDIO_INHERIT), SpawnFailed(op.STAGE_PIPE, errno.EBADF)),
+        "exec-failure": (
+            spawn_frame(["x"], exe=[str(tmp_path / "missing")]),
+            SpawnFailed(op.STAGE_EXEC, errno.ENOENT),
+        ),
+        "chdir-failure": (
+            spawn_frame(["true"], cwd=str(tmp_path / "missing")),
+            SpawnFailed(op.STAGE_CHDIR, errno.ENOENT),
+        ),
+        "malformed": (MALFORMED_REQUESTS["too-many-rlimits"], SpawnFailed(op.STAGE_REQUEST, errno.EINVAL)),
+    }[case]
+    with direct_shepherd() as sh:
+        sh.send(request)
+        assert sh.event(timeout=60) == expected
+        sh.expect_eof(timeout=60)
+        status = sh.wait(timeout=60)
+    reports = "".join(p.read_text() for p in tmp_path.glob("memcheck.*.log"))
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) != 99, f"memcheck errors:\n{reports}"
+    assert not reports.strip(), reports
+
+
+# ------------------------------------------------- the library on ASan+UBSan
+
+
+def test_library_calls_on_the_sanitized_fork_server(sanitized: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NETRUNNER_FORK_SERVER", raising=False)
+    _launch.FORK_SERVER.close()  # the next spawn starts a fork server from the ASan binary
+    try:
+        result = netrunner.run(["echo", "hello"])
+        assert (result.returncode, result.stdout) == (0, b"hello\n")
+        assert Path(f"/proc/{_launch.FORK_SERVER.pid}/exe").resolve() == sanitized.resolve()
+        data = os.urandom(300_000)
+        assert netrunner.run(["cat"], input=data).stdout == data
+        assert netrunner.run(["false"]).returncode == 1
+        merged = netrunner.run(["sh", "-c", "echo a; echo b >&2"], stderr="stdout", text=True)
+        assert merged.stdout == "a\nb\n"
+        with pytest.raises(netrunner.TimeoutExpired):
+            netrunner.run(["sleep", "30"], timeout=0.5)
+        with pytest.raises(FileNotFoundError):
+            netrunner.run(["/nonexistent/netrunner-test-program"])
+        with netrunner.spawn(["cat"]) as proc:
+            proc.write(b"spawned\n")
+            assert proc.read(timeout=PROMPT) == b"spawned\n"
+            proc.close_stdin()
+            assert proc.wait(timeout=PROMPT) == 0
+    finally:
+        _launch.FORK_SERVER.close()
+
+
+def test_frame_helper_matches_the_encoder() -> None:
+    """The raw builder used above agrees with the library's framing."""
+    assert raw_frame(op.OP_SIGNAL, u32(15)) == frame(op.OP_SIGNAL, u32(15)) == encode_signal(15)
