@@ -840,13 +840,32 @@ static int send_shepherd_socket(int ctl, int fd) {
     return n == 1 ? 0 : -1;
 }
 
-/* One FS_FORK request: fork a shepherd on a fresh socketpair and send the
- * owner its end.  The owner asks ahead of need, so the shepherd is already
- * waiting for its SPAWN request when a spawn happens (no fork, no extra
- * wake-up on the spawn's path).  Returns -1 when the owner is gone or sent
- * anything but a bare FS_FORK byte. */
+/* Fork a shepherd that serves ``sock``; the server keeps only its pid. */
+static void fork_shepherd(struct server *sv, int sock, int other) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sv->ctl);
+        close_fd(&sigchld_pipe[0]);
+        close_fd(&sigchld_pipe[1]);
+        free(sv->shepherds.v);
+        if (other >= 0) close(other);
+        exit(run_shepherd(sock));
+    }
+    if (pid < 0) send_spawn_failed(sock, NR_STAGE_FORK, errno);
+    else if (pidset_add(&sv->shepherds, pid) < 0) complain("pidset_add");
+}
+
+/* One datagram from the owner:
+ *   FS_FORK (no fd): fork a spare shepherd on a fresh socketpair and send
+ *     the owner its end (FS_SHEPHERD).  The owner keeps at most one such
+ *     request in flight, so a spawn usually finds a shepherd already
+ *     waiting for its SPAWN request (no fork on the spawn's path).
+ *   FS_ADOPT (one fd): fork a shepherd for the owner's own socketpair end,
+ *     no reply (used when no spare is ready, e.g. a burst of spawns).
+ * Returns -1 when the owner is gone or sent anything else. */
 static int serve_fork(struct server *sv) {
     uint8_t op = 0;
+    int fds[MAX_FDS], nfds = 0;
     union {
         char raw[CMSG_SPACE(sizeof(int) * MAX_FDS)];
         struct cmsghdr align;
@@ -857,32 +876,32 @@ static int serve_fork(struct server *sv) {
     ssize_t n;
     do n = recvmsg(sv->ctl, &msg, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
     if (n <= 0) return -1;
-    int junk = 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        int *fds = (int *)(void *)CMSG_DATA(c);
-        for (size_t i = 0; i < count; i++) close(fds[i]);
-        junk = 1;
+        int *got = (int *)(void *)CMSG_DATA(c);
+        for (size_t i = 0; i < count; i++) {
+            if (nfds < MAX_FDS) fds[nfds++] = got[i];
+            else close(got[i]);
+        }
     }
-    if (op != NR_FS_FORK || junk || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) return -1;
-
+    int valid = !(msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) &&
+                ((op == NR_FS_FORK && nfds == 0) || (op == NR_FS_ADOPT && nfds == 1));
+    if (!valid) {
+        for (int i = 0; i < nfds; i++) close(fds[i]);
+        return -1;
+    }
+    if (op == NR_FS_ADOPT) {
+        fork_shepherd(sv, fds[0], -1);
+        close(fds[0]);
+        return 0;
+    }
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
         complain("socketpair");
-        return 0; /* the owner's wait for a reply is bounded */
+        return 0; /* the owner then adopts instead of waiting for a spare */
     }
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(sv->ctl);
-        close_fd(&sigchld_pipe[0]);
-        close_fd(&sigchld_pipe[1]);
-        free(sv->shepherds.v);
-        close(pair[0]);
-        exit(run_shepherd(pair[1]));
-    }
-    if (pid < 0) send_spawn_failed(pair[1], NR_STAGE_FORK, errno);
-    else if (pidset_add(&sv->shepherds, pid) < 0) complain("pidset_add");
+    fork_shepherd(sv, pair[1], pair[0]);
     close(pair[1]);
     int rc = send_shepherd_socket(sv->ctl, pair[0]);
     close(pair[0]); /* if that failed, the shepherd sees EOF and exits */

@@ -9,6 +9,7 @@ covers every ``NR_`` name the shepherd uses.
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import struct
@@ -115,7 +116,7 @@ def feed_pieces(data: bytes, cuts: list[int], fds: list[int]) -> tuple[list[obje
     decoder.add_fds(fds)
     events: list[object] = []
     bounds = [0, *sorted(set(cuts)), len(data)]
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in itertools.pairwise(bounds):
         events += decoder.feed(data[start:end])
     return events, decoder
 

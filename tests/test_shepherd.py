@@ -749,7 +749,7 @@ def test_large_request_arrives_in_many_reads(variant: Path) -> None:
     """A 1.5 MiB SPAWN frame: the shepherd's buffer grows across reads."""
     args = [chr(ord("a") + i) * 100_000 for i in range(15)]
     with direct_shepherd() as sh:
-        sh.send(spawn_frame(["sh", "-c", 'echo $# ${#1} ${#15}', "sh", *args], stdin=op.STDIO_DEVNULL))
+        sh.send(spawn_frame(["sh", "-c", "echo $# ${#1} ${#15}", "sh", *args], stdin=op.STDIO_DEVNULL))
         started = sh.expect(Started)
         assert isinstance(started, Started)
         assert read_to_eof(started.stdout) == b"15 100000 100000\n"  # type: ignore[arg-type]
@@ -813,7 +813,7 @@ def test_descendants_die_with_the_child(variant: Path) -> None:
         watch = [pidfd(p) for p in pids]
         try:
             assert_exit_code(sh.expect(Exited), 3)
-            for pid, fd in zip(pids, watch):
+            for pid, fd in zip(pids, watch, strict=True):
                 assert wait_dead(fd, 0), f"descendant {pid} outlived the EXITED report"
             # All holders of the pipes are gone: EOF at once.
             assert read_to_eof(started.stdout, 5.0) == b""  # type: ignore[arg-type]
@@ -846,7 +846,7 @@ def test_more_descendants_than_one_proc_read_holds(variant: Path) -> None:
     """1000 orphans re-parented to the shepherd: more than one read of
     /proc/self/task/*/children returns (4 KiB), so the kill loop must keep
     going until none is left."""
-    script = 'i=0; while [ $i -lt 1000 ]; do setsid sleep 30 & i=$((i+1)); done; echo spawned'
+    script = "i=0; while [ $i -lt 1000 ]; do setsid sleep 30 & i=$((i+1)); done; echo spawned"
     with direct_shepherd() as sh:
         sh.send(spawn_frame(["sh", "-c", script], stdin=op.STDIO_DEVNULL))
         started = sh.expect(Started)

@@ -193,15 +193,13 @@ class Starter:
         self.inherit = [slot for slot, mode in enumerate((rq.stdin, rq.stdout, rq.stderr)) if mode == op.STDIO_INHERIT]
         self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         self.hs: Handshake | None = None
-        self.asked = False
         self.abort_deadline = 0.0
 
     def __call__(self, ready: list[int] | None) -> ChildCore | Pending:
         if self.hs is None:
-            got = take_shepherd(ask=not self.asked)
-            self.asked = True
+            got = take_shepherd()
             if isinstance(got, int):
-                return self._pending([(got, POLLIN)])
+                return self._pending([(got, POLLOUT)])
             self.hs = Handshake(got, self.rq, self.inherit)
         if self.hs.step() is None:
             return self._pending([self.hs.want()])

@@ -1,16 +1,18 @@
-"""Getting a shepherd: the per-interpreter fork server and the handshake.
+"""Getting a shepherd: the per-interpreter fork server.
 
 Exec'ing a shepherd per child would cost a second exec on every spawn, so
 each Python process starts one small fork server (the same C binary, in
-``--fork-server`` mode) on first use.  A spawn sends it one end of a fresh
-``socketpair``; the server forks, and the fork becomes that child's own
-shepherd, talking only over that socket.  The server keeps no per-child
-state beyond its shepherds' pids, and as a subreaper it kills whatever a
+``--fork-server`` mode) on first use.  Each child still gets its own
+shepherd and its own socketpair; the server only forks them and keeps no
+per-child state beyond their pids, and as a subreaper it kills whatever a
 shepherd that died abnormally left behind.
 
-The server is restarted after ``os.fork()`` (in the child) and when it is
-found dead.  Everything here is blocking-free except :func:`connect_shepherd`
-callers that choose to wait on the returned socket.
+Two ways to get a shepherd, both over one SOCK_SEQPACKET socket:
+FS_FORK asks the server to fork a *spare* ahead of need and send back our
+end of its socket (at most one such request is in flight); FS_ADOPT hands
+the server our own socketpair end when no spare is ready (a burst), with
+no reply to wait for.  The server is restarted after ``os.fork()`` (in the
+child) and when it is found dead.  Nothing here blocks.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class ForkServer:
             raise
         finally:
             theirs.close()
+        ours.setblocking(False)
         self._sock = ours
         self._owner = os.getpid()
         self._requested = 0
@@ -146,15 +149,25 @@ class ForkServer:
             self._requested -= 1
             self._ready.append(socket.socket(fileno=fds[0]))
 
-    def _request(self, sock: socket.socket) -> None:
-        sock.send(bytes([op.FS_FORK]))
-        self._requested += 1
+    def _request_spare(self, sock: socket.socket) -> None:
+        """Keep exactly one spare shepherd in the making (never more: the
+        server's replies then cannot pile up and block it)."""
+        if self._requested:
+            return
+        try:
+            sock.send(bytes([op.FS_FORK]))
+        except BlockingIOError:
+            return  # the server is busy; a later spawn asks again
+        self._requested = 1
 
-    def try_take(self, ask: bool) -> socket.socket | int:
-        """A connected socket to a fresh shepherd waiting for its request,
-        or, when none is ready yet, the fd to wait on before trying again.
-        ``ask``: this caller has not asked for a shepherd yet (each waiting
-        caller asks once, so concurrent spawns get one each)."""
+    def try_take(self) -> socket.socket | int:
+        """A connected, non-blocking socket to a fresh shepherd waiting for
+        its request; or, if the server cannot take a request right now,
+        the fd to wait on (for writability) before trying again.
+
+        A ready spare is used when there is one; otherwise we make a
+        socketpair and have the server fork a shepherd for our end
+        (FS_ADOPT), so a burst of concurrent spawns never waits on replies."""
         with self._lock:
             for attempt in (1, 2):
                 sock = self._sock if self._sock is not None and self._owner == os.getpid() else None
@@ -164,17 +177,33 @@ class ForkServer:
                     self._receive(sock)
                     if self._ready:
                         shepherd = self._ready.popleft()
-                        if not self._ready and not self._requested:
-                            self._request(sock)  # the next spawn's shepherd, made meanwhile
-                        return shepherd
-                    if ask or not self._requested:
-                        self._request(sock)
-                    return sock.fileno()
+                    else:
+                        shepherd = self._adopt(sock)
+                        if shepherd is None:
+                            return sock.fileno()
+                    self._request_spare(sock)
+                    shepherd.setblocking(False)
+                    return shepherd
                 except (BrokenPipeError, ConnectionResetError, ConnectionRefusedError) as exc:
                     self._discard()
                     if attempt == 2:
                         raise ShepherdError(f"the fork server died: {exc}") from exc
             raise AssertionError("unreachable")
+
+    def _adopt(self, sock: socket.socket) -> socket.socket | None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            fds = array.array("i", [theirs.fileno()])
+            sock.sendmsg([bytes([op.FS_ADOPT])], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        except BlockingIOError:
+            ours.close()
+            return None
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return ours
 
     def close(self, timeout: float = 10.0) -> None:
         """Let the server go: it exits once its shepherds are done.  Waits
@@ -214,9 +243,9 @@ class ForkServer:
 FORK_SERVER = ForkServer()
 
 
-def take_shepherd(ask: bool) -> socket.socket | int:
+def take_shepherd() -> socket.socket | int:
     """A non-blocking stream socket whose peer is a brand-new shepherd, or
-    an fd to wait on (see :meth:`ForkServer.try_take`)."""
+    an fd to wait on for writability (see :meth:`ForkServer.try_take`)."""
     if os.environ.get("NETRUNNER_FORK_SERVER", "1") == "0":
         # No fork server: exec a shepherd for this child (one more exec).
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -227,13 +256,9 @@ def take_shepherd(ask: bool) -> socket.socket | int:
             raise
         finally:
             theirs.close()
-    else:
-        got = FORK_SERVER.try_take(ask)
-        if isinstance(got, int):
-            return got
-        ours = got
-    ours.setblocking(False)
-    return ours
+        ours.setblocking(False)
+        return ours
+    return FORK_SERVER.try_take()
 
 
 _unreaped: set[int] = set()

@@ -107,10 +107,18 @@ class _Collector:
             return len(data)
         bio = self.bio
         if bio is None:
-            bio = self.bio = io.BytesIO()
+            # Second read: still a plain read, so output that ends here
+            # (most commands) never pays for the 4 MiB buffer below.
+            data = os.read(fd, READ_SIZE)
+            if not data:
+                return 0
             assert self.first is not None
+            bio = self.bio = io.BytesIO()
             bio.write(self.first)
+            bio.write(data)
             self.first = None
+            self.size += len(data)
+            return len(data)
         if self.cap - self.size < OUT_READ:
             self.cap = self.size + self.GROW
             bio.seek(self.cap - 1)

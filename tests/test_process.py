@@ -1,0 +1,607 @@
+"""spawn() and Process: I/O round trips, timeouts, signals, stopping,
+lifetime (context manager, garbage collection), stats, threads."""
+
+from __future__ import annotations
+
+import gc
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import netrunner
+
+MiB = 1 << 20
+# A sh that ignores SIGTERM (and so does the sleep it execs), announcing
+# itself once the trap is in place.
+TERM_IGNORING = ["sh", "-c", 'trap "" TERM; echo ready; exec sleep 60']
+
+
+# ----------------------------------------------------------------- helpers
+def pid_gone(pid: int, within: float) -> bool:
+    """True once ``pid`` has exited (waited on with a pidfd, no polling)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([fd], [], [], within)
+        return bool(readable)
+    finally:
+        os.close(fd)
+
+
+def read_until(p: netrunner.Process, end: bytes, within: float = 20.0) -> bytes:
+    """stdout up to and including ``end`` (or EOF), bounded in time."""
+    deadline = time.monotonic() + within
+    data = b""
+    while end not in data:
+        chunk = p.read(timeout=max(0.0, deadline - time.monotonic()))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def read_all(p: netrunner.Process, within: float = 20.0) -> bytes:
+    deadline = time.monotonic() + within
+    parts = []
+    while chunk := p.read(timeout=max(0.0, deadline - time.monotonic())):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def read_all_stderr(p: netrunner.Process, within: float = 20.0) -> bytes:
+    deadline = time.monotonic() + within
+    parts = []
+    while chunk := p.read_stderr(timeout=max(0.0, deadline - time.monotonic())):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+# --------------------------------------------------------------- basics
+def test_pid_returncode_alive() -> None:
+    with netrunner.spawn(["sh", "-c", "echo $$; exec cat"]) as p:
+        assert isinstance(p, netrunner.Process)
+        assert read_until(p, b"\n") == b"%d\n" % p.pid
+        assert p.returncode is None
+        assert p.alive
+        # Same process group id as pid (its own group).
+        assert os.getpgid(p.pid) == p.pid
+        p.close_stdin()
+        assert p.wait(timeout=20) == 0
+        assert p.returncode == 0
+        assert not p.alive
+
+
+def test_write_read_round_trip_with_cat() -> None:
+    with netrunner.spawn(["cat"]) as p:
+        p.write(b"hello\n")
+        assert read_until(p, b"\n") == b"hello\n"
+        p.write(b"a\0b\0\n")
+        assert read_until(p, b"\n") == b"a\0b\0\n"
+        p.write(bytearray(b"ba"))
+        p.write(memoryview(b"xyz")[:1])
+        p.close_stdin()
+        assert read_all(p) == b"bax"
+        assert p.read() == b""  # EOF stays EOF
+        assert p.wait(timeout=20) == 0
+
+
+def test_read_respects_n() -> None:
+    with netrunner.spawn(["printf", "0123456789"]) as p:
+        first = p.read(4, timeout=20)
+        assert 1 <= len(first) <= 4
+        rest = read_all(p)
+        assert first + rest == b"0123456789"
+        assert p.wait(timeout=20) == 0
+
+
+def test_close_stdin_gives_eof_and_is_idempotent() -> None:
+    with netrunner.spawn(["wc", "-c"]) as p:
+        p.write(b"x" * 1000)
+        p.close_stdin()
+        p.close_stdin()
+        assert read_all(p).strip() == b"1000"
+        assert p.wait(timeout=20) == 0
+
+
+def test_write_after_child_closed_stdin_is_brokenpipe() -> None:
+    with netrunner.spawn(["sh", "-c", "exec 0<&-; echo closed; exec sleep 60"]) as p:
+        assert read_until(p, b"\n") == b"closed\n"
+        with pytest.raises(BrokenPipeError):
+            p.write(b"x" * (2 * MiB))  # more than any pipe buffer
+        p.kill()
+        assert p.wait(timeout=20) == -signal.SIGKILL
+
+
+def test_write_after_close_stdin_is_brokenpipe() -> None:
+    with netrunner.spawn(["cat"]) as p:
+        p.close_stdin()
+        with pytest.raises(BrokenPipeError):
+            p.write(b"late")
+        assert p.wait(timeout=20) == 0
+
+
+def test_large_round_trip_nul_bytes_8mib() -> None:
+    """8 MiB through cat with one thread writing and this one reading."""
+    data = bytes(range(256)) * (8 * MiB // 256)
+    errors: list[BaseException] = []
+    with netrunner.spawn(["cat"]) as p:
+
+        def writer() -> None:
+            try:
+                view = memoryview(data)
+                for i in range(0, len(data), 256 * 1024):
+                    p.write(view[i : i + 256 * 1024])
+                p.close_stdin()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            received = read_all(p, within=60)
+        finally:
+            thread.join(60)
+            if thread.is_alive():
+                p.kill()
+                thread.join(20)
+        assert not thread.is_alive()
+        assert errors == []
+        assert len(received) == len(data)
+        assert received == data
+        assert p.wait(timeout=20) == 0
+        stats = p.stats
+        assert stats.bytes_in == len(data)
+        assert stats.bytes_out == len(data)
+
+
+def test_single_thread_write_larger_than_pipes_does_not_deadlock() -> None:
+    """write() keeps stdout drained meanwhile, so writing everything
+    before reading anything cannot deadlock against cat."""
+    data = os.urandom(6 * MiB)
+    errors: list[BaseException] = []
+    with netrunner.spawn(["cat"]) as p:
+
+        def write_everything() -> None:
+            try:
+                p.write(data)
+                p.close_stdin()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        # In a helper thread only so that a deadlock fails the test instead
+        # of hanging it: nobody reads stdout until write() has returned.
+        thread = threading.Thread(target=write_everything)
+        thread.start()
+        thread.join(60)
+        deadlocked = thread.is_alive()
+        if deadlocked:
+            p.kill()  # unblocks write() with BrokenPipeError
+            thread.join(20)
+        assert not deadlocked, "write() deadlocked against a child blocked on a full stdout pipe"
+        assert errors == []
+        assert read_all(p, within=60) == data
+        assert p.wait(timeout=20) == 0
+
+
+# ------------------------------------------------------------- timeouts
+def test_read_timeout_is_timeouterror_and_process_still_usable() -> None:
+    with netrunner.spawn(["cat"]) as p:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            p.read(timeout=0.2)
+        assert time.monotonic() - started < 5
+        assert p.alive
+        p.write(b"after\n")
+        assert read_until(p, b"\n") == b"after\n"
+
+
+def test_read_stderr_timeout_is_timeouterror() -> None:
+    with netrunner.spawn(["cat"]) as p:
+        with pytest.raises(TimeoutError):
+            p.read_stderr(timeout=0.1)
+        assert p.alive
+
+
+def test_wait_timeout_is_timeoutexpired() -> None:
+    with netrunner.spawn(["sleep", "60"]) as p:
+        started = time.monotonic()
+        with pytest.raises(netrunner.TimeoutExpired) as info:
+            p.wait(timeout=0.2)
+        assert time.monotonic() - started < 5
+        assert isinstance(info.value, subprocess.TimeoutExpired)
+        assert info.value.timeout == 0.2
+        assert p.alive
+        assert p.returncode is None
+
+
+# --------------------------------------------------------------- stderr
+def test_read_stderr() -> None:
+    with netrunner.spawn(["sh", "-c", "echo out; echo oops >&2"]) as p:
+        assert read_all_stderr(p) == b"oops\n"
+        assert read_all(p) == b"out\n"
+        assert p.wait(timeout=20) == 0
+
+
+def test_stderr_merged_into_stdout() -> None:
+    with netrunner.spawn(["sh", "-c", "echo out; echo err >&2"], stderr="stdout") as p:
+        assert read_all(p) == b"out\nerr\n"
+        assert p.wait(timeout=20) == 0
+
+
+def test_reading_only_stdout_of_stderr_flooder_does_not_deadlock() -> None:
+    with netrunner.spawn(["sh", "-c", "head -c 5000000 /dev/zero >&2; echo done"]) as p:
+        assert read_all(p, within=60) == b"done\n"
+        assert p.wait(timeout=20) == 0
+        assert p.stats.bytes_err == 5_000_000
+        # The tail of what was drained is still readable.
+        tail = read_all_stderr(p)
+        assert 0 < len(tail) <= 5_000_000
+        assert tail == bytes(len(tail))
+
+
+def test_wait_alone_on_flooder_does_not_deadlock() -> None:
+    """Waiting without reading at all: both pipes are drained meanwhile."""
+    script = "head -c 3000000 /dev/zero >&2; head -c 3000000 /dev/zero; echo end"
+    with netrunner.spawn(["sh", "-c", script]) as p:
+        assert p.wait(timeout=60) == 0
+        assert read_all(p).endswith(b"end\n")
+
+
+# -------------------------------------------------------------- signals
+@pytest.mark.parametrize("sig", [15, signal.SIGTERM, "TERM", "sigterm", "SIGTERM", "Term"], ids=repr)
+def test_send_signal_forms(sig: Any) -> None:
+    with netrunner.spawn(["sleep", "60"]) as p:
+        p.send_signal(sig)
+        assert p.wait(timeout=20) == -signal.SIGTERM
+
+
+@pytest.mark.parametrize("sig", ["NOPE", "SIGFOO", 0, -15, 4096, 2.0, None], ids=repr)
+def test_send_signal_invalid_is_valueerror(sig: Any) -> None:
+    with netrunner.spawn(["sleep", "60"]) as p:
+        with pytest.raises(ValueError):
+            p.send_signal(sig)
+        assert p.alive
+        with pytest.raises(netrunner.TimeoutExpired):
+            p.wait(timeout=0.05)
+
+
+def test_send_signal_is_delivered_and_handled() -> None:
+    # The background sleep dies of USR1 too (same group), so the wait
+    # returns and the trap runs whenever the signal lands.
+    script = 'trap "echo got-usr1; exit 3" USR1; echo ready; sleep 60 & wait'
+    with netrunner.spawn(["sh", "-c", script]) as p:
+        assert read_until(p, b"ready\n") == b"ready\n"
+        p.send_signal("usr1")
+        assert read_all(p) == b"got-usr1\n"
+        assert p.wait(timeout=20) == 3
+
+
+# A child and a grandchild in its process group, each with a SIGUSR1
+# handler installed before it announces itself.  The child keeps running
+# until the grandchild has answered, so nothing is cut short.
+GROUP_SCRIPT = r"""
+import os, signal
+
+def answer(name, leave):
+    def handler(signum, frame):
+        os.write(1, name + b"-got-usr1\n")
+        if leave:
+            os._exit(0)
+    return handler
+
+signal.signal(signal.SIGUSR1, answer(b"child", False))
+pid = os.fork()
+if pid == 0:
+    signal.signal(signal.SIGUSR1, answer(b"grandchild", True))
+    os.write(1, b"grandchild-ready\n")
+    while True:
+        signal.pause()
+os.write(1, b"child-ready\n")
+os.waitpid(pid, 0)
+"""
+
+
+def test_send_signal_reaches_the_whole_group() -> None:
+    """A grandchild in the child's group gets the signal too."""
+    with netrunner.spawn([sys.executable, "-c", GROUP_SCRIPT]) as p:
+        ready = b""
+        while sorted(ready.splitlines()) != [b"child-ready", b"grandchild-ready"]:
+            chunk = p.read(timeout=30)
+            assert chunk, ready
+            ready += chunk
+        p.send_signal(signal.SIGUSR1)
+        out = read_all(p)
+        assert sorted(out.splitlines()) == [b"child-got-usr1", b"grandchild-got-usr1"]
+        assert p.wait(timeout=20) == 0
+
+
+def test_terminate_and_kill() -> None:
+    with netrunner.spawn(["sleep", "60"]) as p:
+        p.terminate()
+        assert p.wait(timeout=20) == -15
+        assert p.returncode == -15
+    with netrunner.spawn(TERM_IGNORING) as p:
+        assert read_until(p, b"ready\n") == b"ready\n"
+        p.kill()
+        assert p.wait(timeout=20) == -9
+
+
+def test_terminate_ignored_then_kill() -> None:
+    with netrunner.spawn(TERM_IGNORING) as p:
+        assert read_until(p, b"ready\n") == b"ready\n"
+        p.terminate()
+        with pytest.raises(netrunner.TimeoutExpired):
+            p.wait(timeout=0.3)
+        assert p.alive
+        p.kill()
+        assert p.wait(timeout=20) == -signal.SIGKILL
+
+
+def test_signalling_after_exit_is_a_noop() -> None:
+    with netrunner.spawn(["sh", "-c", "exit 4"]) as p:
+        assert p.wait(timeout=20) == 4
+        p.send_signal("TERM")
+        p.terminate()
+        p.kill()
+        assert p.stop() == 4
+        assert p.returncode == 4
+        assert p.wait(timeout=1) == 4
+        # A bad signal is still refused after exit.
+        with pytest.raises(ValueError):
+            p.send_signal("NOPE")
+
+
+# ----------------------------------------------------------------- stop
+def test_stop_obeying_child() -> None:
+    with netrunner.spawn(["sleep", "60"], kill_timeout=30) as p:
+        started = time.monotonic()
+        assert p.stop() == -signal.SIGTERM
+        assert time.monotonic() - started < 10
+        assert not p.alive
+
+
+def test_stop_escalates_to_sigkill() -> None:
+    with netrunner.spawn(TERM_IGNORING) as p:
+        assert read_until(p, b"ready\n") == b"ready\n"
+        started = time.monotonic()
+        assert p.stop(grace=0.3) == -signal.SIGKILL
+        assert time.monotonic() - started < 0.3 + 5
+        assert p.returncode == -signal.SIGKILL
+        assert pid_gone(p.pid, within=2)
+
+
+def test_stop_default_grace_is_kill_timeout() -> None:
+    with netrunner.spawn(TERM_IGNORING, kill_timeout=0.3) as p:
+        assert read_until(p, b"ready\n") == b"ready\n"
+        started = time.monotonic()
+        assert p.stop() == -signal.SIGKILL
+        assert time.monotonic() - started < 0.3 + 5
+
+
+def test_stop_zero_grace_kills_at_once() -> None:
+    with netrunner.spawn(["sleep", "60"], kill_timeout=60) as p:
+        assert p.stop(0) == -signal.SIGKILL
+
+
+def test_stop_kills_background_grandchildren() -> None:
+    with netrunner.spawn(["sh", "-c", 'trap "" TERM; sleep 60 & echo $!; wait'], kill_timeout=0.3) as p:
+        grandchild = int(read_until(p, b"\n"))
+        p.stop()
+        assert pid_gone(grandchild, within=5)
+
+
+def test_child_exit_kills_leftover_grandchildren() -> None:
+    with netrunner.spawn(["sh", "-c", "sleep 60 & echo $!"]) as p:
+        grandchild = int(read_until(p, b"\n"))
+        assert p.wait(timeout=20) == 0
+        assert pid_gone(grandchild, within=5)
+
+
+# ------------------------------------------------------------- lifetime
+def test_context_manager_exit_stops_child() -> None:
+    with netrunner.spawn(["sleep", "60"]) as p:
+        pid = p.pid
+        assert p.alive
+    assert not p.alive
+    assert p.returncode == -signal.SIGTERM
+    assert pid_gone(pid, within=5)
+
+
+def test_context_manager_exit_on_exception_stops_child() -> None:
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        with netrunner.spawn(TERM_IGNORING, kill_timeout=0.3) as p:
+            assert read_until(p, b"ready\n") == b"ready\n"
+            raise Boom
+    assert p.returncode == -signal.SIGKILL
+    assert pid_gone(p.pid, within=5)
+
+
+def test_context_manager_after_normal_exit_keeps_returncode() -> None:
+    with netrunner.spawn(["sh", "-c", "exit 6"]) as p:
+        assert p.wait(timeout=20) == 6
+    assert p.returncode == 6
+
+
+def test_close_releases_and_is_idempotent() -> None:
+    p = netrunner.spawn(["sleep", "60"])
+    pid = p.pid
+    p.close()
+    p.close()
+    assert pid_gone(pid, within=5)
+    assert p.returncode == -signal.SIGTERM
+
+
+def test_dropped_process_is_stopped_by_gc() -> None:
+    p = netrunner.spawn(["sleep", "60"])
+    pidfd = os.pidfd_open(p.pid)
+    try:
+        del p
+        gc.collect()
+        assert select.select([pidfd], [], [], 10)[0], "child still running after its Process was collected"
+    finally:
+        os.close(pidfd)
+
+
+def test_dropped_process_in_reference_cycle_is_stopped_by_gc() -> None:
+    p = netrunner.spawn(TERM_IGNORING, kill_timeout=0.3)
+    assert read_until(p, b"ready\n") == b"ready\n"
+    holder: dict[str, Any] = {"p": p}
+    holder["self"] = holder  # only the cycle collector can free this
+    pidfd = os.pidfd_open(p.pid)
+    try:
+        del p, holder
+        gc.collect()
+        # TERM is ignored: SIGKILL after kill_timeout.
+        assert select.select([pidfd], [], [], 0.3 + 5)[0], "TERM-ignoring child not killed after GC"
+    finally:
+        os.close(pidfd)
+
+
+# ---------------------------------------------------------------- stats
+def test_stats_live_and_final() -> None:
+    with netrunner.spawn(["cat"]) as p:
+        p.write(b"x" * 1000)
+        assert len(read_until(p, b"x" * 1000)) == 1000
+        live = p.stats
+        assert isinstance(live, netrunner.Stats)
+        assert live.returncode is None
+        assert live.bytes_in == 1000
+        assert live.bytes_out == 1000
+        assert live.bytes_err == 0
+        assert live.write_count >= 1
+        assert live.read_count >= 1
+        assert live.duration >= 0
+        assert live.user_time is None and live.system_time is None and live.max_rss is None
+        later = p.stats
+        assert later.duration >= live.duration
+        p.close_stdin()
+        assert p.wait(timeout=20) == 0
+        final = p.stats
+        assert final.returncode == 0
+        assert final.bytes_in == 1000 and final.bytes_out == 1000
+        assert final.duration >= later.duration
+        assert final.user_time is not None and final.user_time >= 0
+        assert final.system_time is not None and final.system_time >= 0
+        assert final.max_rss is not None and final.max_rss > 0
+        # Final means final: the clock has stopped.
+        assert p.stats.duration == final.duration
+
+
+def test_stats_returncode_for_signal() -> None:
+    with netrunner.spawn(["sleep", "60"]) as p:
+        p.kill()
+        p.wait(timeout=20)
+        assert p.stats.returncode == -9
+
+
+# -------------------------------------------------------------- threads
+def test_one_thread_waits_another_signals() -> None:
+    with netrunner.spawn(["sleep", "60"]) as p:
+        results: list[int] = []
+        thread = threading.Thread(target=lambda: results.append(p.wait(timeout=30)))
+        thread.start()
+        # The waiter blocks inside wait(); signal from here.
+        p.terminate()
+        thread.join(30)
+        assert not thread.is_alive()
+        assert results == [-signal.SIGTERM]
+
+
+def test_reader_thread_and_writer_thread_interleaved() -> None:
+    """Line-by-line conversation: writer in one thread, reader in another."""
+    lines = [b"line %d\n" % i for i in range(2000)]
+    received: list[bytes] = []
+    with netrunner.spawn(["cat"]) as p:
+
+        def reader() -> None:
+            received.append(read_all(p, within=60))
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        try:
+            for line in lines:
+                p.write(line)
+            p.close_stdin()
+        finally:
+            thread.join(60)
+            if thread.is_alive():
+                p.kill()
+                thread.join(20)
+        assert received == [b"".join(lines)]
+
+
+# ---------------------------------------------------------- stdin modes
+def test_stdin_devnull() -> None:
+    with netrunner.spawn(["sh", "-c", "readlink /proc/self/fd/0; cat"], stdin="devnull") as p:
+        assert read_all(p) == b"/dev/null\n"
+        assert p.wait(timeout=20) == 0
+    with netrunner.spawn(["cat"], stdin=subprocess.DEVNULL) as p:
+        assert read_all(p) == b""
+        assert p.wait(timeout=20) == 0
+
+
+def test_stdin_inherit() -> None:
+    """The child reads our own fd 0."""
+    r, w = os.pipe()
+    saved = os.dup(0)
+    try:
+        os.dup2(r, 0)
+        try:
+            p = netrunner.spawn(["cat"], stdin="inherit")
+        finally:
+            os.dup2(saved, 0)
+            os.close(r)
+        with p:
+            os.write(w, b"from our stdin\n")
+            os.close(w)
+            w = -1
+            assert read_all(p) == b"from our stdin\n"
+            assert p.wait(timeout=20) == 0
+    finally:
+        os.close(saved)
+        if w >= 0:
+            os.close(w)
+
+
+def test_stdin_inherit_alias_none() -> None:
+    r, w = os.pipe()
+    saved = os.dup(0)
+    try:
+        os.dup2(r, 0)
+        try:
+            p = netrunner.spawn(["sh", "-c", "read -r line; echo got:$line"], stdin=None)
+        finally:
+            os.dup2(saved, 0)
+            os.close(r)
+        with p:
+            os.write(w, b"hi\n")
+            assert read_all(p) == b"got:hi\n"
+            assert p.wait(timeout=20) == 0
+    finally:
+        os.close(saved)
+        os.close(w)
+
+
+def test_cwd_and_env_for_spawn(tmp_path: Any) -> None:
+    with netrunner.spawn(["sh", "-c", 'pwd -P; printf "%s\\n" "$V"'], cwd=tmp_path, env={"V": "value"}) as p:
+        assert read_all(p) == os.fsencode(os.path.realpath(tmp_path)) + b"\nvalue\n"
+        assert p.wait(timeout=20) == 0
+
+
+def test_set_window_size_needs_a_pty() -> None:
+    with netrunner.spawn(["cat"]) as p:
+        with pytest.raises(ValueError):
+            p.set_window_size(40, 120)
+        assert p.alive
