@@ -175,12 +175,9 @@ class ForkServer:
                     if sock is None:
                         sock = self._start()
                     self._receive(sock)
-                    if self._ready:
-                        shepherd = self._ready.popleft()
-                    else:
-                        shepherd = self._adopt(sock)
-                        if shepherd is None:
-                            return sock.fileno()
+                    shepherd = self._ready.popleft() if self._ready else self._adopt(sock)
+                    if shepherd is None:
+                        return sock.fileno()
                     self._request_spare(sock)
                     shepherd.setblocking(False)
                     return shepherd

@@ -83,26 +83,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (ValueError, TypeError) as exc:
         return _fail(str(exc), EXIT_INTERNAL)
+    # Signals that arrive while CMD starts are held back, then forwarded
+    # once the handlers are in place (never lost, never fatal to us alone).
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     try:
-        proc = Process(start(command, rq))
-    except FileNotFoundError as exc:
-        return _fail(f"{command[0]}: command not found ({exc.strerror})", EXIT_NOT_FOUND)
-    except OSError as exc:
-        return _fail(f"{command[0]}: cannot execute ({exc.strerror})", EXIT_CANNOT_EXECUTE)
-    except NetRunnerError as exc:
-        return _fail(str(exc), EXIT_INTERNAL)
-    with proc:
-        status = _supervise(proc, timeout, args.max_output, copy_stdout)
-        if args.stats:
-            print(json.dumps(dataclasses.asdict(proc.stats)), file=sys.stderr)
-    return status
+        try:
+            proc = Process(start(command, rq))
+        except FileNotFoundError as exc:
+            return _fail(f"{command[0]}: command not found ({exc.strerror})", EXIT_NOT_FOUND)
+        except OSError as exc:
+            return _fail(f"{command[0]}: cannot execute ({exc.strerror})", EXIT_CANNOT_EXECUTE)
+        except NetRunnerError as exc:
+            return _fail(str(exc), EXIT_INTERNAL)
+        with proc:
+            status = _supervise(proc, timeout, args.max_output, copy_stdout, mask)
+            if args.stats:
+                print(json.dumps(dataclasses.asdict(proc.stats)), file=sys.stderr)
+        return status
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-def _supervise(proc: Process, timeout: float | None, max_output: int | None, copy_stdout: bool) -> int:
+def _supervise(
+    proc: Process, timeout: float | None, max_output: int | None, copy_stdout: bool, mask: set[int | signal.Signals]
+) -> int:
     def forward(signum: int, _frame: Any) -> None:
         proc.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # held-back signals are forwarded now
     try:
         deadline = None if timeout is None else time.monotonic() + timeout
         written = 0
