@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import array
 import errno
+import importlib
 import os
 import select
 import signal
@@ -21,10 +22,11 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import _opcodes as op
-from ._drive import POLLIN, POLLOUT, Pending
+from ._drive import POLLIN, POLLOUT, Pending, notify_closing
 from ._errors import ShepherdError
 from ._launch import take_shepherd
 from ._protocol import (
@@ -64,6 +66,7 @@ class Fd:
     def close(self) -> None:
         fd, self.fd = self.fd, -1
         if fd >= 0:
+            notify_closing(fd)
             os.close(fd)
 
     def __bool__(self) -> bool:
@@ -97,6 +100,10 @@ def spawn_error(failed: SpawnFailed, rq: SpawnRequest) -> BaseException:
 
 
 _ALL_SIGNALS = signal.valid_signals()
+# The C function: signal.pthread_sigmask turns ~60 ints into enums per call.
+_sigmask: Callable[[int, Iterable[int]], set[int]] = getattr(
+    importlib.import_module("_signal"), "pthread_sigmask", signal.pthread_sigmask
+)
 
 
 def _in_main_thread() -> bool:
@@ -149,14 +156,15 @@ class Handshake:
             except OSError:
                 self._out = memoryview(b"")  # the shepherd is gone: the read side will say why
             self._sending = False
+            return None  # the reply cannot be here yet: wait for it in poll
         # fds arrive with STARTED: no Python signal handler (KeyboardInterrupt)
         # may run between their recvmsg and our record of them, or they leak.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS) if _in_main_thread() else None
+        mask = _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS) if _in_main_thread() else None
         try:
             return self._receive_reply()
         finally:
             if mask is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                _sigmask(signal.SIG_SETMASK, mask)
 
     def _receive_reply(self) -> Started | None:
         events, ended = receive(self.sock, self.decoder)
@@ -203,8 +211,15 @@ class Starter:
             self.hs = Handshake(got, self.rq, self.inherit)
         if self.hs.step() is None:
             return self._pending([self.hs.want()])
-        core = ChildCore(self.args, self.hs, stderr_complete=self.stderr_complete)
-        self.hs = None
+        # Hand the fds from the handshake to the core with no interrupt in
+        # between: otherwise both would own (and close) the same numbers.
+        mask = _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS) if _in_main_thread() else None
+        try:
+            core = ChildCore(self.args, self.hs, stderr_complete=self.stderr_complete)
+            self.hs = None
+        finally:
+            if mask is not None:
+                _sigmask(signal.SIG_SETMASK, mask)
         return core
 
     def _pending(self, interest: list[tuple[int, int]]) -> Pending:
@@ -402,6 +417,7 @@ class ChildCore:
 
     def _close_sock(self) -> None:
         if self.sock is not None:
+            notify_closing(self.sock.fileno())
             self.sock.close()
             self.sock = None
 
@@ -414,7 +430,7 @@ class ChildCore:
     def __del__(self) -> None:
         # Last line of defence (an interrupt between a spawn and the caller
         # taking hold of it): drop everything, which stops the child.
-        if not self.forked_away:
+        if not getattr(self, "forked_away", True):
             self.abandon()
 
     def close_fds(self) -> None:

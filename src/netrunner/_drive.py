@@ -111,6 +111,32 @@ class _LoopFds:
 _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopFds] = weakref.WeakKeyDictionary()
 
 
+def notify_closing(fd: int) -> None:
+    """About to close ``fd``: wake every waiter on it in the running loop
+    and drop its registration while the number still names the same file
+    (trio's ``notify_closing``).  Otherwise a new fd that reuses the number
+    could be "already registered" and never wake anyone."""
+    if not _loops:
+        return  # no event loop ever waited on an fd: the sync API's fast path
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    fds = _loops.get(loop)
+    if fds is None:
+        return
+    for write, table in ((False, fds.readers), (True, fds.writers)):
+        waiters = table.pop(fd, None)
+        if waiters is None:
+            continue
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+        for callback in list(waiters):
+            callback(fd)
+
+
 async def wait_ready(interest: Interest, deadline: float | None) -> list[int]:
     """The event loop's version of :func:`poll_ready`: never blocks the loop."""
     loop = asyncio.get_running_loop()

@@ -75,11 +75,19 @@ class StreamJob(RunCore):
         self.timeout_at = None
         self._stop(0.0)
 
+    def settled(self) -> tuple[int | None, bytes, Stats]:
+        """After the end: returncode, captured stderr, stats, without
+        raising (a stream records them even when :meth:`outcome` raises)."""
+        core = self.core
+        return core.returncode, bytes(core.err_buf), core.stats()
+
     def outcome(self, check: bool) -> tuple[int, bytes, Stats]:
         """After the end: returncode, captured stderr, stats; raises like
         ``run()`` (TimeoutExpired, CalledProcessError, ShepherdError)."""
         core = self.core
-        core.close_fds()
+        # The child is reaped: let go of the shepherd socket too, so an
+        # exhausted stream that is kept around holds no fd.
+        core.abandon()
         stderr = bytes(core.err_buf)
         if self.timed_out:
             assert self.timeout is not None
@@ -131,8 +139,15 @@ class LineSplitter:
 def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Lines from an iterable of chunks (a final unterminated one too)."""
     splitter = LineSplitter()
-    for chunk in chunks:
-        yield from splitter.feed(chunk)
+    try:
+        for chunk in chunks:
+            yield from splitter.feed(chunk)
+    except CalledProcessError:
+        # check=True: the output is complete, so its last line comes first.
+        last = splitter.finish()
+        if last is not None:
+            yield last
+        raise
     last = splitter.finish()
     if last is not None:
         yield last
@@ -179,7 +194,8 @@ class Stream:
         finally:
             if not job.ended:
                 self._stop_now()
-        self.returncode, self.stderr, self.stats = job.outcome(self._check)
+        self.returncode, self.stderr, self.stats = job.settled()
+        job.outcome(self._check)
 
     def _stop_now(self) -> None:
         job = self._job

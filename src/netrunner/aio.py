@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from ._core import ChildCore, Starter
 from ._drive import adrive
-from ._errors import TimeoutExpired
+from ._errors import CalledProcessError, TimeoutExpired
 from ._process import STOP_MARGIN, ProcessBase, _check_size, deadline_of, prepare_spawn
 from ._protocol import SpawnRequest
 from ._result import Result
@@ -269,7 +269,8 @@ class AsyncStream:
                 return data
             await adrive(job.attempt)
             job.ended = True
-            self.returncode, self.stderr, self.stats = job.outcome(self._check)
+            self.returncode, self.stderr, self.stats = job.settled()
+            job.outcome(self._check)
         except asyncio.CancelledError:
             await _uncancellable(self._halt(graceful=True))
             raise
@@ -330,12 +331,17 @@ class _AsyncLines:
         self._splitter = LineSplitter()
         self._ready: list[bytes] = []
         self._done = False
+        self._failed: CalledProcessError | None = None
 
     def __aiter__(self) -> _AsyncLines:
         return self
 
     async def __anext__(self) -> bytes:
         while not self._ready:
+            if self._failed is not None:
+                failed, self._failed = self._failed, None
+                self._done = True
+                raise failed
             if self._done:
                 raise StopAsyncIteration
             try:
@@ -346,6 +352,14 @@ class _AsyncLines:
                 if last is not None:
                     return last
                 raise
+            except CalledProcessError as exc:
+                # check=True: the output is complete, so its last line comes first.
+                last = self._splitter.finish()
+                if last is None:
+                    self._done = True
+                    raise
+                self._failed = exc
+                return last
             self._ready = self._splitter.feed(chunk)
             self._ready.reverse()
         return self._ready.pop()
