@@ -23,6 +23,7 @@
 #define NR_FIELD_STDERR 7               /* u32 stdio mode */
 #define NR_FIELD_KILL_TIMEOUT 8         /* u32 ms, the grace used when the owner goes away */
 #define NR_FIELD_RLIMIT 9               /* u32 resource, u64 soft, u64 hard (RLIM_INFINITY = all ones) */
+#define NR_FIELD_UMASK 10               /* u32: the owner's umask at spawn time */
 #define NR_STDIO_PIPE 0                 /* a fresh pipe; the owner's end comes back in OP_STARTED */
 #define NR_STDIO_DEVNULL 1              /* /dev/null */
 #define NR_STDIO_INHERIT 2              /* the fd passed with OP_SPAWN (the owner's own 0/1/2) */

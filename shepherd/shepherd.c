@@ -33,6 +33,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -107,7 +108,18 @@ static void on_sigchld(int sig) {
 
 /* SIGCHLD becomes a readable byte on sigchld_pipe; SIGPIPE is ignored so a
  * vanished owner shows up as EPIPE (owner loss), never as our death. */
-static int install_signals(void) {
+/* Signals that would kill us by default and are worth a graceful answer:
+ * a shepherd stops its child (as STOP with kill_timeout) and reports; the
+ * fork server ignores them (its shepherds go on; owner loss is its end). */
+static const int stop_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT};
+static volatile sig_atomic_t stop_requested = 0;
+
+static void on_stop_signal(int sig) {
+    stop_requested = sig;
+    on_sigchld(sig); /* the same wake-up */
+}
+
+static int install_signals(int stop_handler) {
     struct sigaction sa;
     sigset_t empty;
     if (pipe2(sigchld_pipe, O_CLOEXEC | O_NONBLOCK) < 0) { complain("pipe2"); return -1; }
@@ -116,6 +128,11 @@ static int install_signals(void) {
     sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
     sigemptyset(&sa.sa_mask);
     if (sigaction(SIGCHLD, &sa, NULL) < 0) { complain("sigaction SIGCHLD"); return -1; }
+    sa.sa_handler = stop_handler ? on_stop_signal : SIG_IGN;
+    sa.sa_flags = SA_RESTART;
+    for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++) {
+        if (sigaction(stop_signals[i], &sa, NULL) < 0) { complain("sigaction"); return -1; }
+    }
     sa.sa_handler = SIG_IGN;
     sa.sa_flags = 0;
     if (sigaction(SIGPIPE, &sa, NULL) < 0) { complain("sigaction SIGPIPE"); return -1; }
@@ -305,6 +322,7 @@ struct request {
     char *cwd;
     uint32_t mode[3];
     uint32_t kill_timeout_ms;
+    int umask; /* -1: keep ours */
     int nrlimits;
     struct { int resource; struct rlimit limit; } rlimits[MAX_RLIMITS];
 };
@@ -345,6 +363,7 @@ static void request_free(struct request *rq) {
 static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
     uint32_t off = 0;
     rq->kill_timeout_ms = 5000;
+    rq->umask = -1;
     while (off < len) {
         if (len - off < 6) return -1;
         uint16_t tag = get_u16(p + off);
@@ -376,6 +395,10 @@ static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
         case NR_FIELD_KILL_TIMEOUT:
             if (flen != 4) return -1;
             rq->kill_timeout_ms = get_u32(v);
+            break;
+        case NR_FIELD_UMASK:
+            if (flen != 4 || get_u32(v) > 0777) return -1;
+            rq->umask = (int)get_u32(v);
             break;
         case NR_FIELD_RLIMIT:
             if (flen != 20 || rq->nrlimits == MAX_RLIMITS) return -1;
@@ -447,6 +470,9 @@ __attribute__((noreturn)) static void exec_child(const struct request *rq, const
      * (a handled SIGCHLD would reset at exec anyway, an ignored SIGPIPE not). */
     if (sigaction(SIGPIPE, &dfl, NULL) < 0 || sigaction(SIGCHLD, &dfl, NULL) < 0)
         child_fail(errfd, NR_STAGE_SIGNALS, errno);
+    for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++) {
+        if (sigaction(stop_signals[i], &dfl, NULL) < 0) child_fail(errfd, NR_STAGE_SIGNALS, errno);
+    }
     sigemptyset(&empty);
     if (sigprocmask(SIG_SETMASK, &empty, NULL) < 0) child_fail(errfd, NR_STAGE_SIGNALS, errno);
     if (setpgid(0, 0) < 0) child_fail(errfd, NR_STAGE_SETPGID, errno);
@@ -462,6 +488,7 @@ __attribute__((noreturn)) static void exec_child(const struct request *rq, const
         if (stdio[i] >= 0 && dup2(stdio[i], i) < 0) child_fail(errfd, NR_STAGE_DUP2, errno);
     }
     if (rq->cwd && chdir(rq->cwd) < 0) child_fail(errfd, NR_STAGE_CHDIR, errno);
+    if (rq->umask >= 0) umask((mode_t)rq->umask);
     for (int i = 0; i < rq->nrlimits; i++) {
         if (setrlimit(rq->rlimits[i].resource, &rq->rlimits[i].limit) < 0)
             child_fail(errfd, NR_STAGE_RLIMIT, errno);
@@ -515,10 +542,12 @@ static void begin_stop(struct shepherd *s, uint32_t grace_ms) {
     if (!s->kill_at || due < s->kill_at) s->kill_at = due;
 }
 
+/* The socket stays open (unread) until we exit: an owner that only
+ * half-closed it (an interrupted spawn) learns from our hang-up that the
+ * child is reaped. */
 static void owner_lost(struct shepherd *s) {
     if (s->owner_gone) return;
     s->owner_gone = 1;
-    close_fd(&s->sock);
     inbuf_close_fds(&s->in);
     begin_stop(s, s->kill_timeout_ms);
 }
@@ -613,6 +642,10 @@ static int supervise(struct shepherd *s) {
     if (!s->owner_gone) handle_commands(s);
     for (;;) {
         if (child_has_exited(s)) return finish(s);
+        if (stop_requested) {
+            stop_requested = 0;
+            begin_stop(s, s->kill_timeout_ms);
+        }
         if (s->kill_at && now_ms() >= s->kill_at) escalate(s);
         if (s->giveup_at && now_ms() >= s->giveup_at) {
             errno = ETIMEDOUT;
@@ -745,7 +778,7 @@ static int run_shepherd(int sock) {
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) complain("prctl PR_SET_CHILD_SUBREAPER");
     int flags = fcntl(sock, F_GETFL);
     if (flags < 0 || fcntl(sock, F_SETFL, flags | O_NONBLOCK) < 0) { complain("fcntl O_NONBLOCK"); return 1; }
-    if (install_signals() < 0) return 1;
+    if (install_signals(1) < 0) return 1;
     if (read_request(sock, &s.in, &rq) < 0) {
         /* No child exists: a clean exit (EOF while idle is the normal end
          * of a spare shepherd whose owner went away). */
@@ -819,7 +852,7 @@ struct server {
 };
 
 /* Hand the owner its end of a new shepherd's socket: one FS_SHEPHERD
- * datagram with one fd.  Blocking (the owner reads these promptly). */
+ * datagram with one fd (none when fd < 0: no spare could be made).  Blocking (the owner reads these promptly). */
 static int send_shepherd_socket(int ctl, int fd) {
     uint8_t op = NR_FS_SHEPHERD;
     union {
@@ -835,6 +868,10 @@ static int send_shepherd_socket(int ctl, int fd) {
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    if (fd < 0) { /* no socket to give: the reply alone says "no spare" */
+        msg.msg_control = NULL;
+        msg.msg_controllen = 0;
+    }
     ssize_t n;
     do n = sendmsg(ctl, &msg, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
     return n == 1 ? 0 : -1;
@@ -899,7 +936,7 @@ static int serve_fork(struct server *sv) {
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
         complain("socketpair");
-        return 0; /* the owner then adopts instead of waiting for a spare */
+        return send_shepherd_socket(sv->ctl, -1); /* "no spare this time" */
     }
     fork_shepherd(sv, pair[1], pair[0]);
     close(pair[1]);
@@ -908,13 +945,21 @@ static int serve_fork(struct server *sv) {
     return rc;
 }
 
+/* Any child left at all (checked without reaping it: the reap belongs to
+ * reap_shepherds, which sweeps what a dead process leaves behind). */
+static int has_children(void) {
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    return !(waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD);
+}
+
 static int run_fork_server(int ctl) {
     struct server sv = {.ctl = ctl};
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) complain("prctl PR_SET_CHILD_SUBREAPER");
-    if (install_signals() < 0) return 1;
+    if (install_signals(0) < 0) return 1;
     for (;;) {
         reap_shepherds(&sv.shepherds);
-        if (sv.ctl < 0 && sv.shepherds.n == 0 && waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD) break;
+        if (sv.ctl < 0 && sv.shepherds.n == 0 && !has_children()) break;
         struct pollfd p[2] = {{.fd = sigchld_pipe[0], .events = POLLIN}, {.fd = sv.ctl, .events = POLLIN}};
         int n = poll(p, sv.ctl < 0 ? 1 : 2, -1);
         if (n < 0 && errno != EINTR) { complain("poll"); break; }
@@ -968,6 +1013,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (tidy_fds() < 0 || pristine_signals() < 0) return 1;
+    /* Leave the owner's process group: a terminal's Ctrl-C or a kill of the
+     * owner's group must not take the watchers down with their owner (the
+     * children, in groups of their own, would be orphaned). */
+    if (getpgrp() != getpid() && setpgid(0, 0) < 0) complain("setpgid");
     if (strcmp(argv[1], "--fork-server") == 0) return run_fork_server(OWNER_FD);
     return run_shepherd(OWNER_FD);
 }

@@ -38,7 +38,6 @@ from ._protocol import (
     SpawnRequest,
     Started,
     encode_spawn,
-    encode_stop,
 )
 from ._stats import Stats
 
@@ -122,6 +121,7 @@ class Handshake:
         self.rq = rq
         self.decoder = Decoder()
         self._out = memoryview(encode_spawn(rq))
+        self._total = len(self._out)
         self._fds = inherit
         self.started: Started | None = None
         self.after: list[Event] = []  # events that arrived with STARTED
@@ -131,14 +131,10 @@ class Handshake:
     def want(self) -> tuple[int, int]:
         return self.sock.fileno(), (POLLOUT if self._out else 0) | POLLIN
 
-    def request_sent(self) -> bool:
-        """After an interrupt: may the shepherd have the whole request (so
-        a child may exist)?  A send the interrupt cut short counts as
-        whole and is never repeated (a second request is garbage to it)."""
-        if self._sending:
-            self._sending = False
-            self._out = memoryview(b"")
-        return not self._out
+    def request_begun(self) -> bool:
+        """After an interrupt: may the shepherd have any of the request (so
+        a child may exist)?  A send cut short by the interrupt counts."""
+        return self._sending or len(self._out) < self._total
 
     def step(self) -> Started | None:
         if self._out:
@@ -229,16 +225,20 @@ class Starter:
 
     def begin_abort(self) -> None:
         """Interrupted mid-handshake: if the request went out, a child may
-        be running, so ask the shepherd to stop it (the same escalation as
+        be running, so have the shepherd stop it (the same escalation as
         ever) and let :meth:`abort_attempt` wait for the shepherd to exit."""
         hs = self.hs
         if hs is None:
             return
-        if hs.started is None and not hs.request_sent():
-            self.release()  # the request never arrived whole: nothing started
+        if hs.started is None and not hs.request_begun():
+            self.release()  # not a byte of the request went out: nothing started
             return
+        # Half-close: however much of the request arrived, the shepherd now
+        # reads EOF, which is owner loss (a child that did start is stopped:
+        # SIGTERM, kill_timeout, SIGKILL), and it hangs up once all is reaped.
+        # A STOP frame could land inside a request cut short by the interrupt.
         try:
-            hs.sock.send(encode_stop(self.rq.kill_timeout))
+            hs.sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # gone already: EOF will say so
         self.abort_deadline = time.monotonic() + self.rq.kill_timeout + STOP_BOUND

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import array
 import os
+import resource
 import select
 import signal
 import socket
 import threading
+import weakref
 from collections import deque
 from pathlib import Path
 
@@ -65,6 +67,65 @@ def spawn_helper(mode: str, sock: socket.socket) -> int:
         raise ShepherdError(f"cannot start the shepherd {binary!r}: {exc}") from exc
 
 
+# Every owner-side socket to a shepherd or the server, wherever it is (a
+# spare, a handshake in progress, a live child): a forked interpreter must
+# close them all, or a shepherd never sees its owner die while the fork lives.
+_owned_sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+
+
+def _owned(sock: socket.socket) -> socket.socket:
+    _owned_sockets.add(sock)
+    return sock
+
+
+def close_owned_after_fork() -> None:
+    """In a forked child: close every owner-side socket (no locks taken)."""
+    for sock in list(_owned_sockets):
+        try:
+            fd = sock.detach()
+        except OSError:
+            continue
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+_RLIMITS = tuple(getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_"))
+
+
+def _inherited_state() -> tuple[object, ...]:
+    """What a child inherits from the fork server rather than from us (env,
+    cwd and umask are sent with every request instead): credentials and
+    resource limits.  When ours change, the server is replaced, so a
+    process that drops privileges never spawns with its old ones."""
+    return (
+        os.getuid(),
+        os.geteuid(),
+        os.getgid(),
+        os.getegid(),
+        tuple(os.getgroups()),
+        tuple(resource.getrlimit(r) for r in _RLIMITS),
+    )
+
+
+def reserve_std_fds() -> None:
+    """Make sure fds 0-2 are open (``/dev/null`` if closed), so none of our
+    sockets can take one of those numbers and be handed to a child as its
+    "inherited" stdin/stdout/stderr."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd
+            if null != fd:
+                os.dup2(null, fd, inheritable=True)
+                os.close(null)
+            else:
+                os.set_inheritable(fd, True)
+
+
 class ForkServer:
     """The one fork server of this interpreter (per pid: re-made after fork).
 
@@ -80,9 +141,13 @@ class ForkServer:
         self._owner = 0
         self._ready: deque[socket.socket] = deque()
         self._requested = 0
+        self._state: tuple[object, ...] = ()
 
     def _start(self) -> socket.socket:
+        reserve_std_fds()
+        self._state = _inherited_state()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        _owned(ours)
         try:
             self._pid = spawn_helper("--fork-server", theirs)
         except BaseException:
@@ -142,12 +207,13 @@ class ForkServer:
                     fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
             if not data:
                 raise BrokenPipeError("the fork server closed its socket")
-            if data != bytes([op.FS_SHEPHERD]) or len(fds) != 1:
+            if data != bytes([op.FS_SHEPHERD]) or len(fds) > 1:
                 for fd in fds:
                     os.close(fd)
                 raise BrokenPipeError(f"unexpected message from the fork server: {data!r}")
             self._requested -= 1
-            self._ready.append(socket.socket(fileno=fds[0]))
+            if fds:  # none: the server could not make a spare this time
+                self._ready.append(_owned(socket.socket(fileno=fds[0])))
 
     def _request_spare(self, sock: socket.socket) -> None:
         """Keep exactly one spare shepherd in the making (never more: the
@@ -172,6 +238,9 @@ class ForkServer:
             for attempt in (1, 2):
                 sock = self._sock if self._sock is not None and self._owner == os.getpid() else None
                 try:
+                    if sock is not None and _inherited_state() != self._state:
+                        self._discard()  # stale credentials or limits: a new server
+                        sock = None
                     if sock is None:
                         sock = self._start()
                     self._receive(sock)
@@ -189,6 +258,7 @@ class ForkServer:
 
     def _adopt(self, sock: socket.socket) -> socket.socket | None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        _owned(ours)
         try:
             fds = array.array("i", [theirs.fileno()])
             sock.sendmsg([bytes([op.FS_ADOPT])], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
@@ -245,7 +315,9 @@ def take_shepherd() -> socket.socket | int:
     an fd to wait on for writability (see :meth:`ForkServer.try_take`)."""
     if os.environ.get("NETRUNNER_FORK_SERVER", "1") == "0":
         # No fork server: exec a shepherd for this child (one more exec).
+        reserve_std_fds()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        _owned(ours)
         try:
             _reap_later(spawn_helper("--shepherd", theirs))
         except BaseException:

@@ -43,6 +43,7 @@ FIELD_STDOUT = 6  # u32 stdio mode
 FIELD_STDERR = 7  # u32 stdio mode
 FIELD_KILL_TIMEOUT = 8  # u32 ms, the grace used when the owner goes away
 FIELD_RLIMIT = 9  # u32 resource, u64 soft, u64 hard (RLIM_INFINITY = all ones)
+FIELD_UMASK = 10  # u32: the owner's umask at spawn time
 
 # Stdio modes.
 STDIO_PIPE = 0  # a fresh pipe; the owner's end comes back in OP_STARTED

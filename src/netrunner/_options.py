@@ -112,7 +112,24 @@ def executables(program: bytes, env: Mapping[Any, Any] | None) -> list[bytes]:
 
 
 def cwd(value: Any) -> bytes | None:
-    return None if value is None else _fsencode(value, "cwd")
+    """The child's cwd: as given, else ours *now* (the child is forked from
+    the fork server, whose own cwd is the one we had when it started)."""
+    if value is not None:
+        return _fsencode(value, "cwd")
+    try:
+        return os.getcwdb()
+    except OSError:
+        return None  # our cwd was removed: the child inherits the server's
+
+
+def current_umask() -> int:
+    """Our umask now (like cwd, the fork server's would be stale).  There is
+    no way to read it without setting it: the value set for the instant in
+    between is the strictest one, so a file another thread creates right
+    then is never more permissive than intended."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def stdio_mode(value: Any, *, stderr: bool) -> int:
@@ -245,4 +262,5 @@ def spawn_request(
         stderr=stdio_mode(stderr, stderr=True),
         kill_timeout=grace,
         rlimits=rlimits(rlimits_),
+        umask=current_umask(),
     )

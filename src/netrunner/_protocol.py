@@ -184,6 +184,7 @@ class SpawnRequest:
     stderr: int
     kill_timeout: float
     rlimits: list[tuple[int, int, int]]
+    umask: int | None = None
 
 
 _env_memo: tuple[list[bytes], bytes] | None = None
@@ -220,6 +221,8 @@ def encode_spawn(rq: SpawnRequest) -> bytes:
     field(op.FIELD_STDOUT, _U32.pack(rq.stdout))
     field(op.FIELD_STDERR, _U32.pack(rq.stderr))
     field(op.FIELD_KILL_TIMEOUT, _U32.pack(_millis(rq.kill_timeout)))
+    if rq.umask is not None:
+        field(op.FIELD_UMASK, _U32.pack(rq.umask))
     for resource, soft, hard in rq.rlimits:
         field(op.FIELD_RLIMIT, _RLIMIT.pack(resource, soft, hard))
     return frame(op.OP_SPAWN, b"".join(parts))

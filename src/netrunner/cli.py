@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from . import _opcodes as op
 from . import _options as options
@@ -35,8 +35,17 @@ EXIT_NOT_FOUND = 127
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on bad usage; like coreutils ``timeout`` we keep our
+    own failures apart from CMD's statuses: 125."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_INTERNAL, f"netrunner: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="netrunner",
         description="Run CMD under a netrunner shepherd: nothing it starts outlives it.",
         usage="netrunner [options] -- CMD [ARG...]",
