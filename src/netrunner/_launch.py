@@ -145,6 +145,7 @@ class ForkServer:
 
     def _start(self) -> socket.socket:
         reserve_std_fds()
+        _reap_later(0)
         self._state = _inherited_state()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         _owned(ours)
@@ -161,8 +162,11 @@ class ForkServer:
         self._requested = 0
         return ours
 
-    def _discard(self) -> None:
-        """Forget a dead server (and reap it: it is our child)."""
+    def _discard(self, grace: float = 0.2) -> None:
+        """Let the current server go: close our sockets (the spares exit on
+        EOF, and the server once its shepherds are done), wait up to
+        ``grace`` for it to exit, and reap it: it is our child.  One still
+        busy with live shepherds is reaped later."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -170,10 +174,18 @@ class ForkServer:
             spare.close()
         self._ready.clear()
         self._requested = 0
-        if self._pid and self._owner == os.getpid():
-            # It may still be finishing its shepherds: reap it later if so.
-            _reap_later(self._pid)
-        self._pid = 0
+        pid, self._pid = self._pid, 0
+        if pid and self._owner == os.getpid():
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                pidfd = -1
+            if pidfd >= 0:
+                try:
+                    select.select([pidfd], [], [], grace)
+                finally:
+                    os.close(pidfd)
+            _reap_later(pid)
 
     def forget_after_fork(self) -> None:
         """In a forked child: drop the parent's server and spare shepherd
@@ -276,25 +288,8 @@ class ForkServer:
         """Let the server go: it exits once its shepherds are done.  Waits
         up to ``timeout`` for that and reaps it (else it is reaped later)."""
         with self._lock:
-            for spare in self._ready:
-                spare.close()
-            self._ready.clear()
-            self._requested = 0
-            if self._sock is None or self._owner != os.getpid():
-                return
-            self._sock.close()
-            self._sock = None
-            pid, self._pid = self._pid, 0
-            try:
-                pidfd = os.pidfd_open(pid)
-            except OSError:
-                pidfd = -1
-            if pidfd >= 0:
-                try:
-                    select.select([pidfd], [], [], timeout)
-                finally:
-                    os.close(pidfd)
-            _reap_later(pid)
+            if self._owner == os.getpid():
+                self._discard(timeout)
 
     @property
     def pid(self) -> int:
@@ -335,10 +330,11 @@ _unreaped_lock = threading.Lock()
 
 
 def _reap_later(pid: int) -> None:
-    """Remember a helper child of ours and reap every remembered one that
-    has exited by now, so none lingers as a zombie."""
+    """Remember a helper child of ours (0: none) and reap every remembered
+    one that has exited by now, so none lingers as a zombie."""
     with _unreaped_lock:
-        _unreaped.add(pid)
+        if pid:
+            _unreaped.add(pid)
         for old in list(_unreaped):
             try:
                 done, _ = os.waitpid(old, os.WNOHANG)

@@ -1,0 +1,118 @@
+"""The owner's current state reaches every child, and signals sent to the
+owner's process group cannot orphan one.
+
+Children are forked from a long-lived fork server, not from the owner, so
+everything a child would normally inherit from its parent at spawn time
+must be sent or checked explicitly (cwd, umask, credentials, limits), and
+the watchers must not share the fate of the owner's process group.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import MARK
+
+import netrunner
+
+OWNER = textwrap.dedent(
+    """
+    import os, sys, netrunner
+    p = netrunner.spawn(["sleep", "60"], kill_timeout=float(sys.argv[1]))
+    os.write(1, b"%d\\n" % p.pid)
+    sys.stdin.read()  # block until the test kills us (or closes our stdin)
+    """
+)
+
+
+def _gone_by(pid: int, deadline: float) -> bool:
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0])
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signal_to_the_owners_process_group_does_not_orphan_the_child(sig: signal.Signals) -> None:
+    # Ctrl-C at a terminal, `timeout`, `kill -- -PGID` all signal the owner's
+    # whole group.  The fork server and shepherds must survive it long
+    # enough to stop the child, which lives in a group of its own.
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, "0.5"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,  # its own group, so killpg cannot reach pytest
+    )
+    assert owner.stdout is not None and owner.stdin is not None
+    try:
+        child = int(owner.stdout.readline())
+        os.killpg(owner.pid, sig)
+        owner.wait(timeout=10)
+        assert _gone_by(child, time.monotonic() + 0.5 + 2.0), f"child {child} outlived its owner after {sig.name}"
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        owner.stdin.close()
+        owner.stdout.close()
+
+
+def test_children_see_the_owners_current_cwd_and_umask(tmp_path: Path) -> None:
+    netrunner.run(["true"])  # the fork server now exists, with the old state
+    old_cwd, old_mask = os.getcwd(), os.umask(0o077)
+    try:
+        os.chdir(tmp_path)
+        out = netrunner.run(["sh", "-c", "pwd; umask"], text=True).stdout.split()
+    finally:
+        os.chdir(old_cwd)
+        os.umask(old_mask)
+    assert out == [str(tmp_path), "0077"]
+
+
+def test_children_see_the_owners_current_rlimits() -> None:
+    netrunner.run(["true"])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowered = min(soft, 777)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
+    try:
+        out = netrunner.run(["sh", "-c", "ulimit -n"], text=True).stdout.strip()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert out == str(lowered)
+    assert netrunner.run(["sh", "-c", "ulimit -n"], text=True).stdout.strip() == str(soft)
+
+
+def test_a_closed_stdin_is_never_replaced_by_one_of_our_sockets() -> None:
+    # With fd 0 closed, the next socket we create would take number 0, and
+    # stdin="inherit" would hand the child our own shepherd channel.
+    script = textwrap.dedent(
+        """
+        import os, netrunner
+        os.close(0)
+        p = netrunner.spawn(["readlink", "/proc/self/fd/0"], stdin="inherit")
+        out = p.read()
+        p.wait()
+        print(out.decode().strip())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "/dev/null"
+
+
+def test_marker_is_inherited_by_test_children() -> None:
+    # The leak guard relies on it; make sure it is what we think.
+    assert MARK.split(b"=", 1)[1].decode() == os.environ["NETRUNNER_TEST_RUN"]
