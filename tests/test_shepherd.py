@@ -879,18 +879,17 @@ class ForkServer:
         self.owners: list[Owner] = []
 
     def new_shepherd(self) -> Owner:
-        """FS_FORK -> FS_SHEPHERD with our end of the new shepherd's socket."""
-        self.ctl.send(bytes([op.FS_FORK]))
-        assert readable(self.ctl, PROMPT), "the fork server did not answer FS_FORK"
-        data, anc, _flags, _addr = self.ctl.recvmsg(16, socket.CMSG_SPACE(4 * 4), socket.MSG_CMSG_CLOEXEC)
-        fds = array.array("i")
-        for level, kind, payload in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-        for extra in fds[1:]:
-            os.close(extra)
-        assert data == bytes([op.FS_SHEPHERD]) and len(fds) == 1, (data, list(fds))
-        owner = Owner(socket.socket(fileno=fds[0]), None)
+        """FS_ADOPT one end of a fresh socketpair; the server forks its shepherd."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            fds = array.array("i", [theirs.fileno()])
+            self.ctl.sendmsg([bytes([op.FS_ADOPT])], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        owner = Owner(ours, None)
         self.owners.append(owner)
         return owner
 
@@ -953,11 +952,14 @@ def test_fork_server_round_trip_and_exit(variant: Path) -> None:
 def test_fork_server_serves_many(variant: Path) -> None:
     with fork_server() as fs:
         owners = [fs.new_shepherd() for _ in range(4)]
-        assert len(set(fs.shepherds())) == 4
         for i, sh in enumerate(owners):
-            sh.send(spawn_frame(["sh", "-c", f"exit {i}"], stdin=op.STDIO_DEVNULL, stdout=op.STDIO_DEVNULL))
-        for i, sh in enumerate(owners):
-            sh.expect(Started)
+            sh.send(spawn_frame(["sh", "-c", f"read x; exit {i}"], stdout=op.STDIO_DEVNULL))
+        started = [sh.expect(Started) for sh in owners]
+        # Each child has a shepherd of its own, and each is the server's child.
+        parents = {proc_stat(s.pid)[1] for s in started}  # type: ignore[union-attr]
+        assert len(parents) == 4 and parents <= set(fs.shepherds())
+        for i, (sh, st) in enumerate(zip(owners, started, strict=True)):
+            sh.close_fd(st.stdin)  # type: ignore[union-attr]
             assert_exit_code(sh.expect(Exited), i)
             sh.expect_eof()
         fs.ctl.close()
@@ -993,28 +995,35 @@ def test_fork_server_kills_what_a_killed_shepherd_left(variant: Path) -> None:
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
 
 
-def test_fork_server_waits_for_a_spare_shepherd(variant: Path) -> None:
+def test_fork_server_serves_an_adopted_shepherd_after_its_channel_closes(variant: Path) -> None:
+    # Messages are handled in order: the adoption is served before the EOF
+    # that follows it, and the server stays until that shepherd is done.
+    with fork_server() as fs:
+        sh = fs.new_shepherd()
+        fs.ctl.close()
+        sh.send(spawn_frame(["true"], stdin=op.STDIO_DEVNULL, stdout=op.STDIO_DEVNULL, stderr=op.STDIO_DEVNULL))
+        sh.expect(Started)
+        assert_exit_code(sh.expect(Exited), 0)
+        sh.expect_eof()
+        status = fs.wait()
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
+
+
+def test_fork_server_exits_once_an_idle_spare_is_released(variant: Path) -> None:
     with fork_server() as fs:
         spare = fs.new_shepherd()
-        (spare_pid,) = fs.shepherds()
         fs.ctl.close()
-        assert fs.running()  # its spare shepherd still waits for a request
-        spare_fd = pidfd(spare_pid)
-        try:
-            spare.hang_up()
-            assert wait_dead(spare_fd, PROMPT)
-        finally:
-            if spare_fd is not None:
-                os.close(spare_fd)
+        spare.hang_up()  # EOF before any request: the spare exits 0
         status = fs.wait()
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
 
 
 BAD_FS_REQUESTS = {
     "unknown-byte": (b"\x07", False),
-    "two-bytes": (bytes([op.FS_FORK, op.FS_FORK]), False),
+    "two-bytes": (bytes([op.FS_ADOPT, op.FS_ADOPT]), False),
     "empty-datagram": (b"", False),
-    "fork-with-an-fd": (bytes([op.FS_FORK]), True),
+    "adopt-without-an-fd": (bytes([op.FS_ADOPT]), False),
+    "unknown-byte-with-an-fd": (b"\x07", True),
 }
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from . import _opcodes as op
 from ._drive import POLLIN, POLLOUT, Pending, notify_closing
 from ._errors import ShepherdError
-from ._launch import take_shepherd
+from ._launch import prepare_spare, take_shepherd
 from ._protocol import (
     Decoder,
     Event,
@@ -216,6 +216,7 @@ class Starter:
         finally:
             if mask is not None:
                 _sigmask(signal.SIG_SETMASK, mask)
+        prepare_spare()
         return core
 
     def _pending(self, interest: list[tuple[int, int]]) -> Pending:

@@ -7,12 +7,15 @@ shepherd and its own socketpair; the server only forks them and keeps no
 per-child state beyond their pids, and as a subreaper it kills whatever a
 shepherd that died abnormally left behind.
 
-Two ways to get a shepherd, both over one SOCK_SEQPACKET socket:
-FS_FORK asks the server to fork a *spare* ahead of need and send back our
-end of its socket (at most one such request is in flight); FS_ADOPT hands
-the server our own socketpair end when no spare is ready (a burst), with
-no reply to wait for.  The server is restarted after ``os.fork()`` (in the
-child) and when it is found dead.  Nothing here blocks.
+One message only, over a SOCK_SEQPACKET socket: FS_ADOPT hands the server
+one end of a socketpair we made, and it forks a shepherd for it (no reply,
+so nothing we could wait on).  We adopt one *spare* ahead of need, so a
+spawn finds its shepherd already forked and waiting for its request.  No
+socket is ever left in flight towards us (that would make every close of
+a Unix socket in this process run the kernel's SCM_RIGHTS garbage
+collector).  The server is restarted after ``os.fork()`` (in the child),
+when found dead, and when our credentials or limits change.  Nothing here
+blocks.
 """
 
 from __future__ import annotations
@@ -140,7 +143,6 @@ class ForkServer:
         self._pid = 0
         self._owner = 0
         self._ready: deque[socket.socket] = deque()
-        self._requested = 0
         self._state: tuple[object, ...] = ()
 
     def _start(self) -> socket.socket:
@@ -159,7 +161,6 @@ class ForkServer:
         ours.setblocking(False)
         self._sock = ours
         self._owner = os.getpid()
-        self._requested = 0
         return ours
 
     def _discard(self, grace: float = 0.2) -> None:
@@ -173,7 +174,6 @@ class ForkServer:
         for spare in self._ready:
             spare.close()
         self._ready.clear()
-        self._requested = 0
         pid, self._pid = self._pid, 0
         if pid and self._owner == os.getpid():
             try:
@@ -199,53 +199,17 @@ class ForkServer:
                     pass
         self._sock = None
         self._ready = deque()
-        self._requested = 0
         self._pid = 0
         self._owner = 0
         self._lock = threading.Lock()
-
-    def _receive(self, sock: socket.socket) -> None:
-        """Collect the FS_SHEPHERD replies that are here (non-blocking)."""
-        while self._requested:
-            try:
-                data, anc, _flags, _addr = sock.recvmsg(
-                    1, socket.CMSG_SPACE(4), socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT
-                )
-            except (BlockingIOError, InterruptedError):
-                return
-            fds = array.array("i")
-            for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-            if not data:
-                raise BrokenPipeError("the fork server closed its socket")
-            if data != bytes([op.FS_SHEPHERD]) or len(fds) > 1:
-                for fd in fds:
-                    os.close(fd)
-                raise BrokenPipeError(f"unexpected message from the fork server: {data!r}")
-            self._requested -= 1
-            if fds:  # none: the server could not make a spare this time
-                self._ready.append(_owned(socket.socket(fileno=fds[0])))
-
-    def _request_spare(self, sock: socket.socket) -> None:
-        """Keep exactly one spare shepherd in the making (never more: the
-        server's replies then cannot pile up and block it)."""
-        if self._requested:
-            return
-        try:
-            sock.send(bytes([op.FS_FORK]))
-        except BlockingIOError:
-            return  # the server is busy; a later spawn asks again
-        self._requested = 1
 
     def try_take(self) -> socket.socket | int:
         """A connected, non-blocking socket to a fresh shepherd waiting for
         its request; or, if the server cannot take a request right now,
         the fd to wait on (for writability) before trying again.
 
-        A ready spare is used when there is one; otherwise we make a
-        socketpair and have the server fork a shepherd for our end
-        (FS_ADOPT), so a burst of concurrent spawns never waits on replies."""
+        The shepherd is usually a spare adopted ahead of need (see
+        :meth:`prepare_spare`)."""
         with self._lock:
             for attempt in (1, 2):
                 sock = self._sock if self._sock is not None and self._owner == os.getpid() else None
@@ -255,12 +219,9 @@ class ForkServer:
                         sock = None
                     if sock is None:
                         sock = self._start()
-                    self._receive(sock)
                     shepherd = self._ready.popleft() if self._ready else self._adopt(sock)
                     if shepherd is None:
                         return sock.fileno()
-                    self._request_spare(sock)
-                    shepherd.setblocking(False)
                     return shepherd
                 except (BrokenPipeError, ConnectionResetError, ConnectionRefusedError) as exc:
                     self._discard()
@@ -268,7 +229,24 @@ class ForkServer:
                         raise ShepherdError(f"the fork server died: {exc}") from exc
             raise AssertionError("unreachable")
 
+    def prepare_spare(self) -> None:
+        """Adopt the next spawn's shepherd now.  Called once a spawn's child
+        runs, so the server's fork overlaps that child's run instead of
+        delaying anybody's request."""
+        with self._lock:
+            sock = self._sock
+            if sock is None or self._owner != os.getpid() or self._ready:
+                return
+            try:
+                spare = self._adopt(sock)
+            except OSError:
+                return  # a dead server is found (and replaced) by the next take
+            if spare is not None:
+                self._ready.append(spare)
+
     def _adopt(self, sock: socket.socket) -> socket.socket | None:
+        """A socketpair whose other end the server forks a shepherd for
+        (FS_ADOPT, no reply); None if the server's queue is full."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         _owned(ours)
         try:
@@ -282,6 +260,7 @@ class ForkServer:
             raise
         finally:
             theirs.close()
+        ours.setblocking(False)
         return ours
 
     def close(self, timeout: float = 10.0) -> None:
@@ -303,6 +282,12 @@ class ForkServer:
 
 
 FORK_SERVER = ForkServer()
+
+
+def prepare_spare() -> None:
+    """See :meth:`ForkServer.prepare_spare` (no-op without a fork server)."""
+    if os.environ.get("NETRUNNER_FORK_SERVER", "1") != "0":
+        FORK_SERVER.prepare_spare()
 
 
 def take_shepherd() -> socket.socket | int:

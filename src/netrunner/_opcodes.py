@@ -29,8 +29,6 @@ OP_SPAWN_FAILED = 17  # u32 stage, i32 errno
 OP_EXITED = 18  # i32 wait status, i64 utime us, i64 stime us, i64 maxrss KiB
 
 # Fork server (SOCK_SEQPACKET, one datagram per message).
-FS_FORK = 1  # owner -> server, one byte: fork a spare shepherd for me
-FS_SHEPHERD = 2  # server -> owner, one byte; SCM_RIGHTS: my end of the spare's socket
 FS_ADOPT = 3  # owner -> server, one byte; SCM_RIGHTS: serve this socket (no reply)
 
 # TLV fields of OP_SPAWN: u16 tag, u32 length, value.

@@ -195,6 +195,9 @@ class RunCore:
     def attempt(self, ready: list[int] | None) -> bool | Pending:
         """Drive to the end (see :mod:`netrunner._drive`): True once the
         child is reaped and its pipes are drained."""
+        if ready is None and self.input is None and not self.core.done and self.timeout_at is None:
+            # Just started, nothing to write: every read would say EAGAIN.
+            ready = []
         self.step(ready)
         if self.finished:
             return True
@@ -220,6 +223,8 @@ class RunCore:
         core = self.core
         if core.sock is not None and (ready is None or core.sock.fileno() in ready):
             core.service_ctl()
+            if core.done:
+                ready = None  # reaped: the pipes hold their last bytes and EOF now
         if self.collect and core.stdout.fd >= 0 and (ready is None or core.stdout.fd in ready):
             self._read_stdout()
         if core.stderr.fd >= 0 and (ready is None or core.stderr.fd in ready):
