@@ -331,6 +331,7 @@ class ChildCore:
         # stdout read ahead while a writer or waiter had to drain it
         self.out_buf = bytearray()
         self.out_eof = False
+        self.out_starved = False  # the last read of stdout found it empty
         # stderr: unread bytes (bounded or complete) and the last 8 KiB
         self.stderr_complete = stderr_complete
         self.err_buf = bytearray()
@@ -496,9 +497,11 @@ class ChildCore:
             try:
                 data = os.read(fd, n)
             except BlockingIOError:
+                self.out_starved = True
                 return None
             except InterruptedError:
                 continue
+            self.out_starved = False
             if not data:
                 self.stdout.close()
                 self.out_eof = True

@@ -77,24 +77,33 @@ class ProcessBase:
         return self._followed().stats()
 
     # -------------------------------------------------------- attempts
-    def _housekeeping(self, *, buffer_stdout: bool) -> None:
-        """Non-blocking upkeep while waiting; call with the lock held."""
+    def _housekeeping(self, ready: list[int] | None, *, buffer_stdout: bool) -> None:
+        """Non-blocking upkeep while waiting, for the fds that fired (all of
+        them when ``ready`` is None); call with the lock held.  Touching only
+        what fired keeps a read/write round trip to the syscalls it needs."""
         core = self._core
-        core.service_ctl()
-        core.drain_stderr()
-        if buffer_stdout:
+        if core.sock is not None and (ready is None or core.sock.fileno() in ready):
+            core.service_ctl()
+        if core.stderr.fd >= 0 and (ready is None or core.stderr.fd in ready):
+            core.drain_stderr()
+        if buffer_stdout and core.stdout.fd >= 0 and (ready is None or core.stdout.fd in ready):
             core.buffer_stdout()
 
     def _read_attempt(self, n: int, deadline: float | None, timeout: float | None) -> Any:
         core = self._core
 
-        def attempt(_ready: list[int] | None) -> bytes | Pending:
+        def attempt(ready: list[int] | None) -> bytes | Pending:
             with core.lock:
                 core.check_owner()
+                if ready is None and core.out_starved and not core.out_buf:
+                    # The last read found the pipe empty (a request/response
+                    # peer): wait first instead of paying for another EAGAIN.
+                    return Pending(core.interest(stdout=True, stdin=False), deadline)
                 data = core.read_stdout(n)
                 if data is not None:
                     return data
-                self._housekeeping(buffer_stdout=False)
+                # Read first; on the first EAGAIN just wait (poll says what to tend).
+                self._housekeeping(ready if ready is not None else [], buffer_stdout=False)
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"no output from pid {core.pid} within {timeout} s")
                 return Pending(core.interest(stdout=True, stdin=False), deadline)
@@ -123,7 +132,7 @@ class ProcessBase:
         core = self._core
         view = memoryview(data).cast("B")
 
-        def attempt(_ready: list[int] | None) -> Pending | None:
+        def attempt(ready: list[int] | None) -> Pending | None:
             nonlocal view
             with core.lock:
                 core.check_owner()
@@ -132,7 +141,7 @@ class ProcessBase:
                     if n is None:
                         # While the pipe is full, keep stdout flowing into the
                         # read buffer so a filter cannot deadlock the writer.
-                        self._housekeeping(buffer_stdout=True)
+                        self._housekeeping(ready if ready is not None else [], buffer_stdout=True)
                         return Pending(core.interest(stdout=True, stdin=True), None)
                     view = view[n:]
                 return None
@@ -142,10 +151,10 @@ class ProcessBase:
     def _wait_attempt(self, deadline: float | None, timeout: float | None) -> Any:
         core = self._core
 
-        def attempt(_ready: list[int] | None) -> int | Pending:
+        def attempt(ready: list[int] | None) -> int | Pending:
             with core.lock:
                 core.check_owner()
-                self._housekeeping(buffer_stdout=True)
+                self._housekeeping(ready, buffer_stdout=True)
                 rc = core.returncode
                 if rc is not None:
                     return rc
@@ -252,7 +261,18 @@ class Process(ProcessBase):
         Raises :class:`BrokenPipeError` if the child closed stdin.  While
         waiting it drains stdout into a buffer that :meth:`read` serves
         first, so a filter cannot deadlock a writer that reads later."""
-        drive(self._write_attempt(data))
+        core = self._core
+        view = memoryview(data).cast("B")
+        if not view:
+            return
+        with core.lock:  # fast path: the pipe has room for all of it
+            core.check_owner()
+            n = core.write_stdin(view)
+        if n is not None:
+            if n == len(view):
+                return
+            view = view[n:]  # never resend what went out (upstream lesson 10)
+        drive(self._write_attempt(view))
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the child to be reaped and return its returncode.
