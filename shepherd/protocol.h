@@ -11,8 +11,6 @@
 #define NR_OP_STARTED 16                /* i32 child pid, u32 fd mask; SCM_RIGHTS: the fds in mask order */
 #define NR_OP_SPAWN_FAILED 17           /* u32 stage, i32 errno */
 #define NR_OP_EXITED 18                 /* i32 wait status, i64 utime us, i64 stime us, i64 maxrss KiB */
-#define NR_FS_FORK 1                    /* owner -> server, one byte: fork a spare shepherd for me */
-#define NR_FS_SHEPHERD 2                /* server -> owner, one byte; SCM_RIGHTS: my end of the spare's socket */
 #define NR_FS_ADOPT 3                   /* owner -> server, one byte; SCM_RIGHTS: serve this socket (no reply) */
 #define NR_FIELD_ARGV 1                 /* one per argument, in order (bytes, no NUL) */
 #define NR_FIELD_ENV 2                  /* one per "KEY=VALUE" entry */

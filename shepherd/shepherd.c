@@ -4,7 +4,7 @@
  * It runs in one of two roles, chosen by argv[1]:
  *
  *   --fork-server  fd 3 is a SOCK_SEQPACKET socket to the owning Python.
- *                  Each FS_FORK datagram carries one end of a fresh
+ *                  Each FS_ADOPT datagram carries one end of a fresh
  *                  socketpair; the server forks, and the new process becomes
  *                  the shepherd for that socket.  The server keeps no state
  *                  per child beyond the pids of its shepherds, reaps them,
@@ -851,54 +851,24 @@ struct server {
     struct pidset shepherds;
 };
 
-/* Hand the owner its end of a new shepherd's socket: one FS_SHEPHERD
- * datagram with one fd (none when fd < 0: no spare could be made).  Blocking (the owner reads these promptly). */
-static int send_shepherd_socket(int ctl, int fd) {
-    uint8_t op = NR_FS_SHEPHERD;
-    union {
-        char raw[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    memset(&control, 0, sizeof control);
-    struct iovec iov = {.iov_base = &op, .iov_len = 1};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
-                         .msg_control = control.raw, .msg_controllen = sizeof control.raw};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    if (fd < 0) { /* no socket to give: the reply alone says "no spare" */
-        msg.msg_control = NULL;
-        msg.msg_controllen = 0;
-    }
-    ssize_t n;
-    do n = sendmsg(ctl, &msg, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
-    return n == 1 ? 0 : -1;
-}
-
 /* Fork a shepherd that serves ``sock``; the server keeps only its pid. */
-static void fork_shepherd(struct server *sv, int sock, int other) {
+static void fork_shepherd(struct server *sv, int sock) {
     pid_t pid = fork();
     if (pid == 0) {
         close(sv->ctl);
         close_fd(&sigchld_pipe[0]);
         close_fd(&sigchld_pipe[1]);
         free(sv->shepherds.v);
-        if (other >= 0) close(other);
         exit(run_shepherd(sock));
     }
     if (pid < 0) send_spawn_failed(sock, NR_STAGE_FORK, errno);
     else if (pidset_add(&sv->shepherds, pid) < 0) complain("pidset_add");
 }
 
-/* One datagram from the owner:
- *   FS_FORK (no fd): fork a spare shepherd on a fresh socketpair and send
- *     the owner its end (FS_SHEPHERD).  The owner keeps at most one such
- *     request in flight, so a spawn usually finds a shepherd already
- *     waiting for its SPAWN request (no fork on the spawn's path).
- *   FS_ADOPT (one fd): fork a shepherd for the owner's own socketpair end,
- *     no reply (used when no spare is ready, e.g. a burst of spawns).
+/* One FS_ADOPT datagram from the owner, carrying one end of a socketpair
+ * the owner made: fork a shepherd that serves it.  No reply: the owner
+ * usually adopts a shepherd *ahead of need* (a spare), so by the time it
+ * spawns, the shepherd is forked and waiting for its SPAWN request.
  * Returns -1 when the owner is gone or sent anything else. */
 static int serve_fork(struct server *sv) {
     uint8_t op = 0;
@@ -922,27 +892,13 @@ static int serve_fork(struct server *sv) {
             else close(got[i]);
         }
     }
-    int valid = !(msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) &&
-                ((op == NR_FS_FORK && nfds == 0) || (op == NR_FS_ADOPT && nfds == 1));
-    if (!valid) {
+    if (op != NR_FS_ADOPT || nfds != 1 || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
         for (int i = 0; i < nfds; i++) close(fds[i]);
         return -1;
     }
-    if (op == NR_FS_ADOPT) {
-        fork_shepherd(sv, fds[0], -1);
-        close(fds[0]);
-        return 0;
-    }
-    int pair[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
-        complain("socketpair");
-        return send_shepherd_socket(sv->ctl, -1); /* "no spare this time" */
-    }
-    fork_shepherd(sv, pair[1], pair[0]);
-    close(pair[1]);
-    int rc = send_shepherd_socket(sv->ctl, pair[0]);
-    close(pair[0]); /* if that failed, the shepherd sees EOF and exits */
-    return rc;
+    fork_shepherd(sv, fds[0]);
+    close(fds[0]);
+    return 0;
 }
 
 /* Any child left at all (checked without reaping it: the reap belongs to
