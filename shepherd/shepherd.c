@@ -665,15 +665,58 @@ static int supervise(struct shepherd *s) {
     }
 }
 
-static int open_stdio(struct request *rq, struct inbuf *in, int child_end[3], int owner_end[3]) {
+/* What a spawn needs, made while the shepherd idles (a spare waits for its
+ * request), so the request's path to exec is parse, vfork, exec. */
+struct prepped {
+    int pipes[3][2]; /* read end, write end; -1 when not (or no longer) ours */
+    int null;        /* /dev/null, O_RDWR, dup'ed per DEVNULL slot */
+    int errpipe[2];
+};
+
+static void prep_pipe(int p[2], int set_size) {
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        p[0] = p[1] = -1;
+        return;
+    }
+    if (set_size) fcntl(p[1], F_SETPIPE_SZ, 1 << 20); /* best effort: pipe-max-size may be lower */
+}
+
+static void prepare(struct prepped *pp) {
+    for (int i = 0; i < 3; i++) prep_pipe(pp->pipes[i], 1);
+    prep_pipe(pp->errpipe, 0);
+    pp->null = open("/dev/null", O_RDWR | O_CLOEXEC);
+}
+
+static void prepped_close(struct prepped *pp) {
+    for (int i = 0; i < 3; i++) {
+        close_fd(&pp->pipes[i][0]);
+        close_fd(&pp->pipes[i][1]);
+    }
+    close_fd(&pp->errpipe[0]);
+    close_fd(&pp->errpipe[1]);
+    close_fd(&pp->null);
+}
+
+/* Take a prepared pipe (or make one now). */
+static int take_pipe(int from[2], int p[2]) {
+    if (from[0] < 0) {
+        prep_pipe(from, 1);
+        if (from[0] < 0) return -1;
+    }
+    p[0] = from[0];
+    p[1] = from[1];
+    from[0] = from[1] = -1;
+    return 0;
+}
+
+static int open_stdio(struct request *rq, struct inbuf *in, struct prepped *pp, int child_end[3], int owner_end[3]) {
     int next_inherited = 0;
     for (int i = 0; i < 3; i++) {
         child_end[i] = owner_end[i] = -1;
         switch (rq->mode[i]) {
         case NR_STDIO_PIPE: {
             int p[2];
-            if (pipe2(p, O_CLOEXEC) < 0) return -1;
-            fcntl(p[1], F_SETPIPE_SZ, 1 << 20); /* best effort: pipe-max-size may be lower */
+            if (take_pipe(pp->pipes[i], p) < 0) return -1;
             child_end[i] = i == 0 ? p[0] : p[1];
             owner_end[i] = i == 0 ? p[1] : p[0];
             /* The owner drives its ends non-blocking: set it here, once. */
@@ -681,7 +724,8 @@ static int open_stdio(struct request *rq, struct inbuf *in, int child_end[3], in
             break;
         }
         case NR_STDIO_DEVNULL:
-            child_end[i] = open("/dev/null", (i == 0 ? O_RDONLY : O_WRONLY) | O_CLOEXEC);
+            if (pp->null < 0 && (pp->null = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) return -1;
+            child_end[i] = fcntl(pp->null, F_DUPFD_CLOEXEC, 3);
             if (child_end[i] < 0) return -1;
             break;
         case NR_STDIO_INHERIT:
@@ -714,14 +758,15 @@ static pid_t launch(const struct request *rq, const int child_end[3], int errfd)
 }
 
 /* Start the child.  Returns 0 with s->child set, or 1 after reporting. */
-static int start_child(struct shepherd *s, struct request *rq) {
+static int start_child(struct shepherd *s, struct request *rq, struct prepped *pp) {
     /* All -1 up front: open_stdio may fail before it reaches every slot. */
     int child_end[3] = {-1, -1, -1}, owner_end[3] = {-1, -1, -1}, errpipe[2] = {-1, -1};
     int rc = 1;
-    if (open_stdio(rq, &s->in, child_end, owner_end) < 0 || pipe2(errpipe, O_CLOEXEC) < 0) {
+    if (open_stdio(rq, &s->in, pp, child_end, owner_end) < 0 || take_pipe(pp->errpipe, errpipe) < 0) {
         send_spawn_failed(s->sock, NR_STAGE_PIPE, errno);
         goto out;
     }
+    prepped_close(pp); /* whatever this request did not use */
     inbuf_close_fds(&s->in);
     pid_t pid = launch(rq, child_end, errpipe[1]);
     if (pid < 0) {
@@ -779,10 +824,13 @@ static int run_shepherd(int sock) {
     int flags = fcntl(sock, F_GETFL);
     if (flags < 0 || fcntl(sock, F_SETFL, flags | O_NONBLOCK) < 0) { complain("fcntl O_NONBLOCK"); return 1; }
     if (install_signals(1) < 0) return 1;
+    struct prepped pp;
+    prepare(&pp);
     if (read_request(sock, &s.in, &rq) < 0) {
         /* No child exists: a clean exit (EOF while idle is the normal end
          * of a spare shepherd whose owner went away). */
         send_spawn_failed(sock, NR_STAGE_REQUEST, EINVAL);
+        prepped_close(&pp);
         request_free(&rq);
         free(s.in.buf);
         inbuf_close_fds(&s.in);
@@ -790,7 +838,8 @@ static int run_shepherd(int sock) {
     }
     s.kill_timeout_ms = rq.kill_timeout_ms;
     /* A start failure was reported to the owner: that is a clean exit. */
-    int rc = start_child(&s, &rq) == 0 ? -1 : 0;
+    int rc = start_child(&s, &rq, &pp) == 0 ? -1 : 0;
+    prepped_close(&pp);
     request_free(&rq);
     if (rc < 0) rc = supervise(&s);
     close_fd(&s.sock);
