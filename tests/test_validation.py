@@ -74,7 +74,7 @@ def _run_cases(sentinel: str) -> list[tuple[str, type[BaseException], Callable[[
         ("rlimit-negative", ValueError, lambda: run(cmd, rlimits={"RLIMIT_NOFILE": (-5, 64)})),
         ("rlimit-soft-over-hard", ValueError, lambda: run(cmd, rlimits={"RLIMIT_NOFILE": (65, 64)})),
         # Not implemented yet: refused, never silently ignored.
-        ("pty-refused", NotImplementedError, lambda: run(cmd, pty=True)),
+        ("pty-not-a-bool", TypeError, lambda: run(cmd, pty="yes")),
         ("cgroup-refused", NotImplementedError, lambda: run(cmd, cgroup=True)),
         ("limits-without-cgroup", ValueError, lambda: run(cmd, limits={"pids.max": 4})),
     ]
@@ -100,7 +100,7 @@ def _spawn_cases(sentinel: str) -> list[tuple[str, type[BaseException], Callable
         ("cols-negative", ValueError, lambda: spawn(cmd, cols=-80)),
         ("rows-zero", ValueError, lambda: spawn(cmd, rows=0)),
         ("rows-wrong-type", TypeError, lambda: spawn(cmd, rows="24")),
-        ("pty-refused", NotImplementedError, lambda: spawn(cmd, pty=True)),
+        ("pty-rows-zero", ValueError, lambda: spawn(cmd, pty=True, rows=0)),
         ("cgroup-refused", NotImplementedError, lambda: spawn(cmd, cgroup="netrunner/job")),
     ]
 

@@ -19,6 +19,7 @@ import os
 import select
 import signal
 import socket
+import termios
 import threading
 import time
 import weakref
@@ -38,6 +39,7 @@ from ._protocol import (
     SpawnRequest,
     Started,
     encode_spawn,
+    encode_stop,
 )
 from ._stats import Stats
 
@@ -52,6 +54,14 @@ HANDSHAKE_TIMEOUT = 30.0
 STOP_BOUND = 4.0
 
 _live: weakref.WeakSet[ChildCore] = weakref.WeakSet()
+
+
+def eof_on_eio(exc: OSError) -> bytes:
+    """A terminal's master reads EIO once the child side is closed: that
+    is its end of file (everything written before is read first)."""
+    if exc.errno == errno.EIO:
+        return b""
+    raise exc
 
 
 class Fd:
@@ -198,6 +208,9 @@ class Starter:
         self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         self.hs: Handshake | None = None
         self.abort_deadline = 0.0
+        # The core once made: kept until our caller holds it, so an interrupt
+        # between here and there still finds the child to stop.
+        self.core: ChildCore | None = None
 
     def __call__(self, ready: list[int] | None) -> ChildCore | Pending:
         if self.hs is None:
@@ -211,7 +224,7 @@ class Starter:
         # between: otherwise both would own (and close) the same numbers.
         mask = _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS) if _in_main_thread() else None
         try:
-            core = ChildCore(self.args, self.hs, stderr_complete=self.stderr_complete)
+            core = self.core = ChildCore(self.args, self.hs, stderr_complete=self.stderr_complete)
             self.hs = None
         finally:
             if mask is not None:
@@ -228,6 +241,12 @@ class Starter:
         """Interrupted mid-handshake: if the request went out, a child may
         be running, so have the shepherd stop it (the same escalation as
         ever) and let :meth:`abort_attempt` wait for the shepherd to exit."""
+        core = self.core
+        if core is not None:
+            if not core.done:
+                core.send(encode_stop(self.rq.kill_timeout))
+            self.abort_deadline = time.monotonic() + self.rq.kill_timeout + STOP_BOUND
+            return
         hs = self.hs
         if hs is None:
             return
@@ -247,6 +266,12 @@ class Starter:
     def abort_attempt(self, ready: list[int] | None) -> bool | Pending:
         """Attempt: True once the shepherd hung up (it reaps before it
         exits) or the bound passed; fds that still arrive are closed."""
+        core = self.core
+        if core is not None:
+            core.service_ctl()
+            if core.done or core.sock is None or time.monotonic() >= self.abort_deadline:
+                return True
+            return Pending([(core.sock.fileno(), POLLIN)], self.abort_deadline)
         hs = self.hs
         if hs is None:
             return True
@@ -262,6 +287,9 @@ class Starter:
     def release(self) -> None:
         """Close everything the handshake holds (closing the socket is owner
         loss: the shepherd stops whatever did start)."""
+        core, self.core = self.core, None
+        if core is not None:
+            core.abandon()
         hs, self.hs = self.hs, None
         if hs is None:
             return
@@ -332,6 +360,10 @@ class ChildCore:
         self.out_buf = bytearray()
         self.out_eof = False
         self.out_starved = False  # the last read of stdout found it empty
+        # pty mode: stdin and stdout are two fds on the terminal's master
+        self.pty = hs.rq.pty is not None
+        self.pty_hold = Fd(None)  # the master's stdin fd after end_input()
+        self.line_open = False  # the last byte written to a terminal was not a newline
         # stderr: unread bytes (bounded or complete) and the last 8 KiB
         self.stderr_complete = stderr_complete
         self.err_buf = bytearray()
@@ -435,7 +467,27 @@ class ChildCore:
         if not getattr(self, "forked_away", True):
             self.abandon()
 
+    def end_input(self) -> None:
+        """The child sees EOF on stdin.  On a terminal that is its EOF
+        character (VEOF from its own settings), twice if a line is open:
+        the first only ends the line; closing our end would not do (the
+        other fd keeps the master open) and hanging up would lose output."""
+        fd = self.stdin.fd
+        if fd >= 0 and self.pty:
+            try:
+                eof = termios.tcgetattr(fd)[6][termios.VEOF]
+                os.write(fd, eof * (2 if self.line_open else 1))
+            except OSError:
+                pass  # the terminal is gone: nobody is left to read it
+            # Keep this master fd until the end: closing it here was seen to
+            # hang up the terminal now and then (SIGHUP to a child that was
+            # about to exit 0 on the EOF).
+            self.pty_hold.fd, self.stdin.fd = fd, -1
+            return
+        self.stdin.close()
+
     def close_fds(self) -> None:
+        self.pty_hold.close()
         self.stdin.close()
         self.stdout.close()
         self.stderr.close()
@@ -501,6 +553,8 @@ class ChildCore:
                 return None
             except InterruptedError:
                 continue
+            except OSError as exc:
+                data = eof_on_eio(exc)
             self.out_starved = False
             if not data:
                 self.stdout.close()
@@ -524,6 +578,8 @@ class ChildCore:
                 return progress
             except InterruptedError:
                 continue
+            except OSError as exc:
+                data = eof_on_eio(exc)
             progress = True
             if not data:
                 self.stdout.close()
@@ -549,6 +605,8 @@ class ChildCore:
                 continue
             if n == 0:
                 return None  # treat as EAGAIN (upstream looped forever here)
+            if self.pty:
+                self.line_open = data[n - 1] != 0x0A
             self.bytes_in += n
             self.write_count += 1
             return n
@@ -576,7 +634,7 @@ def after_fork_in_child() -> None:
     them at fork time."""
     for core in list(_live):
         core.forked_away = True
-        for holder in (core.stdin, core.stdout, core.stderr):
+        for holder in (core.stdin, core.stdout, core.stderr, core.pty_hold):
             fd, holder.fd = holder.fd, -1
             if fd >= 0:
                 try:

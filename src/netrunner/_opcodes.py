@@ -42,6 +42,7 @@ FIELD_STDERR = 7  # u32 stdio mode
 FIELD_KILL_TIMEOUT = 8  # u32 ms, the grace used when the owner goes away
 FIELD_RLIMIT = 9  # u32 resource, u64 soft, u64 hard (RLIM_INFINITY = all ones)
 FIELD_UMASK = 10  # u32: the owner's umask at spawn time
+FIELD_PTY = 11  # u16 rows, u16 cols: a pseudo-terminal as stdin/stdout/stderr
 
 # Stdio modes.
 STDIO_PIPE = 0  # a fresh pipe; the owner's end comes back in OP_STARTED
@@ -64,3 +65,4 @@ STAGE_CHDIR = 6  # chdir(cwd)
 STAGE_RLIMIT = 7  # setrlimit
 STAGE_EXEC = 8  # every execve candidate failed
 STAGE_SIGNALS = 9  # resetting signal dispositions or mask
+STAGE_PTY = 10  # opening the pseudo-terminal, setsid or TIOCSCTTY

@@ -226,14 +226,24 @@ def rlimits(value: Any) -> list[tuple[int, int, int]]:
     return out
 
 
-def unsupported(pty: Any, cgroup: Any, limits: Any) -> None:
+def unsupported(cgroup: Any, limits: Any) -> None:
     """Options whose shepherd mode is not built yet: refuse, never ignore."""
-    if pty:
-        raise NotImplementedError("pty=True is not available in this version of netrunner")
     if cgroup is not None:
         raise NotImplementedError("cgroup containment is not available in this version of netrunner")
     if limits is not None:
         raise ValueError("limits requires cgroup")
+
+
+def terminal(pty: Any, rows: Any, cols: Any) -> tuple[int, int] | None:
+    """``pty`` as the terminal size to open, or None for pipes."""
+    if not isinstance(pty, bool):
+        raise TypeError(f"pty must be a bool, not {type(pty).__name__}")
+    for name, value in (("rows", rows), ("cols", cols)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int")
+        if not 0 < value < 65536:
+            raise ValueError(f"{name} must be between 1 and 65535, not {value}")
+    return (rows, cols) if pty else None
 
 
 def spawn_request(
@@ -246,8 +256,12 @@ def spawn_request(
     env: Any,
     kill_timeout: Any,
     rlimits_: Any,
+    pty: Any = False,
+    rows: Any = 24,
+    cols: Any = 80,
 ) -> SpawnRequest:
     arguments = argv(args)
+    size = terminal(pty, rows, cols)
     grace = seconds(kill_timeout, "kill_timeout", allow_none=False, allow_zero=True)
     assert grace is not None
     if grace > 4294967:
@@ -263,4 +277,5 @@ def spawn_request(
         kill_timeout=grace,
         rlimits=rlimits(rlimits_),
         umask=current_umask(),
+        pty=size,
     )

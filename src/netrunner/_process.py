@@ -9,7 +9,10 @@ loop.
 
 from __future__ import annotations
 
+import fcntl
 import signal
+import struct
+import termios
 import time
 from typing import Any
 
@@ -209,11 +212,20 @@ class ProcessBase:
     def close_stdin(self) -> None:
         """The child sees EOF on stdin."""
         with self._core.lock:
-            self._core.stdin.close()
+            self._core.end_input()
 
     def set_window_size(self, rows: int, cols: int) -> None:
-        """Resize the child's terminal (pty mode only)."""
-        raise ValueError("set_window_size() needs a process started with pty=True")
+        """Resize the child's terminal (pty mode only); the kernel sends its
+        foreground process group SIGWINCH."""
+        options.terminal(True, rows, cols)
+        core = self._core
+        with core.lock:
+            core.check_owner()
+            if not core.pty:
+                raise ValueError("set_window_size() needs a process started with pty=True")
+            fd = core.stdout.fd if core.stdout.fd >= 0 else core.stdin.fd
+            if fd >= 0:  # otherwise the terminal is gone with the child
+                fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
     def _release(self) -> None:
         with self._core.lock:
@@ -326,11 +338,6 @@ def prepare_spawn(
     cols: Any,
 ) -> SpawnRequest:
     """Validate ``spawn()``'s options (shared with ``aio.spawn``)."""
-    for name, value in (("rows", rows), ("cols", cols)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int")
-        if not 0 < value < 65536:
-            raise ValueError(f"{name} must be between 1 and 65535, not {value}")
     rq = options.spawn_request(
         args,
         stdin=stdin,
@@ -340,8 +347,11 @@ def prepare_spawn(
         env=env,
         kill_timeout=kill_timeout,
         rlimits_=rlimits,
+        pty=pty,
+        rows=rows,
+        cols=cols,
     )
-    options.unsupported(pty, cgroup, limits)
+    options.unsupported(cgroup, limits)
     return rq
 
 

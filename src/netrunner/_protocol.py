@@ -185,6 +185,7 @@ class SpawnRequest:
     kill_timeout: float
     rlimits: list[tuple[int, int, int]]
     umask: int | None = None
+    pty: tuple[int, int] | None = None  # rows, cols
 
 
 _env_memo: tuple[list[bytes], bytes] | None = None
@@ -223,6 +224,8 @@ def encode_spawn(rq: SpawnRequest) -> bytes:
     field(op.FIELD_KILL_TIMEOUT, _U32.pack(_millis(rq.kill_timeout)))
     if rq.umask is not None:
         field(op.FIELD_UMASK, _U32.pack(rq.umask))
+    if rq.pty is not None:
+        field(op.FIELD_PTY, struct.pack("<HH", *rq.pty))
     for resource, soft, hard in rq.rlimits:
         field(op.FIELD_RLIMIT, _RLIMIT.pack(resource, soft, hard))
     return frame(op.OP_SPAWN, b"".join(parts))

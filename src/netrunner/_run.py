@@ -16,7 +16,7 @@ from typing import Any
 
 from . import _opcodes as op
 from . import _options as options
-from ._core import READ_SIZE, ChildCore
+from ._core import READ_SIZE, ChildCore, eof_on_eio
 from ._drive import POLLIN, POLLOUT, Pending, drive
 from ._errors import CalledProcessError, OutputLimitExceeded, ShepherdError, TimeoutExpired
 from ._protocol import encode_stop
@@ -167,7 +167,7 @@ class RunCore:
         self.timed_out = False
         self.over_limit = False
         if self.input is None:
-            core.stdin.close()
+            core.end_input()
 
     # ---------------------------------------------------------- queries
     @property
@@ -248,6 +248,8 @@ class RunCore:
                 return
             except InterruptedError:
                 continue
+            except OSError as exc:
+                n = len(eof_on_eio(exc))  # a terminal's end of output
             if n == 0:
                 core.stdout.close()
                 core.out_eof = True
@@ -273,13 +275,13 @@ class RunCore:
         for _ in range(16):
             view = source.next()
             if view is None:
-                core.stdin.close()
+                core.end_input()
                 return
             try:
                 n = core.write_stdin(view[:INPUT_CHUNK])
             except BrokenPipeError:
                 # The child stopped reading: like communicate(), not an error.
-                core.stdin.close()
+                core.end_input()
                 return
             if n is None:
                 return
@@ -310,7 +312,7 @@ class RunCore:
         input and have the shepherd stop the child; the driver then steps
         until the exit report arrives (bounded by ``giveup_at``)."""
         self.input = None
-        self.core.stdin.close()
+        self.core.end_input()
         self.timeout_at = None
         self._stop(self.core.kill_timeout)
 
@@ -372,14 +374,16 @@ def prepare(
         env=env,
         kill_timeout=kill_timeout,
         rlimits_=rlimits,
+        pty=pty,
     )
-    options.unsupported(pty, cgroup, limits)
+    options.unsupported(cgroup, limits)
     seconds = options.seconds(timeout, "timeout")
     limit = options.size(max_output_size, "max_output_size")
     if input is not None and not isinstance(input, (str, bytes, bytearray, memoryview, io.IOBase)):
         if not hasattr(input, "read") and not isinstance(input, Iterable):
             raise TypeError(f"{INPUT_KINDS}, not {type(input).__name__}")
-    return rq, seconds, limit, rq.stderr == op.STDIO_PIPE
+    # A terminal merges stderr into its output: nothing separate to capture.
+    return rq, seconds, limit, rq.stderr == op.STDIO_PIPE and rq.pty is None
 
 
 def run(

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ._core import ChildCore
+from ._core import ChildCore, eof_on_eio
 from ._drive import Pending, drive
 from ._errors import CalledProcessError, ShepherdError, TimeoutExpired
 from ._run import RunCore, prepare
@@ -50,6 +50,8 @@ class StreamJob(RunCore):
             data = os.read(fd, self.chunk_size)
         except (BlockingIOError, InterruptedError):
             return None
+        except OSError as exc:
+            data = eof_on_eio(exc)  # a terminal's end of output
         if data:
             core.bytes_out += len(data)
             core.read_count += 1
@@ -71,7 +73,7 @@ class StreamJob(RunCore):
     def kill_now(self) -> None:
         """Leaving early: SIGKILL the group at once (no kill_timeout wait)."""
         self.input = None
-        self.core.stdin.close()
+        self.core.end_input()
         self.timeout_at = None
         self._stop(0.0)
 
