@@ -22,6 +22,7 @@
 #define NR_FIELD_KILL_TIMEOUT 8         /* u32 ms, the grace used when the owner goes away */
 #define NR_FIELD_RLIMIT 9               /* u32 resource, u64 soft, u64 hard (RLIM_INFINITY = all ones) */
 #define NR_FIELD_UMASK 10               /* u32: the owner's umask at spawn time */
+#define NR_FIELD_PTY 11                 /* u16 rows, u16 cols: a pseudo-terminal as stdin/stdout/stderr */
 #define NR_STDIO_PIPE 0                 /* a fresh pipe; the owner's end comes back in OP_STARTED */
 #define NR_STDIO_DEVNULL 1              /* /dev/null */
 #define NR_STDIO_INHERIT 2              /* the fd passed with OP_SPAWN (the owner's own 0/1/2) */
@@ -38,5 +39,6 @@
 #define NR_STAGE_RLIMIT 7               /* setrlimit */
 #define NR_STAGE_EXEC 8                 /* every execve candidate failed */
 #define NR_STAGE_SIGNALS 9              /* resetting signal dispositions or mask */
+#define NR_STAGE_PTY 10                 /* opening the pseudo-terminal, setsid or TIOCSCTTY */
 
 #endif

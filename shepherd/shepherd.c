@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -323,6 +324,8 @@ struct request {
     uint32_t mode[3];
     uint32_t kill_timeout_ms;
     int umask; /* -1: keep ours */
+    int pty;   /* a pseudo-terminal instead of the stdio modes */
+    struct winsize winsize;
     int nrlimits;
     struct { int resource; struct rlimit limit; } rlimits[MAX_RLIMITS];
 };
@@ -395,6 +398,12 @@ static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
         case NR_FIELD_KILL_TIMEOUT:
             if (flen != 4) return -1;
             rq->kill_timeout_ms = get_u32(v);
+            break;
+        case NR_FIELD_PTY:
+            if (flen != 4 || get_u16(v) == 0 || get_u16(v + 2) == 0) return -1;
+            rq->pty = 1;
+            rq->winsize.ws_row = get_u16(v);
+            rq->winsize.ws_col = get_u16(v + 2);
             break;
         case NR_FIELD_UMASK:
             if (flen != 4 || get_u32(v) > 0777) return -1;
@@ -475,7 +484,13 @@ __attribute__((noreturn)) static void exec_child(const struct request *rq, const
     }
     sigemptyset(&empty);
     if (sigprocmask(SIG_SETMASK, &empty, NULL) < 0) child_fail(errfd, NR_STAGE_SIGNALS, errno);
-    if (setpgid(0, 0) < 0) child_fail(errfd, NR_STAGE_SETPGID, errno);
+    if (rq->pty) {
+        /* A session of its own with the terminal as its controlling tty:
+         * its pid is its process group, as in the pipe case. */
+        if (setsid() < 0 || ioctl(stdio[0], TIOCSCTTY, 0) < 0) child_fail(errfd, NR_STAGE_PTY, errno);
+    } else if (setpgid(0, 0) < 0) {
+        child_fail(errfd, NR_STAGE_SETPGID, errno);
+    }
 
     /* Lift every source above 2 first, so one dup2 cannot clobber another. */
     for (int i = 0; i < 3; i++) {
@@ -709,8 +724,36 @@ static int take_pipe(int from[2], int p[2]) {
     return 0;
 }
 
+/* The pty: the child gets the slave as 0, 1 and 2; the owner gets the
+ * master twice (its "stdin" and "stdout" ends: closing one never hangs up
+ * the terminal while the other is open).  Initial size from the request. */
+static int open_pty(const struct request *rq, int child_end[3], int owner_end[3]) {
+    char name[128];
+    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0) return -1;
+    int slave = -1;
+    if (grantpt(master) < 0 || unlockpt(master) < 0 || ptsname_r(master, name, sizeof name) != 0 ||
+        (slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0 || ioctl(master, TIOCSWINSZ, &rq->winsize) < 0 ||
+        fcntl(master, F_SETFL, O_NONBLOCK) < 0 || (owner_end[0] = fcntl(master, F_DUPFD_CLOEXEC, 3)) < 0) {
+        int saved = errno;
+        close(master);
+        if (slave >= 0) close(slave);
+        errno = saved;
+        return -1;
+    }
+    owner_end[1] = master;
+    child_end[0] = slave;
+    if ((child_end[1] = fcntl(slave, F_DUPFD_CLOEXEC, 3)) < 0 || (child_end[2] = fcntl(slave, F_DUPFD_CLOEXEC, 3)) < 0)
+        return -1;
+    return 0;
+}
+
 static int open_stdio(struct request *rq, struct inbuf *in, struct prepped *pp, int child_end[3], int owner_end[3]) {
     int next_inherited = 0;
+    if (rq->pty) {
+        for (int i = 0; i < 3; i++) child_end[i] = owner_end[i] = -1;
+        return open_pty(rq, child_end, owner_end);
+    }
     for (int i = 0; i < 3; i++) {
         child_end[i] = owner_end[i] = -1;
         switch (rq->mode[i]) {
@@ -837,6 +880,7 @@ static int run_shepherd(int sock) {
         return 0;
     }
     s.kill_timeout_ms = rq.kill_timeout_ms;
+    stop_requested = 0; /* a stop signal while idle concerned no child */
     /* A start failure was reported to the owner: that is a clean exit. */
     int rc = start_child(&s, &rq, &pp) == 0 ? -1 : 0;
     prepped_close(&pp);

@@ -327,3 +327,11 @@ def test_killed_cli_takes_its_command_with_it(cli: list[str]) -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.parametrize("argv", [["--timeout", "abc", "--", "true"], ["--bogus", "--", "true"], []])
+def test_usage_errors_exit_125_not_argparse_2(argv: list[str]) -> None:
+    # Like coreutils timeout: our own failures never look like CMD's status 2.
+    out = subprocess.run([sys.executable, "-m", "netrunner", *argv], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 125, out
+    assert "netrunner" in out.stderr

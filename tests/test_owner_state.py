@@ -116,3 +116,19 @@ def test_a_closed_stdin_is_never_replaced_by_one_of_our_sockets() -> None:
 def test_marker_is_inherited_by_test_children() -> None:
     # The leak guard relies on it; make sure it is what we think.
     assert MARK.split(b"=", 1)[1].decode() == os.environ["NETRUNNER_TEST_RUN"]
+
+
+def test_a_stop_signal_to_an_idle_spare_does_not_stop_the_next_child() -> None:
+    from netrunner._launch import FORK_SERVER
+
+    spares: list[int] = []
+    for _ in range(50):  # each run adopts a spare; the server forks it soon after
+        netrunner.run(["true"])
+        server = FORK_SERVER.pid
+        spares = [int(p) for p in Path(f"/proc/{server}/task/{server}/children").read_text().split()]
+        if spares:
+            break
+    assert spares, "no spare shepherd appeared"
+    for pid in spares:
+        os.kill(pid, signal.SIGTERM)
+    assert netrunner.run(["sh", "-c", "exit 3"]).returncode == 3

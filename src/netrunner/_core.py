@@ -239,8 +239,10 @@ class Starter:
 
     def begin_abort(self) -> None:
         """Interrupted mid-handshake: if the request went out, a child may
-        be running, so have the shepherd stop it (the same escalation as
-        ever) and let :meth:`abort_attempt` wait for the shepherd to exit."""
+        be running.  Half-close the socket (owner loss for the shepherd,
+        which stops the child with the usual escalation), or send STOP if
+        the core was already made, and let :meth:`abort_attempt` wait until
+        the shepherd is done."""
         core = self.core
         if core is not None:
             if not core.done:

@@ -132,10 +132,10 @@ def reserve_std_fds() -> None:
 class ForkServer:
     """The one fork server of this interpreter (per pid: re-made after fork).
 
-    It makes shepherds ahead of need: we always keep one request in
-    flight, so a spawn usually takes a shepherd that is already forked and
-    waiting for its SPAWN request, and the only process a spawn wakes is
-    that shepherd."""
+    It makes shepherds ahead of need: one spare is adopted while each
+    spawn's child runs, so the next spawn usually takes a shepherd that is
+    already forked and waiting for its SPAWN request, and the only process
+    a spawn wakes is that shepherd."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -219,6 +219,7 @@ class ForkServer:
                         sock = None
                     if sock is None:
                         sock = self._start()
+                    reserve_std_fds()  # the owner may have closed one since
                     shepherd = self._ready.popleft() if self._ready else self._adopt(sock)
                     if shepherd is None:
                         return sock.fileno()

@@ -49,6 +49,12 @@ class StreamJob(RunCore):
         try:
             data = os.read(fd, self.chunk_size)
         except (BlockingIOError, InterruptedError):
+            if self.eof_by is not None and time.monotonic() >= self.eof_by:
+                # Reaped, and whatever still holds the pipe (a process that
+                # escaped the tree) had its grace: this is the end of output.
+                core.stdout.close()
+                core.out_eof = True
+                return b""
             return None
         except OSError as exc:
             data = eof_on_eio(exc)  # a terminal's end of output

@@ -406,7 +406,7 @@ def stream(
     chunk_size: int = 65536,
 ) -> AsyncStream:
     """``netrunner.stream`` for ``async for``; validated now, started on
-    first iteration (or ``async with``)."""
+    first iteration (``async with`` only guarantees it is stopped)."""
     rq, seconds, size = prepare_stream(
         args, input=input, stderr=stderr, timeout=timeout, cwd=cwd, env=env, pty=pty,
         kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits, chunk_size=chunk_size,
