@@ -15,8 +15,8 @@ import math
 import select
 import time
 import weakref
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -181,3 +181,51 @@ async def adrive(attempt: Callable[[list[int] | None], T | Pending]) -> T:
         if not isinstance(result, Pending):
             return result
         ready = await wait_ready(result.interest, result.deadline)
+
+
+# -------------------------------------------------------- stopping, both
+Step = Callable[[], object]
+
+
+def settle(begin: Step, attempt: Callable[[list[int] | None], object], release: Step) -> None:
+    """After a failure or an interrupt: ``begin`` stopping the child, drive
+    ``attempt`` until it is reaped (bounded by the shepherd's own
+    escalation), and ``release`` whatever happens.  A second interrupt while
+    we wait still releases, and dropping the socket is owner loss: the
+    shepherd finishes the stop on its own."""
+    try:
+        begin()
+        drive(attempt)
+    finally:
+        release()
+
+
+async def uncancellable(cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run ``cleanup`` to the end even if our task is cancelled meanwhile
+    (trio's rule: a supervised helper never returns before the child is
+    reaped).  A cancellation that arrives during cleanup is re-raised after."""
+    task = asyncio.ensure_future(cleanup)
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            cancelled = True  # even if the cleanup is done by now: never swallow it
+            if task.done():
+                break
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+async def asettle(begin: Step, attempt: Callable[[list[int] | None], object], release: Step) -> None:
+    """:func:`settle` on the event loop, shielded from cancellation."""
+
+    async def work() -> None:
+        try:
+            begin()
+            await adrive(attempt)
+        finally:
+            release()
+
+    await uncancellable(work())

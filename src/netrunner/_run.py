@@ -17,7 +17,7 @@ from typing import Any
 from . import _opcodes as op
 from . import _options as options
 from ._core import READ_SIZE, ChildCore, eof_on_eio
-from ._drive import POLLIN, POLLOUT, Pending, drive
+from ._drive import POLLIN, POLLOUT, Pending, drive, settle
 from ._errors import CalledProcessError, OutputLimitExceeded, ShepherdError, TimeoutExpired
 from ._protocol import encode_stop
 from ._result import Result
@@ -433,12 +433,8 @@ def run(
         # Never leave before the child is reaped: stop it and wait (bounded
         # by the shepherd's own escalation).  A second interrupt while we
         # wait drops the socket, which makes the shepherd finish the job.
-        try:
-            if job is None:  # interrupted before the job existed: stop the child all the same
-                job = RunCore(core, None, timeout=None, max_output_size=None, encoding=None, errors=None)
-            job.abort()
-            drive(job.reap_attempt)
-        finally:
-            core.abandon()
+        if job is None:  # interrupted before the job existed: stop the child all the same
+            job = RunCore(core, None, timeout=None, max_output_size=None, encoding=None, errors=None)
+        settle(job.abort, job.reap_attempt, core.abandon)
         raise
     return job.result(text or encoding is not None or errors is not None, encoding, errors, check)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._core import ChildCore, Starter
-from ._drive import drive, poll_ready
+from ._drive import drive, poll_ready, settle
 from ._protocol import SpawnRequest
 
 __all__ = ["poll_ready", "start", "wait_ready"]
@@ -26,9 +26,5 @@ def start(args: Any, rq: SpawnRequest, *, stderr_complete: bool = False) -> Chil
         # Interrupted (or failed) mid-handshake: a child may already run.
         # Do not return before it is stopped; a second interrupt here drops
         # the socket, and the shepherd finishes the job on its own.
-        try:
-            starter.begin_abort()
-            drive(starter.abort_attempt)
-        finally:
-            starter.release()
+        settle(starter.begin_abort, starter.abort_attempt, starter.release)
         raise

@@ -20,11 +20,11 @@ waited for even if the task is cancelled again meanwhile.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from ._core import ChildCore, Starter
-from ._drive import adrive
+from ._drive import adrive, asettle, uncancellable
 from ._errors import CalledProcessError, TimeoutExpired
 from ._process import STOP_MARGIN, ProcessBase, _check_size, deadline_of, prepare_spawn
 from ._protocol import SpawnRequest
@@ -44,38 +44,12 @@ T = TypeVar("T")
 FAIR_READS = 16
 
 
-async def _uncancellable(cleanup: Coroutine[Any, Any, None]) -> None:
-    """Run ``cleanup`` to the end even if our task is cancelled meanwhile
-    (trio's rule: a supervised helper never returns before the child is
-    reaped).  A cancellation that arrives during cleanup is re-raised after."""
-    task = asyncio.ensure_future(cleanup)
-    cancelled = False
-    while True:
-        try:
-            await asyncio.shield(task)
-            break
-        except asyncio.CancelledError:
-            cancelled = True  # even if the cleanup is done by now: never swallow it
-            if task.done():
-                break
-    if cancelled:
-        raise asyncio.CancelledError
-
-
 async def _start(args: Any, rq: SpawnRequest, *, stderr_complete: bool = False) -> ChildCore:
     starter = Starter(args, rq, stderr_complete=stderr_complete)
     try:
         return await adrive(starter)
     except BaseException:
-
-        async def abort() -> None:
-            try:
-                starter.begin_abort()
-                await adrive(starter.abort_attempt)
-            finally:
-                starter.release()
-
-        await _uncancellable(abort())
+        await asettle(starter.begin_abort, starter.abort_attempt, starter.release)
         raise
 
 
@@ -109,15 +83,7 @@ async def run(
     try:
         await adrive(job.attempt)
     except BaseException:
-
-        async def reap() -> None:
-            try:
-                job.abort()
-                await adrive(job.reap_attempt)
-            finally:
-                core.abandon()
-
-        await _uncancellable(reap())
+        await asettle(job.abort, job.reap_attempt, core.abandon)
         raise
     return job.result(text or encoding is not None or errors is not None, encoding, errors, check)
 
@@ -140,7 +106,7 @@ class AsyncProcess(ProcessBase):
         try:
             return await work
         except asyncio.CancelledError:
-            await _uncancellable(self._stop_and_reap(None))
+            await uncancellable(self._stop_and_reap(None))
             raise
 
     async def read(self, n: int = 65536, timeout: float | None = None) -> bytes:
@@ -187,7 +153,7 @@ class AsyncProcess(ProcessBase):
         try:
             return await asyncio.shield(stopping)
         except asyncio.CancelledError:
-            await _uncancellable(_finish(stopping))
+            await uncancellable(_finish(stopping))
             raise
 
     async def aclose(self) -> None:
@@ -196,7 +162,7 @@ class AsyncProcess(ProcessBase):
         if core.forked_away or core.done:
             self._release()
             return
-        await _uncancellable(self._stop_and_reap(None))
+        await uncancellable(self._stop_and_reap(None))
 
     async def __aenter__(self) -> AsyncProcess:
         return self
@@ -292,10 +258,10 @@ class AsyncStream:
             self.returncode, self.stderr, self.stats = job.settled()
             job.outcome(self._check)
         except asyncio.CancelledError:
-            await _uncancellable(self._halt(graceful=True))
+            await uncancellable(self._halt(graceful=True))
             raise
         except BaseException:
-            await _uncancellable(self._halt(graceful=False))
+            await uncancellable(self._halt(graceful=False))
             raise
         raise StopAsyncIteration
 
@@ -330,7 +296,7 @@ class AsyncStream:
 
     async def aclose(self) -> None:
         """Stop the child now (SIGKILL to its group) if it still runs."""
-        await _uncancellable(self._halt(graceful=False))
+        await uncancellable(self._halt(graceful=False))
 
     async def __aenter__(self) -> AsyncStream:
         return self
