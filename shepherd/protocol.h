@@ -23,6 +23,8 @@
 #define NR_FIELD_RLIMIT 9               /* u32 resource, u64 soft, u64 hard (RLIM_INFINITY = all ones) */
 #define NR_FIELD_UMASK 10               /* u32: the owner's umask at spawn time */
 #define NR_FIELD_PTY 11                 /* u16 rows, u16 cols: a pseudo-terminal as stdin/stdout/stderr */
+#define NR_FIELD_CGROUP 12              /* absolute path of a cgroup v2 leaf to create and run the child in */
+#define NR_FIELD_CGROUP_SET 13          /* "file=value" written into that leaf before the child starts */
 #define NR_STDIO_PIPE 0                 /* a fresh pipe; the owner's end comes back in OP_STARTED */
 #define NR_STDIO_DEVNULL 1              /* /dev/null */
 #define NR_STDIO_INHERIT 2              /* the fd passed with OP_SPAWN (the owner's own 0/1/2) */
@@ -40,5 +42,7 @@
 #define NR_STAGE_EXEC 8                 /* every execve candidate failed */
 #define NR_STAGE_SIGNALS 9              /* resetting signal dispositions or mask */
 #define NR_STAGE_PTY 10                 /* opening the pseudo-terminal, setsid or TIOCSCTTY */
+#define NR_STAGE_CGROUP 11              /* creating the leaf, or the child joining it before exec */
+#define NR_STAGE_CGROUP_SET 12          /* writing a FIELD_CGROUP_SET value into the leaf */
 
 #endif

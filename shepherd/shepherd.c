@@ -328,6 +328,8 @@ struct request {
     struct winsize winsize;
     int nrlimits;
     struct { int resource; struct rlimit limit; } rlimits[MAX_RLIMITS];
+    char *cgroup;          /* leaf directory to create, or NULL */
+    struct strv cgroup_set; /* "file=value" */
 };
 
 static int strv_push(struct strv *s, const uint8_t *data, uint32_t len) {
@@ -360,6 +362,9 @@ static void request_free(struct request *rq) {
     strv_free(&rq->exec);
     free(rq->cwd);
     rq->cwd = NULL;
+    free(rq->cgroup);
+    rq->cgroup = NULL;
+    strv_free(&rq->cgroup_set);
 }
 
 /* Decode the OP_SPAWN payload (a run of u16 tag, u32 length, value). */
@@ -398,6 +403,16 @@ static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
         case NR_FIELD_KILL_TIMEOUT:
             if (flen != 4) return -1;
             rq->kill_timeout_ms = get_u32(v);
+            break;
+        case NR_FIELD_CGROUP: {
+            struct strv one = {0};
+            if (rq->cgroup || flen == 0 || v[0] != '/' || strv_push(&one, v, flen) < 0) { strv_free(&one); return -1; }
+            rq->cgroup = one.v[0];
+            free(one.v);
+            break;
+        }
+        case NR_FIELD_CGROUP_SET:
+            if (!memchr(v, '=', flen) || memchr(v, '/', flen) || strv_push(&rq->cgroup_set, v, flen) < 0) return -1;
             break;
         case NR_FIELD_PTY:
             if (flen != 4 || get_u16(v) == 0 || get_u16(v + 2) == 0) return -1;
@@ -468,7 +483,8 @@ __attribute__((noreturn)) static void child_fail(int errfd, uint32_t stage, int 
     _exit(127);
 }
 
-__attribute__((noreturn)) static void exec_child(const struct request *rq, const int child_end[3], int errfd) {
+__attribute__((noreturn)) static void exec_child(const struct request *rq, const int child_end[3], int errfd,
+                                                 int cgroup_procs) {
     /* vfork child: share no writes with the parent beyond our own stack. */
     int stdio[3] = {child_end[0], child_end[1], child_end[2]};
     sigset_t empty;
@@ -484,6 +500,8 @@ __attribute__((noreturn)) static void exec_child(const struct request *rq, const
     }
     sigemptyset(&empty);
     if (sigprocmask(SIG_SETMASK, &empty, NULL) < 0) child_fail(errfd, NR_STAGE_SIGNALS, errno);
+    /* Into the cgroup before anything can fork: "0" is this process. */
+    if (cgroup_procs >= 0 && write(cgroup_procs, "0", 1) != 1) child_fail(errfd, NR_STAGE_CGROUP, errno);
     if (rq->pty) {
         /* A session of its own with the terminal as its controlling tty:
          * its pid is its process group, as in the pipe case. */
@@ -521,6 +539,78 @@ __attribute__((noreturn)) static void exec_child(const struct request *rq, const
     child_fail(errfd, NR_STAGE_EXEC, saved ? saved : errno);
 }
 
+/* --------------------------------------------------------------- cgroup */
+
+/* Write a short string to <dir>/<file>; 0 or -1 with errno (a failed
+ * write or close counts: cgroup files report errors there). */
+static int cgroup_write(const char *dir, const char *file, const char *value, size_t len) {
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, file) >= sizeof path) { errno = ENAMETOOLONG; return -1; }
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n;
+    do n = write(fd, value, len); while (n < 0 && errno == EINTR);
+    int saved = errno;
+    if (close(fd) < 0 && n >= 0) return -1;
+    errno = saved;
+    return n == (ssize_t)len ? 0 : -1;
+}
+
+/* Create the leaf (an existing one is an error: never adopt, never remove
+ * what we did not make), apply the settings, and open cgroup.procs for the
+ * child to write itself into before exec.  Returns the fd, or -1 with the
+ * stage in *stage (the leaf is removed again on failure). */
+static int cgroup_setup(const struct request *rq, uint32_t *stage) {
+    *stage = NR_STAGE_CGROUP;
+    if (mkdir(rq->cgroup, 0755) < 0) return -1;
+    for (size_t i = 0; i < rq->cgroup_set.n; i++) {
+        const char *entry = rq->cgroup_set.v[i];
+        const char *eq = strchr(entry, '=');
+        char file[256];
+        size_t flen = (size_t)(eq - entry);
+        if (flen == 0 || flen >= sizeof file) { errno = EINVAL; goto fail_set; }
+        memcpy(file, entry, flen);
+        file[flen] = '\0';
+        if (cgroup_write(rq->cgroup, file, eq + 1, strlen(eq + 1)) < 0) goto fail_set;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/cgroup.procs", rq->cgroup);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) return fd;
+    goto fail;
+fail_set:
+    *stage = NR_STAGE_CGROUP_SET;
+fail:;
+    int saved = errno;
+    rmdir(rq->cgroup);
+    errno = saved;
+    return -1;
+}
+
+/* Kill everything in the leaf, reap what was ours, wait (bounded) until
+ * it is empty, remove it.  Woken by SIGCHLD (our dead to reap) and by
+ * POLLPRI on cgroup.events (its "populated" flag changed). */
+static void cgroup_teardown(const char *dir) {
+    int64_t deadline = now_ms() + REAP_BOUND_MS;
+    char path[4096], buf[256];
+    if (cgroup_write(dir, "cgroup.kill", "1", 1) < 0) complain("cgroup.kill");
+    snprintf(path, sizeof path, "%s/cgroup.events", dir);
+    int events = open(path, O_RDONLY | O_CLOEXEC);
+    for (;;) {
+        while (waitpid(-1, NULL, WNOHANG) > 0) {
+        }
+        if (rmdir(dir) == 0 || errno == ENOENT) break;
+        if (errno != EBUSY || events < 0 || ms_until(deadline) == 0) { complain("rmdir cgroup"); break; }
+        ssize_t n = pread(events, buf, sizeof buf - 1, 0); /* also re-arms POLLPRI */
+        if (n < 0) { complain("read cgroup.events"); break; }
+        buf[n] = '\0';
+        if (strstr(buf, "populated 0")) continue;
+        struct pollfd p[2] = {{.fd = events, .events = POLLPRI}, {.fd = sigchld_pipe[0], .events = POLLIN}};
+        if (poll(p, 2, ms_until(deadline)) > 0 && p[1].revents) drain_sigchld_pipe();
+    }
+    if (events >= 0) close(events);
+}
+
 /* ------------------------------------------------------------- shepherd */
 
 struct shepherd {
@@ -531,6 +621,7 @@ struct shepherd {
     int64_t kill_at;   /* SIGKILL due (0 = not stopping) */
     int64_t giveup_at; /* SIGKILL sent; reaping bound (0 = not yet) */
     struct inbuf in;
+    char *cgroup; /* the leaf we created for the child, or NULL */
 };
 
 /* The child's group, or the child alone if it left its group, and every
@@ -545,6 +636,7 @@ static void signal_all(const struct shepherd *s, int sig) {
 
 static void escalate(struct shepherd *s) {
     signal_all(s, SIGKILL);
+    if (s->cgroup && cgroup_write(s->cgroup, "cgroup.kill", "1", 1) < 0) complain("cgroup.kill");
     s->kill_at = 0;
     if (!s->giveup_at) s->giveup_at = now_ms() + REAP_BOUND_MS;
 }
@@ -610,6 +702,9 @@ static int finish(struct shepherd *s) {
     while (wait4(s->child, &status, 0, &ru) < 0 && errno == EINTR) {
     }
     kill_leftovers();
+    /* The cgroup's members die now (cgroup.kill is immediate); waiting for
+     * the leaf to empty and removing it is the slow part, after the report. */
+    if (s->cgroup && cgroup_write(s->cgroup, "cgroup.kill", "1", 1) < 0) complain("cgroup.kill");
     if (!s->owner_gone) {
         uint8_t p[28];
         put_u32(p, (uint32_t)status);
@@ -618,6 +713,7 @@ static int finish(struct shepherd *s) {
         put_u64(p + 20, (uint64_t)ru.ru_maxrss);
         if (send_frame(s->sock, NR_OP_EXITED, p, sizeof p, NULL, 0) < 0) complain("send EXITED");
     }
+    if (s->cgroup) cgroup_teardown(s->cgroup);
     return 0;
 }
 
@@ -665,6 +761,7 @@ static int supervise(struct shepherd *s) {
         if (s->giveup_at && now_ms() >= s->giveup_at) {
             errno = ETIMEDOUT;
             complain("child did not die after SIGKILL");
+            if (s->cgroup) cgroup_teardown(s->cgroup);
             return 1;
         }
         int timeout = -1;
@@ -788,30 +885,48 @@ static int open_stdio(struct request *rq, struct inbuf *in, struct prepped *pp, 
 /* vfork: the child borrows our memory until it execs, so nothing is copied
  * (the shepherd stays small, but a fork still costs page tables).  Signals
  * stay blocked across it until the child has reset its own handlers. */
-static pid_t launch(const struct request *rq, const int child_end[3], int errfd) {
+static pid_t launch(const struct request *rq, const int child_end[3], int errfd, int cgroup_procs) {
     sigset_t all, saved;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, &saved);
     pid_t pid = vfork();
-    if (pid == 0) exec_child(rq, child_end, errfd);
+    if (pid == 0) exec_child(rq, child_end, errfd, cgroup_procs);
     int err = errno;
     sigprocmask(SIG_SETMASK, &saved, NULL);
     errno = err;
     return pid;
 }
 
+static void drop_cgroup(struct shepherd *s) {
+    if (!s->cgroup) return;
+    cgroup_teardown(s->cgroup);
+    free(s->cgroup);
+    s->cgroup = NULL;
+}
+
 /* Start the child.  Returns 0 with s->child set, or 1 after reporting. */
 static int start_child(struct shepherd *s, struct request *rq, struct prepped *pp) {
     /* All -1 up front: open_stdio may fail before it reaches every slot. */
     int child_end[3] = {-1, -1, -1}, owner_end[3] = {-1, -1, -1}, errpipe[2] = {-1, -1};
-    int rc = 1;
+    int rc = 1, cgroup_procs = -1;
     if (open_stdio(rq, &s->in, pp, child_end, owner_end) < 0 || take_pipe(pp->errpipe, errpipe) < 0) {
         send_spawn_failed(s->sock, NR_STAGE_PIPE, errno);
         goto out;
     }
     prepped_close(pp); /* whatever this request did not use */
+    if (rq->cgroup) {
+        uint32_t stage;
+        cgroup_procs = cgroup_setup(rq, &stage);
+        if (cgroup_procs < 0) {
+            send_spawn_failed(s->sock, stage, errno);
+            goto out;
+        }
+        s->cgroup = rq->cgroup; /* ours to tear down from now on */
+        rq->cgroup = NULL;
+    }
     inbuf_close_fds(&s->in);
-    pid_t pid = launch(rq, child_end, errpipe[1]);
+    pid_t pid = launch(rq, child_end, errpipe[1], cgroup_procs);
+    close_fd(&cgroup_procs);
     if (pid < 0) {
         send_spawn_failed(s->sock, NR_STAGE_FORK, errno);
         goto out;
@@ -831,6 +946,7 @@ static int start_child(struct shepherd *s, struct request *rq, struct prepped *p
     if (got > 0) {
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
         }
+        drop_cgroup(s); /* before the report: a failed call leaves no cgroup */
         if (got == sizeof report) send_spawn_failed(s->sock, get_u32(report), (int)get_u32(report + 4));
         else send_spawn_failed(s->sock, NR_STAGE_EXEC, EIO);
         goto out;
@@ -855,7 +971,9 @@ out:
     }
     close_fd(&errpipe[0]);
     close_fd(&errpipe[1]);
+    close_fd(&cgroup_procs);
     inbuf_close_fds(&s->in);
+    if (rc != 0) drop_cgroup(s);
     return rc;
 }
 
@@ -886,6 +1004,7 @@ static int run_shepherd(int sock) {
     prepped_close(&pp);
     request_free(&rq);
     if (rc < 0) rc = supervise(&s);
+    free(s.cgroup);
     close_fd(&s.sock);
     free(s.in.buf);
     return rc;

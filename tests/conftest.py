@@ -112,11 +112,23 @@ def fork_server_fds() -> set[int]:
     return FORK_SERVER.fds()
 
 
+def cgroup_leaves() -> set[str]:
+    """Directories under <cgroup2 mount>/netrunner (where cgroup=True goes)."""
+    try:
+        from netrunner._cgroup import mount_point
+
+        base = Path(mount_point()) / "netrunner"
+        return {str(p) for p in base.rglob("*") if p.is_dir()}
+    except (OSError, netrunner.CgroupError):
+        return set()
+
+
 @pytest.fixture(autouse=True)
 def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail the test if it leaves a process, an fd or a zombie behind."""
+    """Fail the test if it leaves a process, an fd, a zombie or a cgroup behind."""
     gc.collect()
     fds_before = open_fds() - fork_server_fds()
+    cgroups_before = cgroup_leaves()
     yield
     gc.collect()
     leftovers = marked_processes()
@@ -131,6 +143,9 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
             except OSError:
                 pass
         problems.append(f"processes left running: {leftovers}")
+    cgroups = cgroup_leaves() - cgroups_before
+    if cgroups:
+        problems.append(f"cgroups left behind: {sorted(cgroups)}")
     zombies = zombie_children()
     if zombies:
         problems.append(f"unreaped children: {zombies}")

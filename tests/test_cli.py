@@ -191,7 +191,7 @@ def test_bad_timeout_is_an_error_and_runs_nothing(cli: list[str], tmp_path: Path
     assert not sentinel.exists()
 
 
-@pytest.mark.parametrize("option", [["--pty"], ["--cgroup", "netrunner/test"]], ids=["pty", "cgroup"])
+@pytest.mark.parametrize("option", [["--pty"], ["--cgroup", "../escape"]], ids=["pty", "cgroup-bad-path"])
 def test_unavailable_options_are_refused_not_ignored(cli: list[str], option: list[str], tmp_path: Path) -> None:
     sentinel = tmp_path / "ran"
     done = nr(cli, *option, "--", "touch", str(sentinel))

@@ -73,9 +73,10 @@ def _run_cases(sentinel: str) -> list[tuple[str, type[BaseException], Callable[[
         ("rlimit-unknown", ValueError, lambda: run(cmd, rlimits={"RLIMIT_BOGUS": (1, 1)})),
         ("rlimit-negative", ValueError, lambda: run(cmd, rlimits={"RLIMIT_NOFILE": (-5, 64)})),
         ("rlimit-soft-over-hard", ValueError, lambda: run(cmd, rlimits={"RLIMIT_NOFILE": (65, 64)})),
-        # Not implemented yet: refused, never silently ignored.
         ("pty-not-a-bool", TypeError, lambda: run(cmd, pty="yes")),
-        ("cgroup-refused", NotImplementedError, lambda: run(cmd, cgroup=True)),
+        ("cgroup-absolute", ValueError, lambda: run(cmd, cgroup="/sys/fs/cgroup/x")),
+        ("cgroup-dotdot", ValueError, lambda: run(cmd, cgroup="netrunner/../../x")),
+        ("cgroup-wrong-type", TypeError, lambda: run(cmd, cgroup=3)),
         ("limits-without-cgroup", ValueError, lambda: run(cmd, limits={"pids.max": 4})),
     ]
 
@@ -101,7 +102,8 @@ def _spawn_cases(sentinel: str) -> list[tuple[str, type[BaseException], Callable
         ("rows-zero", ValueError, lambda: spawn(cmd, rows=0)),
         ("rows-wrong-type", TypeError, lambda: spawn(cmd, rows="24")),
         ("pty-rows-zero", ValueError, lambda: spawn(cmd, pty=True, rows=0)),
-        ("cgroup-refused", NotImplementedError, lambda: spawn(cmd, cgroup="netrunner/job")),
+        ("cgroup-empty-component", ValueError, lambda: spawn(cmd, cgroup="netrunner//job")),
+        ("limits-bad-file", ValueError, lambda: spawn(cmd, cgroup=True, limits={"cgroup.procs": 1})),
     ]
 
 

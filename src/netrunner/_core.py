@@ -28,7 +28,7 @@ from typing import Any
 
 from . import _opcodes as op
 from ._drive import POLLIN, POLLOUT, Pending, notify_closing
-from ._errors import ShepherdError
+from ._errors import CgroupError, ShepherdError
 from ._launch import prepare_spare, take_shepherd
 from ._protocol import (
     Decoder,
@@ -92,6 +92,7 @@ _STAGE_NAMES = {
     op.STAGE_RLIMIT: "setrlimit",
     op.STAGE_EXEC: "exec",
     op.STAGE_SIGNALS: "resetting signals",
+    op.STAGE_PTY: "setting up the terminal",
 }
 
 
@@ -102,6 +103,13 @@ def spawn_error(failed: SpawnFailed, rq: SpawnRequest) -> BaseException:
         return OSError(failed.errno, message, os.fsdecode(rq.argv[0]))
     if failed.stage == op.STAGE_CHDIR and rq.cwd is not None:
         return OSError(failed.errno, message, os.fsdecode(rq.cwd))
+    if failed.stage in (op.STAGE_CGROUP, op.STAGE_CGROUP_SET) and rq.cgroup is not None:
+        what = (
+            "setting " + b", ".join(rq.cgroup_set or []).decode()
+            if failed.stage == op.STAGE_CGROUP_SET
+            else "setting up"
+        )
+        return CgroupError(failed.errno, f"{message} ({what} cgroup {os.fsdecode(rq.cgroup)})", os.fsdecode(rq.cgroup))
     stage = _STAGE_NAMES.get(failed.stage, f"stage {failed.stage}")
     if failed.stage in (op.STAGE_RLIMIT, op.STAGE_DUP2, op.STAGE_SETPGID, op.STAGE_SIGNALS):
         return OSError(failed.errno, f"{message} (in the child, at {stage})")

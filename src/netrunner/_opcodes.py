@@ -43,6 +43,8 @@ FIELD_KILL_TIMEOUT = 8  # u32 ms, the grace used when the owner goes away
 FIELD_RLIMIT = 9  # u32 resource, u64 soft, u64 hard (RLIM_INFINITY = all ones)
 FIELD_UMASK = 10  # u32: the owner's umask at spawn time
 FIELD_PTY = 11  # u16 rows, u16 cols: a pseudo-terminal as stdin/stdout/stderr
+FIELD_CGROUP = 12  # absolute path of a cgroup v2 leaf to create and run the child in
+FIELD_CGROUP_SET = 13  # "file=value" written into that leaf before the child starts
 
 # Stdio modes.
 STDIO_PIPE = 0  # a fresh pipe; the owner's end comes back in OP_STARTED
@@ -66,3 +68,5 @@ STAGE_RLIMIT = 7  # setrlimit
 STAGE_EXEC = 8  # every execve candidate failed
 STAGE_SIGNALS = 9  # resetting signal dispositions or mask
 STAGE_PTY = 10  # opening the pseudo-terminal, setsid or TIOCSCTTY
+STAGE_CGROUP = 11  # creating the leaf, or the child joining it before exec
+STAGE_CGROUP_SET = 12  # writing a FIELD_CGROUP_SET value into the leaf

@@ -8,6 +8,7 @@ connect timeout).  The result is a :class:`~netrunner._protocol.SpawnRequest`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import resource
@@ -16,6 +17,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any, Union
 
+from . import _cgroup
 from . import _opcodes as op
 from ._protocol import SpawnRequest
 
@@ -226,14 +228,6 @@ def rlimits(value: Any) -> list[tuple[int, int, int]]:
     return out
 
 
-def unsupported(cgroup: Any, limits: Any) -> None:
-    """Options whose shepherd mode is not built yet: refuse, never ignore."""
-    if cgroup is not None:
-        raise NotImplementedError("cgroup containment is not available in this version of netrunner")
-    if limits is not None:
-        raise ValueError("limits requires cgroup")
-
-
 def terminal(pty: Any, rows: Any, cols: Any) -> tuple[int, int] | None:
     """``pty`` as the terminal size to open, or None for pipes."""
     if not isinstance(pty, bool):
@@ -259,14 +253,20 @@ def spawn_request(
     pty: Any = False,
     rows: Any = 24,
     cols: Any = 80,
+    cgroup: Any = None,
+    limits: Any = None,
 ) -> SpawnRequest:
     arguments = argv(args)
     size = terminal(pty, rows, cols)
+    leaf = _cgroup.validate(cgroup)
+    entries = _cgroup.settings(limits)
+    if entries and leaf is None:
+        raise ValueError("limits requires cgroup")
     grace = seconds(kill_timeout, "kill_timeout", allow_none=False, allow_zero=True)
     assert grace is not None
     if grace > 4294967:
         raise ValueError("kill_timeout is too large")
-    return SpawnRequest(
+    request = SpawnRequest(
         argv=arguments,
         env=environment(env),
         executables=executables(arguments[0], env),
@@ -278,4 +278,9 @@ def spawn_request(
         rlimits=rlimits(rlimits_),
         umask=current_umask(),
         pty=size,
+        cgroup_set=entries,
     )
+    if leaf is None:
+        return request
+    # Everything is valid: only now touch the system (parents, controllers).
+    return dataclasses.replace(request, cgroup=_cgroup.prepare(leaf, entries))

@@ -350,8 +350,9 @@ def prepare_spawn(
         pty=pty,
         rows=rows,
         cols=cols,
+        cgroup=cgroup,
+        limits=limits,
     )
-    options.unsupported(cgroup, limits)
     return rq
 
 

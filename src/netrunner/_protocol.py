@@ -186,6 +186,8 @@ class SpawnRequest:
     rlimits: list[tuple[int, int, int]]
     umask: int | None = None
     pty: tuple[int, int] | None = None  # rows, cols
+    cgroup: bytes | None = None  # absolute leaf path for the shepherd to create
+    cgroup_set: list[bytes] | None = None  # b"file=value" entries for that leaf
 
 
 _env_memo: tuple[list[bytes], bytes] | None = None
@@ -226,6 +228,10 @@ def encode_spawn(rq: SpawnRequest) -> bytes:
         field(op.FIELD_UMASK, _U32.pack(rq.umask))
     if rq.pty is not None:
         field(op.FIELD_PTY, struct.pack("<HH", *rq.pty))
+    if rq.cgroup is not None:
+        field(op.FIELD_CGROUP, rq.cgroup)
+    for entry in rq.cgroup_set or ():
+        field(op.FIELD_CGROUP_SET, entry)
     for resource, soft, hard in rq.rlimits:
         field(op.FIELD_RLIMIT, _RLIMIT.pack(resource, soft, hard))
     return frame(op.OP_SPAWN, b"".join(parts))

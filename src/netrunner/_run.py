@@ -375,8 +375,9 @@ def prepare(
         kill_timeout=kill_timeout,
         rlimits_=rlimits,
         pty=pty,
+        cgroup=cgroup,
+        limits=limits,
     )
-    options.unsupported(cgroup, limits)
     seconds = options.seconds(timeout, "timeout")
     limit = options.size(max_output_size, "max_output_size")
     if input is not None and not isinstance(input, (str, bytes, bytearray, memoryview, io.IOBase)):

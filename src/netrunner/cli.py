@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         "--kill-timeout", type=float, default=5.0, metavar="S", help="seconds between SIGTERM and SIGKILL (default 5)"
     )
     p.add_argument("--max-output", type=int, metavar="BYTES", help="kill CMD once its stdout exceeds BYTES (exit 125)")
-    p.add_argument("--cgroup", metavar="PATH", help="run CMD in this cgroup v2 (not available in this version)")
+    p.add_argument("--cgroup", metavar="PATH", help="run CMD in a new cgroup v2 leaf PATH (relative to the mount)")
     p.add_argument("--pty", action="store_true", help="give CMD a pseudo-terminal (not available in this version)")
     p.add_argument("--stats", action="store_true", help="print the Stats as one JSON line to stderr at the end")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments, after --")
@@ -74,8 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = command[1:]
     if not command:
         return _fail("no command given (usage: netrunner [options] -- CMD [ARG...])", EXIT_INTERNAL)
-    if args.cgroup is not None or args.pty:
-        return _fail("--cgroup and --pty are not available in this version", EXIT_INTERNAL)
+    if args.pty:
+        return _fail("--pty is not available in this version", EXIT_INTERNAL)
     copy_stdout = args.max_output is not None or args.stats
     try:
         timeout = options.seconds(args.timeout, "--timeout")
@@ -89,8 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             env=None,
             kill_timeout=args.kill_timeout,
             rlimits_=None,
+            cgroup=args.cgroup,
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, NetRunnerError) as exc:
         return _fail(str(exc), EXIT_INTERNAL)
     # Signals that arrive while CMD starts are held back, then forwarded
     # once the handlers are in place (never lost, never fatal to us alone).

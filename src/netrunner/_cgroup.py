@@ -1,0 +1,140 @@
+"""cgroup v2: where the leaf goes, and what is checked before anything runs.
+
+The path rule: ``cgroup="a/b"`` is the directory ``<mount>/a/b`` where
+``<mount>`` is the cgroup2 mount read from ``/proc/self/mountinfo`` (hybrid
+hierarchies mount it away from ``/sys/fs/cgroup``, e.g. at
+``/sys/fs/cgroup/unified``).  ``cgroup=True`` is a fresh leaf
+``netrunner/<pid>-<random>``.  Parents are created here if missing and are
+never removed; the leaf itself is created by the shepherd, which refuses an
+existing one (netrunner only ever removes what it made), puts the child in
+it before exec, and on exit kills everything in it and removes it.
+
+Limits (``limits={"memory.max": "100M", "pids.max": 64}``) are written into
+the leaf by the shepherd; here we check that each one's controller is
+offered by the parent, enabling it in the parent's ``cgroup.subtree_control``
+when it is available but not yet enabled.  Anything that cannot be set up
+raises :class:`CgroupError` naming the file or controller.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import CgroupError
+
+MAX_COMPONENT = 255
+MAX_PATH = 4000
+
+
+def mount_point(mountinfo: str = "/proc/self/mountinfo") -> str:
+    """The cgroup2 mount point, or CgroupError if there is none."""
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                # "36 25 0:30 / /sys/fs/cgroup/unified rw,... - cgroup2 cgroup2 rw"
+                left, _, right = line.partition(" - ")
+                if right.split(" ", 1)[0] == "cgroup2":
+                    return _unescape(left.split()[4])
+    except OSError as exc:
+        raise CgroupError(exc.errno, f"cannot read {mountinfo}: {exc.strerror}") from exc
+    raise CgroupError(errno.ENOENT, "no cgroup v2 hierarchy is mounted (none in /proc/self/mountinfo)")
+
+
+def _unescape(path: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \\ooo
+    out, i = [], 0
+    while i < len(path):
+        if path[i] == "\\" and path[i + 1 : i + 4].isdigit() and len(path[i + 1 : i + 4]) == 3:
+            out.append(chr(int(path[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(path[i])
+            i += 1
+    return "".join(out)
+
+
+def validate(cgroup: Any) -> str | None:
+    """The relative leaf path (``True`` -> a fresh unique one), or None.
+    ValueError/TypeError for anything that is not a clean relative path."""
+    if cgroup is None or cgroup is False:
+        return None
+    if cgroup is True:
+        return f"netrunner/{os.getpid()}-{secrets.token_hex(6)}"
+    if not isinstance(cgroup, str):
+        raise TypeError(f"cgroup must be None, True or a relative path, not {type(cgroup).__name__}")
+    if "\0" in cgroup:
+        raise ValueError("cgroup path contains a NUL byte")
+    if cgroup.startswith("/"):
+        raise ValueError(f"cgroup path must be relative to the cgroup v2 mount, not absolute: {cgroup!r}")
+    parts = cgroup.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"cgroup path must not have empty, '.' or '..' components: {cgroup!r}")
+    if any(len(p.encode()) > MAX_COMPONENT for p in parts) or len(cgroup.encode()) > MAX_PATH:
+        raise ValueError(f"cgroup path is too long: {cgroup[:60]!r}...")
+    return cgroup
+
+
+def settings(limits: Any) -> list[bytes]:
+    """``limits`` as ``b"file=value"`` entries (validated, not yet applied)."""
+    if limits is None:
+        return []
+    if not isinstance(limits, Mapping):
+        raise TypeError("limits must be a mapping such as {'memory.max': '100M'}")
+    out = []
+    for key, value in limits.items():
+        if not isinstance(key, str) or "." not in key or "/" in key or "\0" in key or key.startswith("cgroup."):
+            raise ValueError(f"not a controller file: {key!r}")
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise TypeError(f"limit {key!r} must be a str or an int")
+        text = str(value)
+        if "\0" in text or "\n" in text:
+            raise ValueError(f"limit {key!r} has a NUL or newline")
+        out.append(f"{key}={text}".encode())
+    return out
+
+
+def prepare(relative: str, limits: list[bytes]) -> bytes:
+    """Create the parents, make sure every limit's controller is usable in
+    the leaf, and return the leaf's absolute path for the shepherd."""
+    root = mount_point()
+    leaf = os.path.join(root, relative)
+    parent = os.path.dirname(leaf)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise CgroupError(exc.errno, f"cannot create cgroup {parent}: {exc.strerror}", parent) from exc
+    if os.path.exists(leaf):
+        raise CgroupError(
+            errno.EEXIST, f"cgroup {leaf} already exists (netrunner only runs in leaves it creates)", leaf
+        )
+    wanted = {entry.split(b".", 1)[0].decode() for entry in limits}
+    if wanted:
+        _enable(parent, wanted)
+    return os.fsencode(leaf)
+
+
+def _enable(parent: str, controllers: set[str]) -> None:
+    try:
+        with open(os.path.join(parent, "cgroup.controllers")) as f:
+            offered = set(f.read().split())
+        with open(os.path.join(parent, "cgroup.subtree_control")) as f:
+            enabled = set(f.read().split())
+    except OSError as exc:
+        raise CgroupError(exc.errno, f"cannot read the controllers of {parent}: {exc.strerror}", parent) from exc
+    for name in sorted(controllers - enabled):
+        if name not in offered:
+            raise CgroupError(
+                errno.ENOTSUP,
+                f"the cgroup controller {name!r} is not available in {parent} (offered: {sorted(offered)})",
+            )
+        try:
+            with open(os.path.join(parent, "cgroup.subtree_control"), "w") as f:
+                f.write(f"+{name}")
+        except OSError as exc:
+            raise CgroupError(
+                exc.errno, f"cannot enable the cgroup controller {name!r} in {parent}: {exc.strerror}"
+            ) from exc

@@ -1,0 +1,134 @@
+"""cgroup=: the child runs in a fresh cgroup v2 leaf from before its exec;
+on exit everything in the leaf is killed and the leaf removed."""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import netrunner
+from netrunner._cgroup import mount_point
+
+try:
+    MOUNT = mount_point()
+    _probe = Path(MOUNT) / "netrunner"
+    _probe.mkdir(exist_ok=True)
+    WRITABLE = os.access(_probe, os.W_OK)
+except (OSError, netrunner.CgroupError) as exc:  # pragma: no cover - depends on the machine
+    MOUNT, WRITABLE, WHY = "", False, str(exc)
+else:
+    WHY = "the cgroup v2 hierarchy is not writable here"
+
+pytestmark = pytest.mark.skipif(not WRITABLE, reason=f"no writable cgroup v2: {WHY}")
+
+
+def own_cgroup(proc_cgroup: bytes) -> str:
+    for line in proc_cgroup.decode().splitlines():
+        if line.startswith("0::"):
+            return line[3:]
+    raise AssertionError(f"no cgroup v2 line in {proc_cgroup!r}")
+
+
+def test_true_gives_a_fresh_leaf_that_the_child_is_in_and_that_is_removed() -> None:
+    first = own_cgroup(netrunner.run(["cat", "/proc/self/cgroup"], cgroup=True).stdout)
+    second = own_cgroup(netrunner.run(["cat", "/proc/self/cgroup"], cgroup=True).stdout)
+    assert first != second and first.startswith("/netrunner/") and second.startswith("/netrunner/")
+    assert not (Path(MOUNT) / first.lstrip("/")).exists()
+    assert not (Path(MOUNT) / second.lstrip("/")).exists()
+
+
+def test_the_child_is_inside_before_it_execs() -> None:
+    # The very first thing the program does is read its own cgroup: it is
+    # already the leaf (joining after exec would show the parent's).
+    leaf = f"netrunner/early-{os.getpid()}"
+    assert own_cgroup(netrunner.run(["cat", "/proc/self/cgroup"], cgroup=leaf).stdout) == "/" + leaf
+
+
+def test_setsid_double_forked_daemons_in_the_cgroup_are_killed_and_the_leaf_removed() -> None:
+    leaf = f"netrunner/daemons-{os.getpid()}"
+    script = "(setsid sh -c 'trap \"\" TERM HUP; exec sleep 60' &); (setsid sleep 60 &); echo spawned"
+    r = netrunner.run(["sh", "-c", script], cgroup=leaf)
+    assert r.stdout == b"spawned\n"
+    assert not (Path(MOUNT) / leaf).exists()
+
+
+def test_a_path_with_parents_creates_them_and_keeps_them() -> None:
+    leaf = f"netrunner/parent-{os.getpid()}/job"
+    assert netrunner.run(["true"], cgroup=leaf).returncode == 0
+    parent = Path(MOUNT) / leaf.rsplit("/", 1)[0]
+    assert parent.is_dir() and not (Path(MOUNT) / leaf).exists()
+    parent.rmdir()
+
+
+@pytest.mark.parametrize(
+    "bad", ["/abs/path", "a/../b", "..", "a//b", "a/./b", "", "a\0b", "x" * 300, "/".join(["d"] * 2100)]
+)
+def test_bad_paths_are_refused_before_anything_runs(bad: str, tmp_path: Path) -> None:
+    sentinel = tmp_path / "ran"
+    with pytest.raises(ValueError):
+        netrunner.run(["touch", str(sentinel)], cgroup=bad)
+    assert not sentinel.exists()
+
+
+def test_an_existing_leaf_is_an_error_and_is_left_alone() -> None:
+    leaf = Path(MOUNT) / f"netrunner/existing-{os.getpid()}"
+    leaf.mkdir()
+    try:
+        with pytest.raises(netrunner.CgroupError) as info:
+            netrunner.run(["true"], cgroup=str(leaf.relative_to(MOUNT)))
+        assert info.value.errno == errno.EEXIST
+        assert isinstance(info.value, OSError)
+        assert leaf.is_dir()
+    finally:
+        leaf.rmdir()
+
+
+def test_limits_need_their_controller_and_say_which() -> None:
+    controllers = set((Path(MOUNT) / "netrunner" / "cgroup.controllers").read_text().split())
+    if "pids" in controllers:
+        r = netrunner.run(["cat", "pids.max"], cgroup=True, limits={"pids.max": 7})
+        assert r.returncode == 0
+    else:
+        with pytest.raises(netrunner.CgroupError, match="pids"):
+            netrunner.run(["true"], cgroup=True, limits={"pids.max": 7})
+    with pytest.raises(ValueError, match="limits requires cgroup"):
+        netrunner.run(["true"], limits={"pids.max": 7})
+
+
+def test_owner_sigkill_empties_and_removes_the_cgroup() -> None:
+    leaf = f"netrunner/owner-{os.getpid()}"
+    owner_code = textwrap.dedent(
+        f"""
+        import os, sys, netrunner
+        p = netrunner.spawn(["sh", "-c", "(setsid sleep 60 &); echo up; exec sleep 60"],
+                            cgroup={leaf!r}, kill_timeout=0.5)
+        assert p.read(timeout=10) == b"up\\n"
+        os.write(1, b"%d\\n" % p.pid)
+        sys.stdin.read()
+        """
+    )
+    owner = subprocess.Popen([sys.executable, "-c", owner_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert owner.stdout is not None and owner.stdin is not None
+    try:
+        child = int(owner.stdout.readline())
+        assert len((Path(MOUNT) / leaf / "cgroup.procs").read_text().split()) >= 2  # the child and its daemon
+        stat = Path(f"/proc/{child}/stat").read_text()
+        shepherd = os.pidfd_open(int(stat.rsplit(")", 1)[1].split()[1]))
+        try:
+            owner.kill()
+            owner.wait(timeout=10)
+            # The shepherd stops the child, kills the leaf, removes it, exits.
+            assert select.select([shepherd], [], [], 0.5 + 3 + 2)[0], "the shepherd did not finish"
+        finally:
+            os.close(shepherd)
+        assert not (Path(MOUNT) / leaf).exists(), "the cgroup outlived its owner"
+    finally:
+        owner.stdin.close()
+        owner.stdout.close()
