@@ -11,6 +11,7 @@
 #define NR_OP_STARTED 16                /* i32 child pid, u32 fd mask; SCM_RIGHTS: the fds in mask order */
 #define NR_OP_SPAWN_FAILED 17           /* u32 stage, i32 errno */
 #define NR_OP_EXITED 18                 /* i32 wait status, i64 utime us, i64 stime us, i64 maxrss KiB */
+#define NR_OP_CGROUP_STATS 19           /* i64 oom kills, i64 memory.peak bytes (-1: unknown); just before EXITED */
 #define NR_FS_ADOPT 3                   /* owner -> server, one byte; SCM_RIGHTS: serve this socket (no reply) */
 #define NR_FIELD_ARGV 1                 /* one per argument, in order (bytes, no NUL) */
 #define NR_FIELD_ENV 2                  /* one per "KEY=VALUE" entry */

@@ -694,6 +694,38 @@ static void kill_leftovers(void) {
     }
 }
 
+/* The leaf's memory accounting, when its memory controller is enabled:
+ * how many OOM kills happened in it and its peak usage (-1: unknown). */
+static int64_t cgroup_read_key(const char *dir, const char *file, const char *key) {
+    char path[4096], buf[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = '\0';
+    const char *at = buf;
+    if (key) {
+        size_t klen = strlen(key);
+        for (at = buf; (at = strstr(at, key)) != NULL; at += klen)
+            if ((at == buf || at[-1] == '\n') && at[klen] == ' ') break;
+        if (!at) return -1;
+        at += klen + 1;
+    }
+    return strtoll(at, NULL, 10);
+}
+
+static void send_cgroup_stats(const struct shepherd *s) {
+    int64_t ooms = cgroup_read_key(s->cgroup, "memory.events", "oom_kill");
+    int64_t peak = cgroup_read_key(s->cgroup, "memory.peak", NULL);
+    if (ooms < 0 && peak < 0) return; /* no memory controller here */
+    uint8_t p[16];
+    put_u64(p, (uint64_t)ooms);
+    put_u64(p + 8, (uint64_t)peak);
+    if (send_frame(s->sock, NR_OP_CGROUP_STATS, p, sizeof p, NULL, 0) < 0) complain("send CGROUP_STATS");
+}
+
 static int finish(struct shepherd *s) {
     int status = 0;
     struct rusage ru;
@@ -705,6 +737,7 @@ static int finish(struct shepherd *s) {
     /* The cgroup's members die now (cgroup.kill is immediate); waiting for
      * the leaf to empty and removing it is the slow part, after the report. */
     if (s->cgroup && cgroup_write(s->cgroup, "cgroup.kill", "1", 1) < 0) complain("cgroup.kill");
+    if (s->cgroup && !s->owner_gone) send_cgroup_stats(s);
     if (!s->owner_gone) {
         uint8_t p[28];
         put_u32(p, (uint32_t)status);

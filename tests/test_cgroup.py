@@ -132,3 +132,16 @@ def test_owner_sigkill_empties_and_removes_the_cgroup() -> None:
     finally:
         owner.stdin.close()
         owner.stdout.close()
+
+
+def test_memory_limit_and_oom_kill_are_reported() -> None:
+    controllers = set((Path(MOUNT) / "netrunner" / "cgroup.controllers").read_text().split())
+    if "memory" not in controllers:
+        pytest.skip(f"the memory controller is not offered under {MOUNT} (a hybrid hierarchy keeps it on cgroup v1)")
+    hog = [sys.executable, "-c", "b = bytearray(400 * 2**20); b[::4096] = b'x' * len(b[::4096])"]
+    r = netrunner.run(hog, cgroup=True, limits={"memory.max": "64M", "memory.swap.max": "0"})
+    assert r.returncode == -9
+    assert r.stats.oom_killed and r.stats.oom_kills
+    assert r.stats.memory_peak is not None and r.stats.memory_peak <= 64 * 2**20 + 2**20
+    with pytest.raises(netrunner.CalledProcessError, match="OOM killer"):
+        netrunner.run(hog, cgroup=True, limits={"memory.max": "64M", "memory.swap.max": "0"}, check=True)

@@ -575,3 +575,14 @@ def test_tlv_parser_rejects_bad_payloads() -> None:
         parse_tlv(b"\x01\x00\x05\x00")
     with pytest.raises(AssertionError):
         parse_tlv(struct.pack("<HI", 1, 10) + b"abc")
+
+
+def test_cgroup_stats_frame_decodes_before_exited() -> None:
+    from netrunner._protocol import CgroupStats
+
+    decoder = Decoder()
+    stats = raw_frame(op.OP_CGROUP_STATS, struct.pack("<qq", 2, 64 << 20))
+    events = decoder.feed(stats + exited_frame(9, 1, 2, 3))
+    assert events == [CgroupStats(2, 64 << 20), Exited(9, 1, 2, 3)]
+    unknown = Decoder()
+    assert unknown.feed(raw_frame(op.OP_CGROUP_STATS, struct.pack("<qq", -1, -1))) == [CgroupStats(-1, -1)]

@@ -479,6 +479,9 @@ STATS_FIELDS = {
     "user_time",
     "system_time",
     "max_rss",
+    # cgroup memory accounting (None without cgroup= and a memory controller)
+    "oom_kills",
+    "memory_peak",
 }
 
 
@@ -498,6 +501,7 @@ def test_result_is_completedprocess_with_pid_and_stats() -> None:
     assert isinstance(stats, netrunner.Stats)
     assert {f.name for f in dataclasses.fields(stats)} == STATS_FIELDS
     assert stats.returncode == 5
+    assert stats.oom_kills is None and stats.memory_peak is None and not stats.oom_killed
     assert stats.bytes_in == 3
     assert stats.bytes_out == len(result.stdout)
     assert stats.bytes_err == 2

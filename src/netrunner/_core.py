@@ -31,6 +31,7 @@ from ._drive import POLLIN, POLLOUT, Pending, notify_closing
 from ._errors import CgroupError, ShepherdError
 from ._launch import prepare_spare, take_shepherd
 from ._protocol import (
+    CgroupStats,
     Decoder,
     Event,
     Exited,
@@ -364,6 +365,7 @@ class ChildCore:
         self.stderr = Fd(started.stderr)
         # The shepherd hands the pipe ends over already O_NONBLOCK.
         self.exited: Exited | None = None
+        self.cgroup_stats: CgroupStats | None = None
         self.lost: str | None = None
         self.forked_away = False
         # stdout read ahead while a writer or waiter had to drain it
@@ -404,6 +406,7 @@ class ChildCore:
 
     def stats(self) -> Stats:
         ex = self.exited
+        cg = self.cgroup_stats
         end = self.ended_at if self.ended_at is not None else time.monotonic()
         return Stats(
             bytes_in=self.bytes_in,
@@ -416,6 +419,8 @@ class ChildCore:
             user_time=None if ex is None else ex.utime_us / 1e6,
             system_time=None if ex is None else ex.stime_us / 1e6,
             max_rss=None if ex is None else ex.maxrss_kib * 1024,
+            oom_kills=None if cg is None or cg.oom_kills < 0 else cg.oom_kills,
+            memory_peak=None if cg is None or cg.memory_peak < 0 else cg.memory_peak,
         )
 
     # -------------------------------------------------------- shepherd
@@ -431,6 +436,8 @@ class ChildCore:
             if isinstance(event, Exited) and self.exited is None:
                 self.exited = event
                 self.ended_at = time.monotonic()
+            elif isinstance(event, CgroupStats):
+                self.cgroup_stats = event
             else:
                 ended = f"unexpected message from the shepherd: {event!r}"
                 break

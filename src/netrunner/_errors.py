@@ -14,12 +14,23 @@ class NetRunnerError(Exception):
 class CalledProcessError(NetRunnerError, subprocess.CalledProcessError):
     """Non-zero exit with ``check=True``; the message ends with the stderr tail."""
 
-    def __init__(self, returncode: int, cmd: Any, output: Any = None, stderr: Any = None, tail: bytes = b"") -> None:
+    def __init__(
+        self,
+        returncode: int,
+        cmd: Any,
+        output: Any = None,
+        stderr: Any = None,
+        tail: bytes = b"",
+        oom_killed: bool = False,
+    ) -> None:
         subprocess.CalledProcessError.__init__(self, returncode, cmd, output, stderr)
         self.stderr_tail = tail
+        self.oom_killed = oom_killed
 
     def __str__(self) -> str:
         text = subprocess.CalledProcessError.__str__(self)
+        if self.oom_killed:
+            text = f"{text} (killed by the OOM killer)"
         if self.stderr_tail:
             tail = self.stderr_tail.decode("utf-8", "replace").rstrip()
             text = f"{text}\nstderr (last {len(self.stderr_tail)} bytes):\n{tail}"

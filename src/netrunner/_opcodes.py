@@ -27,6 +27,7 @@ OP_STOP = 3  # u32 grace in ms: SIGTERM, wait grace, SIGKILL (0 = SIGKILL now)
 OP_STARTED = 16  # i32 child pid, u32 fd mask; SCM_RIGHTS: the fds in mask order
 OP_SPAWN_FAILED = 17  # u32 stage, i32 errno
 OP_EXITED = 18  # i32 wait status, i64 utime us, i64 stime us, i64 maxrss KiB
+OP_CGROUP_STATS = 19  # i64 oom kills, i64 memory.peak bytes (-1: unknown); just before EXITED
 
 # Fork server (SOCK_SEQPACKET, one datagram per message).
 FS_ADOPT = 3  # owner -> server, one byte; SCM_RIGHTS: serve this socket (no reply)

@@ -24,6 +24,7 @@ _U32 = struct.Struct("<I")
 _STARTED = struct.Struct("<iI")
 _SPAWN_FAILED = struct.Struct("<Ii")
 _EXITED = struct.Struct("<iqqq")
+_CGROUP_STATS = struct.Struct("<qq")
 _TLV = struct.Struct("<HI")
 _RLIMIT = struct.Struct("<IQQ")
 
@@ -60,7 +61,16 @@ class Exited:
     maxrss_kib: int
 
 
-Event = Started | SpawnFailed | Exited
+@dataclass(frozen=True)
+class CgroupStats:
+    """The child's cgroup, just before EXITED: OOM kills and peak memory
+    (-1 when the memory controller did not say)."""
+
+    oom_kills: int
+    memory_peak: int
+
+
+Event = Started | SpawnFailed | Exited | CgroupStats
 
 
 class Decoder:
@@ -138,6 +148,8 @@ class Decoder:
             return SpawnFailed(stage, err)
         if opcode == op.OP_EXITED and len(payload) == _EXITED.size:
             return Exited(*_EXITED.unpack(payload))
+        if opcode == op.OP_CGROUP_STATS and len(payload) == _CGROUP_STATS.size:
+            return CgroupStats(*_CGROUP_STATS.unpack(payload))
         raise ProtocolError(f"unknown frame opcode={opcode} length={len(payload)}")
 
 

@@ -337,9 +337,12 @@ class RunCore:
             raise ShepherdError(f"pid {core.pid}: {core.lost}; the child was killed")
         rc = core.returncode
         assert rc is not None
-        result = Result(core.args, rc, stdout, stderr, pid=core.pid, stats=core.stats())
+        stats = core.stats()
+        result = Result(core.args, rc, stdout, stderr, pid=core.pid, stats=stats)
         if check and rc != 0:
-            raise CalledProcessError(rc, core.args, stdout, stderr, tail=bytes(core.err_tail))
+            raise CalledProcessError(
+                rc, core.args, stdout, stderr, tail=bytes(core.err_tail), oom_killed=stats.oom_killed
+            )
         return result
 
 

@@ -24,3 +24,12 @@ class Stats:
     user_time: float | None = None
     system_time: float | None = None
     max_rss: int | None = None
+    # With cgroup= and a memory controller: the cgroup's OOM kills and peak
+    # memory in bytes (None when unknown).
+    oom_kills: int | None = None
+    memory_peak: int | None = None
+
+    @property
+    def oom_killed(self) -> bool:
+        """SIGKILLed by the kernel's OOM killer (not by anyone else)."""
+        return self.returncode == -9 and bool(self.oom_kills)
