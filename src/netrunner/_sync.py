@@ -1,20 +1,16 @@
-"""The sync driver's entry points: wait for fds, and start a child."""
+"""The sync driver's entry point for starting a child: the handshake,
+driven by ``poll``, and on any failure or interrupt a bounded stop of
+whatever did start before the exception goes on."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ._core import ChildCore, Starter
-from ._drive import drive, poll_ready, settle
+from ._drive import drive, settle
 from ._protocol import SpawnRequest
 
-__all__ = ["poll_ready", "start", "wait_ready"]
-
-
-def wait_ready(interest: list[tuple[int, int]], deadline: float | None) -> bool:
-    """Block until one fd of ``interest`` is ready; False once ``deadline``
-    (``time.monotonic()``) passes first."""
-    return bool(poll_ready(interest, deadline))
+__all__ = ["start"]
 
 
 def start(args: Any, rq: SpawnRequest, *, stderr_complete: bool = False) -> ChildCore:
