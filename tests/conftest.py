@@ -113,12 +113,16 @@ def fork_server_fds() -> set[int]:
 
 
 def cgroup_leaves() -> set[str]:
-    """Directories under <cgroup2 mount>/netrunner (where cgroup=True goes)."""
+    """Directories under <cgroup2 mount>/netrunner (where cgroup=True goes)
+    that this test process made."""
     try:
         from netrunner._cgroup import mount_point
 
         base = Path(mount_point()) / "netrunner"
-        return {str(p) for p in base.rglob("*") if p.is_dir()}
+        # Ours only (cgroup=True and the tests name leaves with our pid):
+        # another test run on the machine may have leaves of its own.
+        mine = str(os.getpid())
+        return {str(p) for p in base.rglob("*") if p.is_dir() and mine in p.name}
     except (OSError, netrunner.CgroupError):
         return set()
 
