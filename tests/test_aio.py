@@ -17,7 +17,6 @@ import gc
 import hashlib
 import io
 import os
-import select
 import signal
 import subprocess
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from procs import assert_group_gone
 
 import netrunner
 from netrunner import aio
@@ -160,17 +160,6 @@ def test_heartbeat_catches_a_blocked_loop() -> None:
 
 
 # ----------------------------------------------------------------- helpers
-def pid_gone(pid: int, within: float) -> bool:
-    """True once ``pid`` has exited (a pidfd, no polling)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        readable, _, _ = select.select([fd], [], [], within)
-        return bool(readable)
-    finally:
-        os.close(fd)
 
 
 async def apid_gone(pid: int, within: float) -> bool:
@@ -189,27 +178,6 @@ async def apid_gone(pid: int, within: float) -> bool:
     finally:
         loop.remove_reader(fd)
         os.close(fd)
-
-
-def group_members(pgid: int) -> list[int]:
-    """Every process (zombies included) in process group ``pgid``."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
-def assert_group_gone(pid: int) -> None:
-    """Right now: the child has exited and its group is empty (reaped)."""
-    assert pid_gone(pid, within=0), f"pid {pid} is still running"
-    assert group_members(pid) == [], f"process group {pid} still has members"
 
 
 def processes_with(token: str) -> list[int]:

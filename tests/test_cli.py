@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import pid_gone
 
 import netrunner
 
@@ -57,17 +58,6 @@ def nr(
         env=_env(),
         timeout=timeout,
     )
-
-
-def pid_gone(pid: int, within: float) -> bool:
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], within)[0])
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------- pass-through

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import pytest
+from procs import pid_gone
 
 import netrunner
 
@@ -24,17 +25,6 @@ TERM_IGNORING = ["sh", "-c", 'trap "" TERM; echo ready; exec sleep 60']
 
 
 # ----------------------------------------------------------------- helpers
-def pid_gone(pid: int, within: float) -> bool:
-    """True once ``pid`` has exited (waited on with a pidfd, no polling)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        readable, _, _ = select.select([fd], [], [], within)
-        return bool(readable)
-    finally:
-        os.close(fd)
 
 
 def read_until(p: netrunner.Process, end: bytes, within: float = 20.0) -> bytes:

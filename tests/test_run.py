@@ -8,7 +8,6 @@ import dataclasses
 import io
 import os
 import resource
-import select
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from procs import pid_gone, read_fifo_line
 
 import netrunner
 
@@ -25,36 +25,6 @@ MiB = 1 << 20
 
 
 # ----------------------------------------------------------------- helpers
-def pid_gone(pid: int, within: float) -> bool:
-    """True once ``pid`` has exited (waited on with a pidfd, no polling)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        readable, _, _ = select.select([fd], [], [], within)
-        return bool(readable)
-    finally:
-        os.close(fd)
-
-
-def read_fifo_line(path: Path, within: float) -> bytes:
-    """One line a child writes into the FIFO at ``path`` (bounded wait)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        data = b""
-        deadline = time.monotonic() + within
-        while not data.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise AssertionError(f"nothing arrived on {path} within {within} s")
-            chunk = os.read(fd, 100)
-            if not chunk:
-                break
-            data += chunk
-        return data
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------ capture

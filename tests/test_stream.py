@@ -9,7 +9,6 @@ import gc
 import hashlib
 import io
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from procs import assert_group_gone, pid_gone, read_fifo_line
 
 import netrunner
 from netrunner._launch import FORK_SERVER
@@ -33,57 +33,6 @@ TERM_IGNORING_SLEEPER = ["sh", "-c", 'trap "" TERM; echo start; exec sleep 60']
 
 
 # ----------------------------------------------------------------- helpers
-def pid_gone(pid: int, within: float) -> bool:
-    """True once ``pid`` has exited (waited on with a pidfd, no polling)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        readable, _, _ = select.select([fd], [], [], within)
-        return bool(readable)
-    finally:
-        os.close(fd)
-
-
-def group_members(pgid: int) -> list[int]:
-    """Every process (zombies included) whose process group is ``pgid``."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
-def assert_group_gone(pid: int) -> None:
-    """The child and everything in its group are dead *and* reaped now."""
-    assert pid_gone(pid, within=0), f"pid {pid} still running"
-    assert group_members(pid) == [], f"group {pid} still has members"
-
-
-def read_fifo_line(path: Path, within: float) -> bytes:
-    """One line a child writes into the FIFO at ``path`` (bounded wait)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        data = b""
-        deadline = time.monotonic() + within
-        while not data.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise AssertionError(f"nothing arrived on {path} within {within} s")
-            chunk = os.read(fd, 100)
-            if not chunk:
-                break
-            data += chunk
-        return data
-    finally:
-        os.close(fd)
 
 
 def own_fds() -> set[int]:
