@@ -145,3 +145,19 @@ def test_memory_limit_and_oom_kill_are_reported() -> None:
     assert r.stats.memory_peak is not None and r.stats.memory_peak <= 64 * 2**20 + 2**20
     with pytest.raises(netrunner.CalledProcessError, match="OOM killer"):
         netrunner.run(hog, cgroup=True, limits={"memory.max": "64M", "memory.swap.max": "0"}, check=True)
+
+
+def test_shepherd_death_leaves_no_cgroup() -> None:
+    # The shepherd normally empties and removes the leaf; if it is killed,
+    # the owner (which sees it go) does, and the fork server kills the child.
+    leaf = f"netrunner/orphaned-{os.getpid()}"
+    p = netrunner.spawn(["sh", "-c", "(setsid sleep 60 &); echo up; exec sleep 60"], cgroup=leaf)
+    try:
+        assert p.read(timeout=10) == b"up\n"
+        stat = Path(f"/proc/{p.pid}/stat").read_text()
+        os.kill(int(stat.rsplit(")", 1)[1].split()[1]), 9)  # the shepherd
+        with pytest.raises(netrunner.ShepherdError):
+            p.wait(timeout=10)
+        assert not (Path(MOUNT) / leaf).exists(), "the cgroup outlived its shepherd"
+    finally:
+        p.close()

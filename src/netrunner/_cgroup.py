@@ -21,6 +21,8 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import select
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -138,3 +140,37 @@ def _enable(parent: str, controllers: set[str]) -> None:
             raise CgroupError(
                 exc.errno, f"cannot enable the cgroup controller {name!r} in {parent}: {exc.strerror}"
             ) from exc
+
+
+def teardown(leaf: str, timeout: float = 3.0) -> None:
+    """Kill everything in ``leaf`` and remove it (bounded).  Used when the
+    shepherd, which normally does this, died with the leaf in place.  The
+    kernel signals each change of ``populated`` as POLLPRI on cgroup.events."""
+    deadline = time.monotonic() + timeout
+    try:
+        with open(os.path.join(leaf, "cgroup.kill"), "w") as f:
+            f.write("1")
+    except OSError:
+        return  # gone already, or not ours to kill
+    try:
+        events = os.open(os.path.join(leaf, "cgroup.events"), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        poller = select.poll()
+        poller.register(events, select.POLLPRI)
+        while True:
+            try:
+                os.rmdir(leaf)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    return
+            left = deadline - time.monotonic()
+            if left <= 0 or b"populated 0" in os.pread(events, 256, 0):
+                return  # out of time, or empty yet busy (a sub-cgroup): not ours to force
+            poller.poll(max(1, int(left * 1000)))
+    finally:
+        os.close(events)

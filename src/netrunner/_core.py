@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import _opcodes as op
+from ._cgroup import teardown as cgroup_teardown
 from ._drive import POLLIN, POLLOUT, Pending, notify_closing
 from ._errors import CgroupError, ShepherdError
 from ._launch import prepare_spare, take_shepherd
@@ -366,6 +367,7 @@ class ChildCore:
         # The shepherd hands the pipe ends over already O_NONBLOCK.
         self.exited: Exited | None = None
         self.cgroup_stats: CgroupStats | None = None
+        self.cgroup = None if hs.rq.cgroup is None else os.fsdecode(hs.rq.cgroup)
         self.lost: str | None = None
         self.forked_away = False
         # stdout read ahead while a writer or waiter had to drain it
@@ -446,6 +448,10 @@ class ChildCore:
             if self.exited is None:
                 self.lost = ended
                 self.ended_at = time.monotonic()
+                if self.cgroup is not None:
+                    # The shepherd died with the child's cgroup in place:
+                    # nobody else will empty and remove it.
+                    cgroup_teardown(self.cgroup)
         return bool(events) or ended is not None
 
     def send(self, data: bytes) -> None:
