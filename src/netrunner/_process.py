@@ -19,9 +19,10 @@ from typing import Any
 from . import _opcodes as op
 from . import _options as options
 from ._core import ChildCore
-from ._drive import Pending, drive
+from ._drive import POLLIN, Pending, drive
 from ._errors import ShepherdError, TimeoutExpired
 from ._protocol import SpawnRequest, encode_signal, encode_stop
+from ._run import CGROUP_TEARDOWN
 from ._stats import Stats
 from ._sync import start
 
@@ -153,14 +154,24 @@ class ProcessBase:
 
     def _wait_attempt(self, deadline: float | None, timeout: float | None) -> Any:
         core = self._core
+        hangup_by: float | None = None
 
         def attempt(ready: list[int] | None) -> int | Pending:
+            nonlocal hangup_by
             with core.lock:
                 core.check_owner()
                 self._housekeeping(ready, buffer_stdout=True)
                 rc = core.returncode
-                if rc is not None:
+                sock = core.sock
+                if rc is not None and (core.cgroup is None or sock is None):
                     return rc
+                if rc is not None and sock is not None:
+                    # Reaped; the shepherd hangs up once the cgroup is removed.
+                    if hangup_by is None:
+                        hangup_by = time.monotonic() + CGROUP_TEARDOWN
+                    if time.monotonic() >= hangup_by:
+                        return rc
+                    return Pending([(sock.fileno(), POLLIN)], hangup_by)
                 if core.lost is not None:
                     raise ShepherdError(f"pid {core.pid}: {core.lost}; the child was killed")
                 if deadline is not None and time.monotonic() >= deadline:

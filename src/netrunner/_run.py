@@ -26,6 +26,9 @@ from ._sync import start
 # After the child is reaped (and the shepherd has killed what it left),
 # pipes still open elsewhere get this long to reach EOF.
 EOF_GRACE = 0.5
+# With a cgroup, how long after the exit the shepherd may take to empty and
+# remove it (its own bound is 3 s) before we stop waiting for its hang-up.
+CGROUP_TEARDOWN = 3.5
 # Beyond timeout + kill_timeout, how long the shepherd gets to report.
 REPORT_MARGIN = 0.4
 INPUT_CHUNK = 1 << 20
@@ -164,6 +167,7 @@ class RunCore:
         self.timeout_at = None if timeout is None else now + timeout
         self.giveup_at: float | None = None  # the shepherd must have reported by then
         self.eof_by: float | None = None  # pipes get until then after the exit
+        self.hangup_by: float | None = None  # with a cgroup: its removal, until then
         self.timed_out = False
         self.over_limit = False
         if self.input is None:
@@ -175,7 +179,12 @@ class RunCore:
         core = self.core
         if not core.done:
             return False
-        return (core.out_eof and core.err_eof) or (self.eof_by is not None and time.monotonic() >= self.eof_by)
+        now = time.monotonic()
+        if core.cgroup is not None and core.sock is not None and now < (self.hangup_by or now):
+            # EXITED comes before the shepherd empties and removes the cgroup
+            # (slow part last); we return once it is gone: its hang-up.
+            return False
+        return (core.out_eof and core.err_eof) or (self.eof_by is not None and now >= self.eof_by)
 
     def wants(self) -> tuple[list[tuple[int, int]], float | None]:
         """fds to wait on, and the next deadline."""
@@ -189,7 +198,7 @@ class RunCore:
             fds.append((core.stderr.fd, POLLIN))
         if core.stdin.fd >= 0:
             fds.append((core.stdin.fd, POLLOUT))
-        deadlines = [d for d in (self.timeout_at, self.giveup_at, self.eof_by) if d is not None]
+        deadlines = [d for d in (self.timeout_at, self.giveup_at, self.eof_by, self.hangup_by) if d is not None]
         return fds, min(deadlines) if deadlines else None
 
     def attempt(self, ready: list[int] | None) -> bool | Pending:
@@ -234,6 +243,7 @@ class RunCore:
         self._check_time()
         if core.done and self.eof_by is None:
             self.eof_by = time.monotonic() + EOF_GRACE
+            self.hangup_by = self.eof_by + CGROUP_TEARDOWN
 
     def _read_stdout(self) -> None:
         core = self.core
