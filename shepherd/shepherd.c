@@ -412,7 +412,11 @@ static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
             break;
         }
         case NR_FIELD_CGROUP_SET:
-            if (!memchr(v, '=', flen) || memchr(v, '/', flen) || strv_push(&rq->cgroup_set, v, flen) < 0) return -1;
+        {
+            const uint8_t *eq = memchr(v, '=', flen);
+            /* the file name may not leave the leaf; the value is free text */
+            if (!eq || memchr(v, '/', (size_t)(eq - v)) || strv_push(&rq->cgroup_set, v, flen) < 0) return -1;
+        }
             break;
         case NR_FIELD_PTY:
             if (flen != 4 || get_u16(v) == 0 || get_u16(v + 2) == 0) return -1;
@@ -595,16 +599,17 @@ static void cgroup_teardown(const char *dir) {
     char path[4096], buf[256];
     if (cgroup_write(dir, "cgroup.kill", "1", 1) < 0) complain("cgroup.kill");
     snprintf(path, sizeof path, "%s/cgroup.events", dir);
-    int events = open(path, O_RDONLY | O_CLOEXEC);
+    int events = open(path, O_RDONLY | O_CLOEXEC), saw_empty = 0;
     for (;;) {
         while (waitpid(-1, NULL, WNOHANG) > 0) {
         }
         if (rmdir(dir) == 0 || errno == ENOENT) break;
-        if (errno != EBUSY || events < 0 || ms_until(deadline) == 0) { complain("rmdir cgroup"); break; }
+        /* Empty yet busy means a sub-cgroup someone made: not ours to force. */
+        if (errno != EBUSY || events < 0 || saw_empty || ms_until(deadline) == 0) { complain("rmdir cgroup"); break; }
         ssize_t n = pread(events, buf, sizeof buf - 1, 0); /* also re-arms POLLPRI */
         if (n < 0) { complain("read cgroup.events"); break; }
         buf[n] = '\0';
-        if (strstr(buf, "populated 0")) continue;
+        if (strstr(buf, "populated 0")) { saw_empty = 1; continue; }
         struct pollfd p[2] = {{.fd = events, .events = POLLPRI}, {.fd = sigchld_pipe[0], .events = POLLIN}};
         if (poll(p, 2, ms_until(deadline)) > 0 && p[1].revents) drain_sigchld_pipe();
     }

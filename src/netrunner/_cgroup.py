@@ -159,6 +159,7 @@ def teardown(leaf: str, timeout: float = 3.0) -> None:
     try:
         poller = select.poll()
         poller.register(events, select.POLLPRI)
+        saw_empty = False
         while True:
             try:
                 os.rmdir(leaf)
@@ -166,11 +167,14 @@ def teardown(leaf: str, timeout: float = 3.0) -> None:
             except FileNotFoundError:
                 return
             except OSError as exc:
-                if exc.errno != errno.EBUSY:
-                    return
+                if exc.errno != errno.EBUSY or saw_empty:
+                    return  # empty yet busy (a sub-cgroup someone made): not ours to force
             left = deadline - time.monotonic()
-            if left <= 0 or b"populated 0" in os.pread(events, 256, 0):
-                return  # out of time, or empty yet busy (a sub-cgroup): not ours to force
+            if left <= 0:
+                return
+            if b"populated 0" in os.pread(events, 256, 0):
+                saw_empty = True  # emptied since the rmdir: try once more
+                continue
             poller.poll(max(1, int(left * 1000)))
     finally:
         os.close(events)

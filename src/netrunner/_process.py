@@ -169,6 +169,8 @@ class ProcessBase:
                     # Reaped; the shepherd hangs up once the cgroup is removed.
                     if hangup_by is None:
                         hangup_by = time.monotonic() + CGROUP_TEARDOWN
+                        if deadline is not None:
+                            hangup_by = min(hangup_by, deadline)  # the caller's timeout bounds it too
                     if time.monotonic() >= hangup_by:
                         return rc
                     return Pending([(sock.fileno(), POLLIN)], hangup_by)

@@ -377,7 +377,13 @@ def prepare(
     limits: Any,
     rlimits: Any,
 ) -> tuple[Any, float | None, int | None, bool]:
-    """Validate run()'s options; returns (request, timeout, limit, stderr complete)."""
+    """Validate run()'s options; returns (request, timeout, limit, stderr complete).
+    The request comes last: with a cgroup it creates the parents."""
+    seconds = options.seconds(timeout, "timeout")
+    limit = options.size(max_output_size, "max_output_size")
+    if input is not None and not isinstance(input, (str, bytes, bytearray, memoryview, io.IOBase)):
+        if not hasattr(input, "read") and not isinstance(input, Iterable):
+            raise TypeError(f"{INPUT_KINDS}, not {type(input).__name__}")
     rq = options.spawn_request(
         args,
         stdin="devnull" if input is None else "pipe",
@@ -391,11 +397,6 @@ def prepare(
         cgroup=cgroup,
         limits=limits,
     )
-    seconds = options.seconds(timeout, "timeout")
-    limit = options.size(max_output_size, "max_output_size")
-    if input is not None and not isinstance(input, (str, bytes, bytearray, memoryview, io.IOBase)):
-        if not hasattr(input, "read") and not isinstance(input, Iterable):
-            raise TypeError(f"{INPUT_KINDS}, not {type(input).__name__}")
     # A terminal merges stderr into its output: nothing separate to capture.
     return rq, seconds, limit, rq.stderr == op.STDIO_PIPE and rq.pty is None
 

@@ -105,7 +105,10 @@ class StreamJob(RunCore):
         rc = core.returncode
         assert rc is not None
         if check and rc != 0:
-            raise CalledProcessError(rc, core.args, None, stderr, tail=bytes(core.err_tail))
+            stats = core.stats()
+            raise CalledProcessError(
+                rc, core.args, None, stderr, tail=bytes(core.err_tail), oom_killed=stats.oom_killed
+            )
         return rc, stderr, core.stats()
 
 

@@ -99,12 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             proc = Process(start(command, rq))
+        except NetRunnerError as exc:  # CgroupError is an OSError too: before the exec errors
+            return _fail(str(exc), EXIT_INTERNAL)
         except FileNotFoundError as exc:
             return _fail(f"{command[0]}: command not found ({exc.strerror})", EXIT_NOT_FOUND)
         except OSError as exc:
             return _fail(f"{command[0]}: cannot execute ({exc.strerror})", EXIT_CANNOT_EXECUTE)
-        except NetRunnerError as exc:
-            return _fail(str(exc), EXIT_INTERNAL)
         with proc:
             status = _supervise(proc, timeout, args.max_output, copy_stdout, mask)
             if args.stats:
