@@ -18,8 +18,11 @@ import json
 import os
 import signal
 import sys
+import termios
+import threading
 import time
-from collections.abc import Sequence
+import tty
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from . import _opcodes as op
@@ -56,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-output", type=int, metavar="BYTES", help="kill CMD once its stdout exceeds BYTES (exit 125)")
     p.add_argument("--cgroup", metavar="PATH", help="run CMD in a new cgroup v2 leaf PATH (relative to the mount)")
-    p.add_argument("--pty", action="store_true", help="give CMD a pseudo-terminal (not available in this version)")
+    p.add_argument("--pty", action="store_true", help="give CMD a pseudo-terminal (our stdin is copied to it)")
     p.add_argument("--stats", action="store_true", help="print the Stats as one JSON line to stderr at the end")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments, after --")
     return p
@@ -74,9 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = command[1:]
     if not command:
         return _fail("no command given (usage: netrunner [options] -- CMD [ARG...])", EXIT_INTERNAL)
-    if args.pty:
-        return _fail("--pty is not available in this version", EXIT_INTERNAL)
-    copy_stdout = args.max_output is not None or args.stats
+    copy_stdout = args.max_output is not None or args.stats or args.pty
+    rows, cols = _terminal_size() if args.pty else (24, 80)
     try:
         timeout = options.seconds(args.timeout, "--timeout")
         options.size(args.max_output, "--max-output")
@@ -90,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             kill_timeout=args.kill_timeout,
             rlimits_=None,
             cgroup=args.cgroup,
+            pty=args.pty,
+            rows=rows,
+            cols=cols,
         )
     except (ValueError, TypeError, NetRunnerError) as exc:
         return _fail(str(exc), EXIT_INTERNAL)
@@ -105,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(f"{command[0]}: command not found ({exc.strerror})", EXIT_NOT_FOUND)
         except OSError as exc:
             return _fail(f"{command[0]}: cannot execute ({exc.strerror})", EXIT_CANNOT_EXECUTE)
-        with proc:
+        with proc, _terminal_relay(proc) if args.pty else contextlib.nullcontext():
             status = _supervise(proc, timeout, args.max_output, copy_stdout, mask)
             if args.stats:
                 print(json.dumps(dataclasses.asdict(proc.stats)), file=sys.stderr)
@@ -166,6 +171,51 @@ def _supervise(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _terminal_size() -> tuple[int, int]:
+    try:
+        size = os.get_terminal_size(1)
+    except OSError:
+        return 24, 80
+    return max(1, size.lines), max(1, size.columns)
+
+
+@contextlib.contextmanager
+def _terminal_relay(proc: Process) -> Iterator[None]:
+    """--pty: our stdin goes to CMD's terminal (our own terminal, if any, in
+    raw mode so keys reach CMD's line discipline as typed), our window size
+    follows along, and EOF on our stdin is the terminal's EOF for CMD."""
+    raw = os.isatty(0)
+    saved = termios.tcgetattr(0) if raw else None
+
+    def copy_stdin() -> None:
+        try:
+            while True:
+                data = os.read(0, 65536)
+                if not data:
+                    break
+                proc.write(data)
+            proc.close_stdin()
+        except (OSError, NetRunnerError):
+            pass  # CMD is gone: nothing more to feed
+
+    def resize(_signum: int, _frame: Any) -> None:
+        rows, cols = _terminal_size()
+        with contextlib.suppress(OSError, ValueError, NetRunnerError):
+            proc.set_window_size(rows, cols)
+
+    previous = signal.signal(signal.SIGWINCH, resize)
+    if raw:
+        tty.setraw(0)
+    # A daemon thread: a blocking read of our stdin must not keep us alive.
+    threading.Thread(target=copy_stdin, name="netrunner-stdin", daemon=True).start()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGWINCH, previous)
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
 
 def _write_all(data: bytes) -> None:
