@@ -384,6 +384,17 @@ def pump(owner: Owner, started: Started, data: bytes, timeout: float = PROMPT) -
 
 TERM_IGNORING = ["sh", "-c", 'trap "" TERM; echo ready; exec sleep 30']
 
+
+def start_ready(sh: Owner, argv: list[str], **options: float) -> Started:
+    """Spawn ``argv`` (which prints "ready" once its traps are set) and wait
+    for that line, so a signal sent next cannot beat the trap."""
+    sh.send(spawn_frame(argv, **options))
+    started = sh.expect(Started)
+    assert isinstance(started, Started)
+    assert read_until(started.stdout, 1) == b"ready\n"  # type: ignore[arg-type]
+    return started
+
+
 # ------------------------------------------------------------ direct shepherd
 
 
@@ -450,10 +461,7 @@ while True:
 
 def test_signal_and_stop_coalesced_in_one_send(variant: Path) -> None:
     with direct_shepherd() as sh:
-        sh.send(spawn_frame([sys.executable, "-c", SIGNAL_CHILD], kill_timeout=30))
-        started = sh.expect(Started)
-        assert isinstance(started, Started)
-        assert read_until(started.stdout, 1) == b"ready\n"  # type: ignore[arg-type]
+        started = start_ready(sh, [sys.executable, "-c", SIGNAL_CHILD], kill_timeout=30)
         # Both commands in one write: the shepherd must act on each of them.
         # A 30 s grace: only the SIGTERM of STOP can end the child promptly.
         sh.send(encode_signal(signal.SIGUSR1) + encode_stop(30))
@@ -488,10 +496,7 @@ def test_signal_goes_to_the_child(variant: Path) -> None:
 
 def test_stop_zero_kills_at_once(variant: Path) -> None:
     with direct_shepherd() as sh:
-        sh.send(spawn_frame(TERM_IGNORING, kill_timeout=30))
-        started = sh.expect(Started)
-        assert isinstance(started, Started)
-        assert read_until(started.stdout, 1) == b"ready\n"  # type: ignore[arg-type]
+        start_ready(sh, TERM_IGNORING, kill_timeout=30)
         t0 = time.monotonic()
         sh.send(encode_stop(0))
         assert_killed_by(sh.expect(Exited), signal.SIGKILL)
@@ -502,10 +507,7 @@ def test_stop_zero_kills_at_once(variant: Path) -> None:
 
 def test_stop_escalates_after_the_grace(variant: Path) -> None:
     with direct_shepherd() as sh:
-        sh.send(spawn_frame(TERM_IGNORING, kill_timeout=30))
-        started = sh.expect(Started)
-        assert isinstance(started, Started)
-        assert read_until(started.stdout, 1) == b"ready\n"  # type: ignore[arg-type]
+        start_ready(sh, TERM_IGNORING, kill_timeout=30)
         t0 = time.monotonic()
         sh.send(encode_stop(0.3))
         assert_killed_by(sh.expect(Exited), signal.SIGKILL)
@@ -517,10 +519,7 @@ def test_stop_escalates_after_the_grace(variant: Path) -> None:
 
 def test_hang_up_stops_a_term_ignoring_child(variant: Path) -> None:
     with direct_shepherd() as sh:
-        sh.send(spawn_frame(TERM_IGNORING, kill_timeout=0.5))
-        started = sh.expect(Started)
-        assert isinstance(started, Started)
-        assert read_until(started.stdout, 1) == b"ready\n"  # type: ignore[arg-type]
+        started = start_ready(sh, TERM_IGNORING, kill_timeout=0.5)
         child = pidfd(started.pid)
         try:
             t0 = time.monotonic()

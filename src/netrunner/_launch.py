@@ -29,6 +29,7 @@ import socket
 import threading
 import weakref
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from . import _opcodes as op
@@ -127,6 +128,23 @@ def reserve_std_fds() -> None:
                 os.close(null)
             else:
                 os.set_inheritable(fd, True)
+
+
+def _shepherd_pair(hand_over: Callable[[socket.socket], object]) -> socket.socket:
+    """A socketpair whose other end ``hand_over`` gives to a shepherd (and
+    may raise); ours comes back registered for fork safety, non-blocking.
+    Our copy of their end is closed whatever happens."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    _owned(ours)
+    try:
+        hand_over(theirs)
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    ours.setblocking(False)
+    return ours
 
 
 class ForkServer:
@@ -248,21 +266,15 @@ class ForkServer:
     def _adopt(self, sock: socket.socket) -> socket.socket | None:
         """A socketpair whose other end the server forks a shepherd for
         (FS_ADOPT, no reply); None if the server's queue is full."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        _owned(ours)
-        try:
+
+        def adopt(theirs: socket.socket) -> None:
             fds = array.array("i", [theirs.fileno()])
             sock.sendmsg([bytes([op.FS_ADOPT])], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+
+        try:
+            return _shepherd_pair(adopt)
         except BlockingIOError:
-            ours.close()
             return None
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        return ours
 
     def close(self, timeout: float = 10.0) -> None:
         """Let the server go: it exits once its shepherds are done.  Waits
@@ -297,17 +309,7 @@ def take_shepherd() -> socket.socket | int:
     if os.environ.get("NETRUNNER_FORK_SERVER", "1") == "0":
         # No fork server: exec a shepherd for this child (one more exec).
         reserve_std_fds()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        _owned(ours)
-        try:
-            _reap_later(spawn_helper("--shepherd", theirs))
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        return ours
+        return _shepherd_pair(lambda theirs: _reap_later(spawn_helper("--shepherd", theirs)))
     return FORK_SERVER.try_take()
 
 
