@@ -156,33 +156,31 @@ class Handshake:
         a child may exist)?  A send cut short by the interrupt counts."""
         return self._sending or len(self._out) < self._total
 
-    def step(self) -> Started | None:
-        if self._out:
-            self._sending = True  # stays set if an interrupt cuts the send short
-            try:
-                if self._fds:
-                    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", self._fds).tobytes())]
-                    n = self.sock.sendmsg([self._out], anc)
-                    self._fds = []
-                else:
-                    n = self.sock.send(self._out)
-                self._out = self._out[n:]
-            except BlockingIOError:
-                pass
-            except OSError:
-                self._out = memoryview(b"")  # the shepherd is gone: the read side will say why
-            self._sending = False
-            return None  # the reply cannot be here yet: wait for it in poll
-        # fds arrive with STARTED: no Python signal handler (KeyboardInterrupt)
-        # may run between their recvmsg and our record of them, or they leak.
-        mask = _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS) if _in_main_thread() else None
-        try:
-            return self._receive_reply()
-        finally:
-            if mask is not None:
-                _sigmask(signal.SIG_SETMASK, mask)
+    @property
+    def sending(self) -> bool:
+        """Some of the request is still to be written."""
+        return bool(self._out)
 
-    def _receive_reply(self) -> Started | None:
+    def send(self) -> None:
+        """Write what the socket takes of the request (non-blocking)."""
+        self._sending = True  # stays set if an interrupt cuts the send short
+        try:
+            if self._fds:
+                anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", self._fds).tobytes())]
+                n = self.sock.sendmsg([self._out], anc)
+                self._fds = []
+            else:
+                n = self.sock.send(self._out)
+            self._out = self._out[n:]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._out = memoryview(b"")  # the shepherd is gone: the read side will say why
+        self._sending = False
+
+    def receive_reply(self) -> Started | None:
+        """STARTED once it is here (None before); raises the spawn error.
+        The caller blocks signals around this: the fds arrive with STARTED."""
         events, ended = receive(self.sock, self.decoder)
         for event in events:
             if self.started is None:
@@ -221,6 +219,7 @@ class Starter:
         # The core once made: kept until our caller holds it, so an interrupt
         # between here and there still finds the child to stop.
         self.core: ChildCore | None = None
+        self._spare_asked = False
 
     def __call__(self, ready: list[int] | None) -> ChildCore | Pending:
         if self.hs is None:
@@ -228,18 +227,33 @@ class Starter:
             if isinstance(got, int):
                 return self._pending([(got, POLLOUT)])
             self.hs = Handshake(got, self.rq, self.inherit)
-        if self.hs.step() is None:
-            return self._pending([self.hs.want()])
-        # Hand the fds from the handshake to the core with no interrupt in
-        # between: otherwise both would own (and close) the same numbers.
+        hs = self.hs
+        if hs.sending:
+            hs.send()
+            if not hs.sending and not self._spare_asked:
+                # The request is out: while its shepherd wakes up and execs
+                # the child, have the server fork the next spawn's shepherd.
+                # Doing it now, not after STARTED, keeps both off the path of
+                # the next spawn (our wake-up for STARTED often waits behind
+                # the child for a CPU on these 2-core machines).
+                self._spare_asked = True
+                prepare_spare()
+            return self._pending([hs.want()])
+        # The pipe fds arrive with STARTED and go straight into the core: no
+        # Python signal handler (KeyboardInterrupt) may run between their
+        # recvmsg and the core owning them, or they leak (or get closed twice).
         mask = _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS) if _in_main_thread() else None
         try:
-            core = self.core = ChildCore(self.args, self.hs, stderr_complete=self.stderr_complete)
+            if hs.receive_reply() is None:
+                return self._pending([hs.want()])
+            core = self.core = ChildCore(self.args, hs, stderr_complete=self.stderr_complete)
             self.hs = None
         finally:
             if mask is not None:
                 _sigmask(signal.SIG_SETMASK, mask)
-        prepare_spare()
+        if not self._spare_asked:
+            self._spare_asked = True
+            prepare_spare()
         return core
 
     def _pending(self, interest: list[tuple[int, int]]) -> Pending:

@@ -104,14 +104,7 @@ def _inherited_state() -> tuple[object, ...]:
     cwd and umask are sent with every request instead): credentials and
     resource limits.  When ours change, the server is replaced, so a
     process that drops privileges never spawns with its old ones."""
-    return (
-        os.getuid(),
-        os.geteuid(),
-        os.getgid(),
-        os.getegid(),
-        tuple(os.getgroups()),
-        tuple(resource.getrlimit(r) for r in _RLIMITS),
-    )
+    return (os.getresuid(), os.getresgid(), os.getgroups(), tuple(map(resource.getrlimit, _RLIMITS)))
 
 
 def reserve_std_fds() -> None:
@@ -134,7 +127,8 @@ def _shepherd_pair(hand_over: Callable[[socket.socket], object]) -> socket.socke
     """A socketpair whose other end ``hand_over`` gives to a shepherd (and
     may raise); ours comes back registered for fork safety, non-blocking.
     Our copy of their end is closed whatever happens."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Non-blocking from birth (the shepherd sets its end so anyway).
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     _owned(ours)
     try:
         hand_over(theirs)
@@ -143,7 +137,6 @@ def _shepherd_pair(hand_over: Callable[[socket.socket], object]) -> socket.socke
         raise
     finally:
         theirs.close()
-    ours.setblocking(False)
     return ours
 
 
