@@ -291,9 +291,8 @@ FORK_SERVER = ForkServer()
 
 
 def prepare_spare() -> None:
-    """See :meth:`ForkServer.prepare_spare` (no-op without a fork server)."""
-    if os.environ.get("NETRUNNER_FORK_SERVER", "1") != "0":
-        FORK_SERVER.prepare_spare()
+    """See :meth:`ForkServer.prepare_spare` (a no-op until a fork server runs)."""
+    FORK_SERVER.prepare_spare()
 
 
 def take_shepherd() -> socket.socket | int:

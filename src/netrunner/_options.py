@@ -106,11 +106,26 @@ def executables(program: bytes, env: Mapping[Any, Any] | None) -> list[bytes]:
         for key in (b"PATH", "PATH"):
             if key in env:
                 path_env = env[key]
-        search = os.get_exec_path({"PATH": os.fsdecode(path_env)} if path_env is not None else {})
+        search_key: Any = (program, os.fsdecode(path_env) if path_env is not None else None)
     else:
-        search = os.get_exec_path()
-    dirs = [os.fsencode(d) for d in search]
-    return [os.path.join(d, program) for d in dirs] or [program]
+        search_key = (program, os.environ.get("PATH", _NO_PATH))
+    found = _search_memo.get(search_key)
+    if found is None:
+        if env is not None:
+            search = os.get_exec_path({"PATH": search_key[1]} if search_key[1] is not None else {})
+        else:
+            search = os.get_exec_path()
+        dirs = [os.fsencode(d) for d in search]
+        found = [os.path.join(d, program) for d in dirs] or [program]
+        if len(_search_memo) >= 256:
+            _search_memo.clear()
+        _search_memo[search_key] = found
+    return found
+
+
+# (program, PATH) -> candidates; PATH None: not set in a given env
+_search_memo: dict[tuple[bytes, Any], list[bytes]] = {}
+_NO_PATH = object()  # PATH unset in our own environment: os.get_exec_path's default
 
 
 def cwd(value: Any) -> bytes | None:

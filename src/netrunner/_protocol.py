@@ -105,6 +105,15 @@ class Decoder:
     def feed(self, data: bytes) -> list[Event]:
         if self.broken:
             raise ProtocolError("decoder already failed")
+        if not self._buf and len(data) >= op.HEADER_SIZE:
+            # The common case: exactly one whole frame and nothing carried.
+            length, opcode, reserved = _HEADER.unpack_from(data)
+            if reserved == 0 and length <= op.MAX_PAYLOAD and len(data) == op.HEADER_SIZE + length:
+                try:
+                    return [self._event(opcode, data[op.HEADER_SIZE :])]
+                except ProtocolError:
+                    self.broken = True
+                    raise
         self._buf += data
         events: list[Event] = []
         try:
