@@ -1020,26 +1020,6 @@ out:
     return rc;
 }
 
-/* Write one byte per page, so the page is ours (copied or zero-filled) now. */
-static void touch_pages(volatile uint8_t *p, size_t len) {
-    for (size_t i = 0; i < len; i += 4096) p[i] = 0;
-}
-
-/* A spare shepherd is idle until its request comes, and the request's
- * handling is the latency a spawn pays.  Take now the page faults that path
- * would take: the stack below us, the request buffer, heap for the parsed
- * request, and the vDSO clock.  A fork leaves every page shared with the
- * fork server, so each first write is a fault (~1-2 us on these VMs). */
-__attribute__((noinline)) static void warm_up(struct inbuf *in) {
-    uint8_t stack[32768];
-    touch_pages(stack, sizeof stack);
-    if (inbuf_reserve(in) == 0) touch_pages(in->buf, 16384);
-    uint8_t *scratch = malloc(16384);
-    if (scratch) touch_pages(scratch, 16384);
-    free(scratch);
-    (void)now_ms();
-}
-
 static int run_shepherd(int sock) {
     struct shepherd s = {.sock = sock, .child = -1, .kill_timeout_ms = 5000};
     struct request rq;
@@ -1050,7 +1030,6 @@ static int run_shepherd(int sock) {
     if (install_signals(1) < 0) return 1;
     struct prepped pp;
     prepare(&pp);
-    warm_up(&s.in);
     if (read_request(sock, &s.in, &rq) < 0) {
         /* No child exists: a clean exit (EOF while idle is the normal end
          * of a spare shepherd whose owner went away). */
