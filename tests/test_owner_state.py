@@ -113,6 +113,26 @@ def test_a_closed_stdin_is_never_replaced_by_one_of_our_sockets() -> None:
     assert out.stdout.strip() == "/dev/null"
 
 
+def test_a_stdin_closed_between_spawns_is_never_replaced_by_a_spare_socket() -> None:
+    # The spare adopted by the second run is created after fd 0 was closed:
+    # its socket must not take number 0 either.
+    script = textwrap.dedent(
+        """
+        import os, netrunner
+        netrunner.run(["true"])
+        os.close(0)
+        netrunner.run(["true"])
+        p = netrunner.spawn(["readlink", "/proc/self/fd/0"], stdin="inherit")
+        out = p.read()
+        p.wait()
+        print(out.decode().strip())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "/dev/null"
+
+
 def test_marker_is_inherited_by_test_children() -> None:
     # The leak guard relies on it; make sure it is what we think.
     assert MARK.split(b"=", 1)[1].decode() == os.environ["NETRUNNER_TEST_RUN"]

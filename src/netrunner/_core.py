@@ -223,7 +223,7 @@ class Starter:
 
     def __call__(self, ready: list[int] | None) -> ChildCore | Pending:
         if self.hs is None:
-            got = take_shepherd()
+            got = take_shepherd(bool(self.inherit))
             if isinstance(got, int):
                 return self._pending([(got, POLLOUT)])
             self.hs = Handshake(got, self.rq, self.inherit)

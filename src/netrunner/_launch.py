@@ -214,7 +214,7 @@ class ForkServer:
         self._owner = 0
         self._lock = threading.Lock()
 
-    def try_take(self) -> socket.socket | int:
+    def try_take(self, inherits: bool = False) -> socket.socket | int:
         """A connected, non-blocking socket to a fresh shepherd waiting for
         its request; or, if the server cannot take a request right now,
         the fd to wait on (for writability) before trying again.
@@ -230,7 +230,8 @@ class ForkServer:
                         sock = None
                     if sock is None:
                         sock = self._start()
-                    reserve_std_fds()  # the owner may have closed one since
+                    if inherits:
+                        reserve_std_fds()  # the owner may have closed one since
                     shepherd = self._ready.popleft() if self._ready else self._adopt(sock)
                     if shepherd is None:
                         return sock.fileno()
@@ -259,6 +260,8 @@ class ForkServer:
     def _adopt(self, sock: socket.socket) -> socket.socket | None:
         """A socketpair whose other end the server forks a shepherd for
         (FS_ADOPT, no reply); None if the server's queue is full."""
+
+        reserve_std_fds()  # (our new sockets must not take fd 0, 1 or 2)
 
         def adopt(theirs: socket.socket) -> None:
             fds = array.array("i", [theirs.fileno()])
@@ -295,14 +298,16 @@ def prepare_spare() -> None:
     FORK_SERVER.prepare_spare()
 
 
-def take_shepherd() -> socket.socket | int:
+def take_shepherd(inherits: bool = False) -> socket.socket | int:
     """A non-blocking stream socket whose peer is a brand-new shepherd, or
-    an fd to wait on for writability (see :meth:`ForkServer.try_take`)."""
+    an fd to wait on for writability (see :meth:`ForkServer.try_take`).
+    ``inherits``: the request passes our fd 0, 1 or 2 to the child, so
+    they are checked to be open (``/dev/null`` if not) first."""
     if os.environ.get("NETRUNNER_FORK_SERVER", "1") == "0":
         # No fork server: exec a shepherd for this child (one more exec).
         reserve_std_fds()
         return _shepherd_pair(lambda theirs: _reap_later(spawn_helper("--shepherd", theirs)))
-    return FORK_SERVER.try_take()
+    return FORK_SERVER.try_take(inherits)
 
 
 _unreaped: set[int] = set()
