@@ -11,6 +11,7 @@ reap themselves.  The timing bounds are the spec's (``kill_timeout + 1 s``,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import json
@@ -25,6 +26,7 @@ import uuid
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -511,6 +513,50 @@ def test_keyboard_interrupt_at_any_point_of_the_spawn_stops_the_child() -> None:
             gc.collect()
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class _InterruptedWrap:
+    """Stands in for the owner object a spawn wraps its live core in, and
+    raises KeyboardInterrupt as it is being made: the last spot between
+    a child that runs and a caller that holds it.  It first waits for the
+    child to say it ignores SIGTERM, so only a stop that waits out
+    kill_timeout (and the SIGKILL) can have it gone by the time we look."""
+
+    def __init__(self, core: Any, *args: object, **kwargs: object) -> None:
+        seen = b""
+        deadline = time.monotonic() + 15.0
+        while b"ready" not in seen and time.monotonic() < deadline:
+            select.select([core.stdout.fd], [], [], deadline - time.monotonic())
+            with contextlib.suppress(BlockingIOError):
+                seen += os.read(core.stdout.fd, 4096)
+        assert b"ready" in seen, seen
+        raise KeyboardInterrupt
+
+
+def _interrupt_the_wrap(kind: str, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    from netrunner import _process, _stream, aio
+
+    args = ["sh", "-c", 'trap "" TERM; echo ready; exec sleep 60']
+    if kind == "spawn":
+        monkeypatch.setattr(_process, "Process", _InterruptedWrap)
+        netrunner.spawn(args, env=env, kill_timeout=0.3)
+    elif kind == "stream":
+        monkeypatch.setattr(_stream, "StreamJob", _InterruptedWrap)
+        netrunner.stream(args, env=env, kill_timeout=0.3)
+    else:
+        monkeypatch.setattr(aio, "AsyncProcess", _InterruptedWrap)
+        asyncio.run(aio.spawn(args, env=env, kill_timeout=0.3))
+
+
+@pytest.mark.parametrize("kind", ["spawn", "stream", "aio.spawn"])
+def test_an_interrupt_before_the_caller_holds_the_child_stops_it_first(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token, env = with_token()
+    with pytest.raises(KeyboardInterrupt):
+        _interrupt_the_wrap(kind, monkeypatch, env)
+    left = carrying(token)
+    assert not left, f"KeyboardInterrupt reached the caller while {left} ran"
 
 
 # -------------- 7. timeout with a TERM-ignoring grandchild holding the pipes

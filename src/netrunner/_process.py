@@ -392,4 +392,4 @@ def spawn(
         args, stdin=stdin, stderr=stderr, cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout,
         cgroup=cgroup, limits=limits, rlimits=rlimits, rows=rows, cols=cols,
     )  # fmt: skip
-    return Process(start(args, rq))
+    return start(args, rq, Process)

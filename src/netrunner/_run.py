@@ -356,6 +356,11 @@ class RunCore:
         return result
 
 
+def as_is(core: ChildCore) -> ChildCore:
+    """run() owns its core itself, inside its own guard (see :func:`run`)."""
+    return core
+
+
 def _decode(data: bytes, encoding: str | None, errors: str | None) -> str:
     text = data.decode(encoding or "utf-8", errors or "strict")
     # subprocess's text mode uses universal newlines; match it.
@@ -439,7 +444,7 @@ def run(
         limits=limits,
         rlimits=rlimits,
     )
-    core = start(args, rq, stderr_complete=capture_stderr)
+    core = start(args, rq, as_is, stderr_complete=capture_stderr)
     job: RunCore | None = None
     try:
         job = RunCore(core, input, timeout=seconds, max_output_size=limit, encoding=encoding, errors=errors)

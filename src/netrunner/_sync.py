@@ -4,7 +4,8 @@ whatever did start before the exception goes on."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ._core import ChildCore, Starter
 from ._drive import drive, settle
@@ -12,12 +13,19 @@ from ._protocol import SpawnRequest
 
 __all__ = ["start"]
 
+T = TypeVar("T")
 
-def start(args: Any, rq: SpawnRequest, *, stderr_complete: bool = False) -> ChildCore:
-    """Run the handshake to completion (bounded) and return the live core."""
+
+def start(args: Any, rq: SpawnRequest, wrap: Callable[[ChildCore], T], *, stderr_complete: bool = False) -> T:
+    """Run the handshake to completion (bounded) and return ``wrap(core)``.
+
+    ``wrap`` makes the caller's owner of the live core (a ``Process``, a
+    stream job): it runs inside the same guard as the handshake, so an
+    interrupt before the owner exists still stops and reaps the child
+    before the exception goes on, instead of leaving it to a finalizer."""
     starter = Starter(args, rq, stderr_complete=stderr_complete)
     try:
-        return drive(starter)
+        return wrap(drive(starter))
     except BaseException:
         # Interrupted (or failed) mid-handshake: a child may already run.
         # Do not return before it is stopped; a second interrupt here drops

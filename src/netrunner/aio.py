@@ -20,7 +20,7 @@ waited for even if the task is cancelled again meanwhile.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ._core import ChildCore, Starter
@@ -29,7 +29,7 @@ from ._errors import CalledProcessError, TimeoutExpired
 from ._process import STOP_MARGIN, ProcessBase, _check_size, deadline_of, prepare_spawn
 from ._protocol import SpawnRequest
 from ._result import Result
-from ._run import RunCore, prepare
+from ._run import RunCore, as_is, prepare
 from ._stats import Stats
 from ._stream import LineSplitter, StreamJob, prepare_stream
 
@@ -44,10 +44,12 @@ T = TypeVar("T")
 FAIR_READS = 16
 
 
-async def _start(args: Any, rq: SpawnRequest, *, stderr_complete: bool = False) -> ChildCore:
+async def _start(args: Any, rq: SpawnRequest, wrap: Callable[[ChildCore], T], *, stderr_complete: bool = False) -> T:
+    """The handshake on the loop; ``wrap`` as in :func:`netrunner._sync.start`
+    (cancellation before the owner exists stops and reaps the child)."""
     starter = Starter(args, rq, stderr_complete=stderr_complete)
     try:
-        return await adrive(starter)
+        return wrap(await adrive(starter))
     except BaseException:
         await asettle(starter.begin_abort, starter.abort_attempt, starter.release)
         raise
@@ -78,7 +80,7 @@ async def run(
         args, input=input, timeout=timeout, max_output_size=max_output_size, stderr=stderr,
         cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits,
     )  # fmt: skip
-    core = await _start(args, rq, stderr_complete=capture_stderr)
+    core = await _start(args, rq, as_is, stderr_complete=capture_stderr)
     job = RunCore(core, input, timeout=seconds, max_output_size=limit, encoding=encoding, errors=errors)
     try:
         await adrive(job.attempt)
@@ -198,7 +200,7 @@ async def spawn(
         args, stdin=stdin, stderr=stderr, cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout,
         cgroup=cgroup, limits=limits, rlimits=rlimits, rows=rows, cols=cols,
     )  # fmt: skip
-    return AsyncProcess(await _start(args, rq))
+    return await _start(args, rq, AsyncProcess)
 
 
 class AsyncStream:
@@ -232,8 +234,11 @@ class AsyncStream:
             if self._starting:
                 raise RuntimeError("this stream is already being started by another task")
             self._starting = True
-            core = await _start(self.args, self._rq)
-            self._job = StreamJob(core, self._input, timeout=self._timeout, chunk_size=self._chunk_size)
+            self._job = await _start(
+                self.args,
+                self._rq,
+                lambda core: StreamJob(core, self._input, timeout=self._timeout, chunk_size=self._chunk_size),
+            )
         return self._job
 
     def __aiter__(self) -> AsyncStream:

@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     try:
         try:
-            proc = Process(start(command, rq))
+            proc = start(command, rq, Process)
         except NetRunnerError as exc:  # CgroupError is an OSError too: before the exec errors
             return _fail(str(exc), EXIT_INTERNAL)
         except FileNotFoundError as exc:
