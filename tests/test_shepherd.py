@@ -64,41 +64,29 @@ SANITIZER_FLAGS = [
 # ------------------------------------------------------------------ binaries
 
 
+def _build(tmp_path_factory: pytest.TempPathFactory, what: str, flags: list[str]) -> Path:
+    """Compile shepherd.c with ``flags`` into a session temp dir."""
+    cc = next((c for c in (os.environ.get("CC"), "cc", "gcc", "clang") if c and shutil.which(c)), None)
+    if cc is None:
+        pytest.skip(f"no C compiler (cc, gcc or clang) on PATH: cannot build the {what} shepherd")
+    out = tmp_path_factory.mktemp("shepherd") / "netrunner-shepherd"
+    proc = subprocess.run([cc, *flags, "-o", str(out), str(SHEPHERD_SRC)], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        pytest.fail(f"building the {what} shepherd failed:\n{proc.stdout}{proc.stderr}")
+    return out
+
+
 @pytest.fixture(scope="session")
 def asan_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shepherd built with ASan+UBSan, once per session."""
-    cc = next((c for c in (os.environ.get("CC"), "cc", "gcc", "clang") if c and shutil.which(c)), None)
-    if cc is None:
-        pytest.skip("no C compiler (cc, gcc or clang) on PATH: cannot build the ASan+UBSan shepherd")
-    out = tmp_path_factory.mktemp("asan-shepherd") / "netrunner-shepherd"
-    proc = subprocess.run(
-        [cc, *SANITIZER_FLAGS, "-o", str(out), str(SHEPHERD_SRC)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"building the ASan+UBSan shepherd failed:\n{proc.stdout}{proc.stderr}")
-    return out
+    return _build(tmp_path_factory, "ASan+UBSan", SANITIZER_FLAGS)
 
 
 @pytest.fixture(scope="session")
 def dynamic_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The release build, but dynamically linked: valgrind cannot follow
     malloc inside a static libc (it reports glibc's own start-up)."""
-    cc = next((c for c in (os.environ.get("CC"), "cc", "gcc", "clang") if c and shutil.which(c)), None)
-    if cc is None:
-        pytest.skip("no C compiler (cc, gcc or clang) on PATH")
-    out = tmp_path_factory.mktemp("dynamic-shepherd") / "netrunner-shepherd"
-    proc = subprocess.run(
-        [cc, "-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(SHEPHERD_SRC)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"building the dynamic shepherd failed:\n{proc.stdout}{proc.stderr}")
-    return out
+    return _build(tmp_path_factory, "dynamic", ["-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-Werror"])
 
 
 @pytest.fixture
