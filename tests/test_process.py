@@ -595,3 +595,60 @@ def test_set_window_size_needs_a_pty() -> None:
         with pytest.raises(ValueError):
             p.set_window_size(40, 120)
         assert p.alive
+
+
+# ---------------------------------------------- a writer parked in write()
+
+
+def _park_a_writer(p: netrunner.Process, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Thread, list[Any]]:
+    """Start a thread writing 8 MiB into a child that never reads, and
+    return once that thread is about to block in poll for stdin room."""
+    from netrunner import _drive
+
+    parked = threading.Event()
+    real_poll = _drive.poll_ready
+
+    def observed(interest: list[tuple[int, int]], deadline: float | None) -> list[int]:
+        if threading.current_thread() is writer and any(events & select.POLLOUT for _fd, events in interest):
+            parked.set()
+        return real_poll(interest, deadline)
+
+    monkeypatch.setattr(_drive, "poll_ready", observed)
+    outcome: list[Any] = []
+
+    def write() -> None:
+        try:
+            p.write(b"x" * (8 * MiB))
+            outcome.append("returned")
+        except BaseException as exc:  # reported by the test
+            outcome.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert parked.wait(30), "the writer never had to wait"
+    return writer, outcome
+
+
+def test_close_stdin_fails_a_writer_parked_in_another_thread_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Upstream lesson 14: a parked writer must not hang until the child exits.
+    with netrunner.spawn(["sh", "-c", "exec sleep 60"], kill_timeout=0.2) as p:
+        writer, outcome = _park_a_writer(p, monkeypatch)
+        p.close_stdin()
+        writer.join(5)
+        assert not writer.is_alive(), "write() stayed parked after close_stdin()"
+        assert len(outcome) == 1 and isinstance(outcome[0], BrokenPipeError), outcome
+        assert p.alive  # it was close_stdin that ended the write, not the child's exit
+
+
+def test_control_calls_work_while_a_writer_is_parked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Upstream lesson 33: a write blocked on a child that stopped reading
+    # must not wedge kill() or wait() from another thread.
+    with netrunner.spawn(["sh", "-c", "exec sleep 60"]) as p:
+        writer, outcome = _park_a_writer(p, monkeypatch)
+        started = time.monotonic()
+        p.kill()
+        assert p.wait(timeout=10) == -signal.SIGKILL
+        assert time.monotonic() - started < 5
+        writer.join(10)
+        assert not writer.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], BrokenPipeError), outcome

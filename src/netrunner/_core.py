@@ -391,6 +391,11 @@ class ChildCore:
         # pty mode: stdin and stdout are two fds on the terminal's master
         self.pty = hs.rq.pty is not None
         self.pty_hold = Fd(None)  # the master's stdin fd after end_input()
+        # An eventfd made for the first sync writer that has to wait: poll
+        # does not return when another thread closes an fd it waits on, so
+        # close_stdin() (and closing everything) signals this instead, and
+        # a parked write() raises at once (upstream lesson 14).
+        self.writer_wake = Fd(None)
         self.line_open = False  # the last byte written to a terminal was not a newline
         # stderr: unread bytes (bounded or complete) and the last 8 KiB
         self.stderr_complete = stderr_complete
@@ -520,12 +525,29 @@ class ChildCore:
             # hang up the terminal now and then (SIGHUP to a child that was
             # about to exit 0 on the EOF).
             self.pty_hold.fd, self.stdin.fd = fd, -1
+            self._wake_writers()
             return
         self.stdin.close()
+        self._wake_writers()
+
+    def writer_wakeup(self) -> tuple[int, int]:
+        """The (fd, events) a sync writer parks on besides the pipes; call
+        with the lock held."""
+        if self.writer_wake.fd < 0:
+            self.writer_wake.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        return self.writer_wake.fd, POLLIN
+
+    def _wake_writers(self) -> None:
+        # Level-triggered and never reset: every writer, parked now or later,
+        # finds stdin closed and raises BrokenPipeError.
+        if self.writer_wake.fd >= 0:
+            os.eventfd_write(self.writer_wake.fd, 1)
 
     def close_fds(self) -> None:
         self.pty_hold.close()
         self.stdin.close()
+        self._wake_writers()
+        self.writer_wake.close()
         self.stdout.close()
         self.stderr.close()
         self.out_eof = True
@@ -671,7 +693,7 @@ def after_fork_in_child() -> None:
     them at fork time."""
     for core in list(_live):
         core.forked_away = True
-        for holder in (core.stdin, core.stdout, core.stderr, core.pty_hold):
+        for holder in (core.stdin, core.stdout, core.stderr, core.pty_hold, core.writer_wake):
             fd, holder.fd = holder.fd, -1
             if fd >= 0:
                 try:

@@ -132,7 +132,9 @@ class ProcessBase:
 
         return attempt
 
-    def _write_attempt(self, data: Any) -> Any:
+    def _write_attempt(self, data: Any, *, wakeable: bool = False) -> Any:
+        """``wakeable``: also wait on the core's writer wake-up (the sync
+        driver; on asyncio, closing stdin already wakes its waiters)."""
         core = self._core
         view = memoryview(data).cast("B")
 
@@ -146,7 +148,10 @@ class ProcessBase:
                         # While the pipe is full, keep stdout flowing into the
                         # read buffer so a filter cannot deadlock the writer.
                         self._housekeeping(ready if ready is not None else [], buffer_stdout=True)
-                        return Pending(core.interest(stdout=True, stdin=True), None)
+                        interest = core.interest(stdout=True, stdin=True)
+                        if wakeable:
+                            interest.append(core.writer_wakeup())
+                        return Pending(interest, None)
                     view = view[n:]
                 return None
 
@@ -223,7 +228,8 @@ class ProcessBase:
         self.send_signal(signal.SIGKILL)
 
     def close_stdin(self) -> None:
-        """The child sees EOF on stdin."""
+        """The child sees EOF on stdin; a write() waiting in another thread
+        raises BrokenPipeError at once."""
         with self._core.lock:
             self._core.end_input()
 
@@ -283,9 +289,11 @@ class Process(ProcessBase):
     def write(self, data: bytes) -> None:
         """Write all of ``data`` to stdin, waiting as the pipe drains.
 
-        Raises :class:`BrokenPipeError` if the child closed stdin.  While
-        waiting it drains stdout into a buffer that :meth:`read` serves
-        first, so a filter cannot deadlock a writer that reads later."""
+        Raises :class:`BrokenPipeError` if the child closed stdin, or once
+        :meth:`close_stdin` is called (from another thread: at once, not
+        when the child exits).  While waiting it drains stdout into a
+        buffer that :meth:`read` serves first, so a filter cannot deadlock
+        a writer that reads later."""
         core = self._core
         view = memoryview(data).cast("B")
         if not view:
@@ -297,7 +305,7 @@ class Process(ProcessBase):
             if n == len(view):
                 return
             view = view[n:]  # never resend what went out (upstream lesson 10)
-        drive(self._write_attempt(view))
+        drive(self._write_attempt(view, wakeable=True))
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the child to be reaped and return its returncode.
