@@ -570,8 +570,17 @@ static int cgroup_write(const char *dir, const char *file, const char *value, si
  * child to write itself into before exec.  Returns the fd, or -1 with the
  * stage in *stage (the leaf is removed again on failure). */
 static int cgroup_setup(const struct request *rq, uint32_t *stage) {
+    char path[4096];
     *stage = NR_STAGE_CGROUP;
     if (mkdir(rq->cgroup, 0755) < 0) return -1;
+    /* Without cgroup.kill (Linux < 5.14, or not ours to write) the leaf
+     * could not be emptied at once when the child ends: refuse rather
+     * than contain less than promised. */
+    snprintf(path, sizeof path, "%s/cgroup.kill", rq->cgroup);
+    if (access(path, W_OK) < 0) {
+        if (errno == ENOENT) errno = EOPNOTSUPP;
+        goto fail;
+    }
     for (size_t i = 0; i < rq->cgroup_set.n; i++) {
         const char *entry = rq->cgroup_set.v[i];
         const char *eq = strchr(entry, '=');
@@ -582,7 +591,6 @@ static int cgroup_setup(const struct request *rq, uint32_t *stage) {
         file[flen] = '\0';
         if (cgroup_write(rq->cgroup, file, eq + 1, strlen(eq + 1)) < 0) goto fail_set;
     }
-    char path[4096];
     snprintf(path, sizeof path, "%s/cgroup.procs", rq->cgroup);
     int fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd >= 0) return fd;

@@ -1,12 +1,30 @@
 """Process helpers the test files share: waiting on pids with pidfds (no
-polling), process groups from /proc, and FIFO lines with a deadline."""
+polling), process groups from /proc, FIFO lines with a deadline, and
+compiling test builds of the shepherd (or of a shim for it)."""
 
 from __future__ import annotations
 
 import os
 import select
+import shutil
+import subprocess
 import time
 from pathlib import Path
+
+import pytest
+
+SHEPHERD_SRC = Path(__file__).parent.parent / "shepherd" / "shepherd.c"
+
+
+def compile_c(out: Path, what: str, args: list[str]) -> Path:
+    """``cc ARGS -o OUT``; skips the test without a C compiler."""
+    cc = next((c for c in (os.environ.get("CC"), "cc", "gcc", "clang") if c and shutil.which(c)), None)
+    if cc is None:
+        pytest.skip(f"no C compiler (cc, gcc or clang) on PATH: cannot build the {what}")
+    proc = subprocess.run([cc, *args, "-o", str(out)], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        pytest.fail(f"building the {what} failed:\n{proc.stdout}{proc.stderr}")
+    return out
 
 
 def pid_gone(pid: int, within: float) -> bool:

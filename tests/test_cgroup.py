@@ -12,9 +12,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from procs import SHEPHERD_SRC, compile_c
 
 import netrunner
 from netrunner._cgroup import mount_point
+from netrunner._launch import FORK_SERVER
 
 try:
     MOUNT = mount_point()
@@ -88,6 +90,47 @@ def test_an_existing_leaf_is_an_error_and_is_left_alone() -> None:
         assert leaf.is_dir()
     finally:
         leaf.rmdir()
+
+
+NO_CGROUP_KILL = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <string.h>
+/* Pretend the kernel has no cgroup.kill (Linux < 5.14). */
+int access(const char *path, int mode) {
+    size_t n = strlen(path);
+    if (n >= 12 && strcmp(path + n - 12, "/cgroup.kill") == 0) { errno = ENOENT; return -1; }
+    int (*real)(const char *, int) = (int (*)(const char *, int))dlsym(RTLD_NEXT, "access");
+    return real(path, mode);
+}
+"""
+
+
+def test_a_leaf_without_cgroup_kill_is_refused_and_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Upstream lesson 52: no failing open.  Without cgroup.kill the leaf could
+    # not be emptied at once when the child ends, so the spawn is refused
+    # (CgroupError, EOPNOTSUPP) before anything runs, and the leaf removed.
+    (tmp_path / "shim.c").write_text(NO_CGROUP_KILL)
+    shim = compile_c(tmp_path / "shim.so", "access() shim", ["-shared", "-fPIC", str(tmp_path / "shim.c"), "-ldl"])
+    binary = compile_c(tmp_path / "netrunner-shepherd", "dynamic shepherd", ["-std=c11", "-O2", str(SHEPHERD_SRC)])
+    wrapper = tmp_path / "shepherd"
+    wrapper.write_text(f'#!/bin/sh\nLD_PRELOAD={shim} exec {binary} "$@"\n')
+    wrapper.chmod(0o755)
+    sentinel = tmp_path / "ran"
+    leaf = f"netrunner/no-kill-{os.getpid()}"
+    monkeypatch.setenv("NETRUNNER_SHEPHERD", str(wrapper))
+    monkeypatch.delenv("NETRUNNER_FORK_SERVER", raising=False)
+    FORK_SERVER.close()  # the next spawn starts a server from the wrapper
+    try:
+        with pytest.raises(netrunner.CgroupError) as info:
+            netrunner.run(["touch", str(sentinel)], cgroup=leaf)
+        assert info.value.errno == errno.EOPNOTSUPP
+        assert not sentinel.exists()
+        assert not (Path(MOUNT) / leaf).exists()
+        assert netrunner.run(["true"]).returncode == 0  # without a cgroup the shim changes nothing
+    finally:
+        FORK_SERVER.close()  # later tests get a server from the release build
 
 
 def test_limits_need_their_controller_and_say_which() -> None:

@@ -20,7 +20,6 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
 from collections import deque
@@ -29,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from procs import SHEPHERD_SRC, compile_c
 
 import netrunner
 from netrunner import _launch
@@ -46,7 +46,6 @@ from netrunner._protocol import (
     frame,
 )
 
-SHEPHERD_SRC = Path(__file__).parent.parent / "shepherd" / "shepherd.c"
 PROMPT = 15.0  # generous upper bound for anything that should happen promptly
 MS_SLACK = 0.005  # the shepherd's clock is CLOCK_MONOTONIC truncated to whole ms
 SANITIZER_FLAGS = [
@@ -66,14 +65,8 @@ SANITIZER_FLAGS = [
 
 def _build(tmp_path_factory: pytest.TempPathFactory, what: str, flags: list[str]) -> Path:
     """Compile shepherd.c with ``flags`` into a session temp dir."""
-    cc = next((c for c in (os.environ.get("CC"), "cc", "gcc", "clang") if c and shutil.which(c)), None)
-    if cc is None:
-        pytest.skip(f"no C compiler (cc, gcc or clang) on PATH: cannot build the {what} shepherd")
     out = tmp_path_factory.mktemp("shepherd") / "netrunner-shepherd"
-    proc = subprocess.run([cc, *flags, "-o", str(out), str(SHEPHERD_SRC)], capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        pytest.fail(f"building the {what} shepherd failed:\n{proc.stdout}{proc.stderr}")
-    return out
+    return compile_c(out, f"{what} shepherd", [*flags, str(SHEPHERD_SRC)])
 
 
 @pytest.fixture(scope="session")

@@ -109,6 +109,8 @@ def spawn_error(failed: SpawnFailed, rq: SpawnRequest) -> BaseException:
         what = (
             "setting " + b", ".join(rq.cgroup_set or []).decode()
             if failed.stage == op.STAGE_CGROUP_SET
+            else "no writable cgroup.kill (Linux 5.14+) in"
+            if failed.errno == errno.EOPNOTSUPP
             else "setting up"
         )
         return CgroupError(failed.errno, f"{message} ({what} cgroup {os.fsdecode(rq.cgroup)})", os.fsdecode(rq.cgroup))
