@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from procs import read_fifo_line
 
 import netrunner
 from netrunner._launch import FORK_SERVER
@@ -571,13 +572,26 @@ TIMEOUT_CASES = {
 
 
 @pytest.mark.parametrize("case", list(TIMEOUT_CASES))
-def test_timeout_with_term_ignoring_grandchild_holding_the_pipes(case: str) -> None:
+def test_timeout_with_term_ignoring_grandchild_holding_the_pipes(case: str, tmp_path: Path) -> None:
     script, child_ignores_term = TIMEOUT_CASES[case]
     timeout, kill_timeout = 1.0, 0.5
-    token, env = with_token({"NR_INNER": 'trap "" TERM; echo "grandchild $$"; exec sleep 60'})
+    fifo = tmp_path / "ready"
+    os.mkfifo(fifo)
+    inner = 'trap "" TERM; echo "grandchild $$"; echo ready > "$NR_FIFO"; exec sleep 60'
+    token, env = with_token({"NR_INNER": inner, "NR_FIFO": str(fifo)})
+
+    def until_traps_are_set() -> Iterator[bytes]:
+        # run() pulls input from inside its loop, so its timeout cannot fire
+        # (nor TERM be sent) before the grandchild's trap is in place; the
+        # child's own trap, where there is one, comes before the grandchild.
+        read_fifo_line(fifo, 15)
+        yield b""
+
     started = time.monotonic()
     with pytest.raises(netrunner.TimeoutExpired) as info:
-        netrunner.run(["sh", "-c", script], env=env, timeout=timeout, kill_timeout=kill_timeout)
+        netrunner.run(
+            ["sh", "-c", script], env=env, input=until_traps_are_set(), timeout=timeout, kill_timeout=kill_timeout
+        )
     elapsed = time.monotonic() - started
     left = carrying(token)
     assert not left, f"left behind after run() returned: {left}"

@@ -366,14 +366,21 @@ def test_timeout_partial_output_in_text_mode_is_bytes() -> None:
     assert info.value.stderr == b"\xc3"
 
 
-def test_timeout_with_term_ignoring_grandchild_holding_pipes() -> None:
+def test_timeout_with_term_ignoring_grandchild_holding_pipes(tmp_path: Path) -> None:
     """The promise: back within timeout + kill_timeout + 0.5 s even when a
     TERM-ignoring grandchild keeps stdout open, and the whole tree is gone."""
-    script = 'trap "" TERM; (trap "" TERM; sleep 60) & echo $$ $!; sleep 60'
+    fifo = tmp_path / "ready"
+    os.mkfifo(fifo)
+    script = f'trap "" TERM; (trap "" TERM; echo ready > {fifo}; exec sleep 60) & echo $$ $!; sleep 60'
     timeout, kill_timeout = 0.5, 0.5
+
+    def until_traps_are_set() -> Iterator[bytes]:
+        read_fifo_line(fifo, 15)  # run() cannot time out while its input blocks
+        yield b""
+
     started = time.monotonic()
     with pytest.raises(netrunner.TimeoutExpired) as info:
-        netrunner.run(["sh", "-c", script], timeout=timeout, kill_timeout=kill_timeout)
+        netrunner.run(["sh", "-c", script], input=until_traps_are_set(), timeout=timeout, kill_timeout=kill_timeout)
     elapsed = time.monotonic() - started
     assert elapsed < timeout + kill_timeout + 0.5
     child, grandchild = (int(x) for x in info.value.stdout.split())
