@@ -652,3 +652,16 @@ def test_control_calls_work_while_a_writer_is_parked(monkeypatch: pytest.MonkeyP
         writer.join(10)
         assert not writer.is_alive()
         assert len(outcome) == 1 and isinstance(outcome[0], BrokenPipeError), outcome
+
+
+def test_unread_stderr_is_kept_bounded_while_every_byte_is_counted() -> None:
+    # Upstream lesson 22: an 8 MiB stderr flood nobody reads costs at most
+    # the 1 MiB buffer (the newest bytes), and bytes_err still counts all.
+    with netrunner.spawn(["sh", "-c", "head -c 8388608 /dev/zero >&2; printf tail >&2"], stdin="devnull") as p:
+        assert p.wait(timeout=60) == 0
+        kept = b""
+        while chunk := p.read_stderr(timeout=10):
+            kept += chunk
+        assert len(kept) == MiB
+        assert kept.endswith(b"tail")
+        assert p.stats.bytes_err == 8 * MiB + 4

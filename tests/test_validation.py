@@ -260,6 +260,7 @@ def test_exec_errors_are_the_subprocess_ones(tmp_path: Path) -> None:
         ([str(script)], {}),
         (["true"], {"cwd": str(tmp_path / "absent")}),
         (["true"], {"cwd": str(script)}),
+        (["true", "x" * (200 << 10)], {}),  # E2BIG: one argument over 128 KiB (upstream lesson 59)
     ):
         with pytest.raises(OSError) as theirs:
             subprocess.run(args, **kw)
