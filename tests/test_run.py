@@ -592,3 +592,24 @@ def test_keyboard_interrupt_from_input_stops_child(tmp_path: Path) -> None:
         netrunner.run(["sh", "-c", 'echo $$ > "$1"; exec sleep 60', "sh", str(fifo)], input=chunks())
     (pid,) = seen
     assert pid_gone(pid, within=5)
+
+
+def test_a_stderr_drain_cut_short_by_its_budget_resumes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Upstream lesson 61: force the slow path.  With a budget of one read a
+    # pass, every pass over an 8 MiB stderr flood ends at the budget, and
+    # only resuming on the next wake-up gets all of it (and stdout) in.
+    from netrunner import _core
+
+    monkeypatch.setattr(_core, "DRAIN_BUDGET", 1)
+    calls = 0
+    real = _core.ChildCore.drain_stderr
+
+    def counted(self: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        return bool(real(self))
+
+    monkeypatch.setattr(_core.ChildCore, "drain_stderr", counted)
+    r = netrunner.run(["sh", "-c", "head -c 8388608 /dev/zero >&2; echo out"], timeout=60)
+    assert (r.returncode, r.stdout, len(r.stderr)) == (0, b"out\n", 8 << 20)
+    assert calls >= (8 << 20) // _core.READ_SIZE
