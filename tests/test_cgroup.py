@@ -6,13 +6,15 @@ from __future__ import annotations
 import errno
 import os
 import select
+import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procs import SHEPHERD_SRC, compile_c
+from procs import SHEPHERD_SRC, compile_c, read_fifo_line
 
 import netrunner
 from netrunner._cgroup import mount_point
@@ -204,3 +206,34 @@ def test_shepherd_death_leaves_no_cgroup() -> None:
         assert not (Path(MOUNT) / leaf).exists(), "the cgroup outlived its shepherd"
     finally:
         p.close()
+
+
+def test_a_process_moved_into_the_leaf_from_outside_is_killed_and_the_leaf_removed(tmp_path: Path) -> None:
+    # Everything in our leaf ends with the child, even a process that is
+    # not its descendant (the shepherd's process-tree rule cannot see it):
+    # cgroup.kill gets it, and the leaf is still removed by the time run()
+    # returns.
+    leaf = f"netrunner/foreign-{os.getpid()}"
+    fifo = tmp_path / "inside"
+    os.mkfifo(fifo)
+    outsider = subprocess.Popen(["sleep", "60"])
+    try:
+
+        def move_the_outsider_in() -> Iterator[bytes]:
+            read_fifo_line(fifo, 15)  # the child runs inside the leaf
+            (Path(MOUNT) / leaf / "cgroup.procs").write_text(str(outsider.pid))
+            yield b""  # then end of input: the child exits
+
+        r = netrunner.run(
+            ["sh", "-c", f"echo in > {fifo}; exec cat >/dev/null"],
+            cgroup=leaf,
+            input=move_the_outsider_in(),
+            timeout=30,
+        )
+        assert r.returncode == 0
+        assert outsider.wait(timeout=15) == -signal.SIGKILL
+        assert not (Path(MOUNT) / leaf).exists()
+    finally:
+        if outsider.poll() is None:
+            outsider.kill()
+            outsider.wait()
