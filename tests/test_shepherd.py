@@ -608,6 +608,19 @@ def test_nonsense_after_started_is_owner_loss(variant: Path, nonsense: tuple[byt
         sh.assert_clean_exit(10)
 
 
+def test_an_owner_that_stopped_reading_is_not_a_sigpipe(variant: Path) -> None:
+    # Upstream lesson 42: writing EXITED to an owner that shut its reading
+    # side is EPIPE for the shepherd (SIGPIPE ignored, MSG_NOSIGNAL), which
+    # still finishes and exits 0 instead of dying of the signal.
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["sh", "-c", "read x"]))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        sh.sock.shutdown(socket.SHUT_RD)
+        sh.close_fd(started.stdin)  # EOF: the child exits; its report has nowhere to go
+        sh.assert_clean_exit()
+
+
 @pytest.mark.parametrize("case", ["missing", "not-executable", "path-search", "directory", "not-a-program"])
 def test_exec_failure_reports_the_errno(variant: Path, case: str, tmp_path: Path) -> None:
     script = tmp_path / "script.sh"
