@@ -600,3 +600,41 @@ def test_timeout_with_term_ignoring_grandchild_holding_the_pipes(case: str, tmp_
     assert elapsed <= timeout + kill_timeout + 0.5, f"run() took {elapsed:.2f} s"
     if child_ignores_term:
         assert elapsed >= timeout + kill_timeout - 0.05, f"{elapsed:.2f} s: SIGKILL came before kill_timeout"
+
+
+# ----------------------- only fds 0, 1 and 2 reach a child, whatever runs
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"stdin": "devnull"}, {"stdin": "inherit"}, {"stderr": "stdout"}, {"stderr": "devnull"}, {"pty": True}],
+    ids=["pipes", "devnull", "inherit", "stderr-stdout", "stderr-devnull", "pty"],
+)
+def test_a_child_holds_only_fds_0_1_2_even_while_other_threads_spawn(options: dict[str, Any]) -> None:
+    # Every fd of ours is O_CLOEXEC from birth, so neither our sockets and
+    # pipes nor those of spawns running in other threads at the same moment
+    # can reach a child (upstream lesson 50).  The shell lists its own fds
+    # once it runs commands (a look from outside right after the exec would
+    # also see the dynamic loader's passing fd 3).
+    found: list[tuple[str, list[int]]] = []
+    errors: list[BaseException] = []
+
+    def spawn_and_look(name: str) -> None:
+        try:
+            for _ in range(10):
+                with netrunner.spawn(["sh", "-c", "ls /proc/$$/fd"], **options) as p:
+                    out = b""
+                    while chunk := p.read(timeout=30):
+                        out += chunk
+                    assert p.wait(timeout=30) == 0
+                found.append((name, sorted(int(fd) for fd in out.split())))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=spawn_and_look, args=(f"thread {i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert len(found) == 80
+    assert all(fds == [0, 1, 2] for _name, fds in found), [x for x in found if x[1] != [0, 1, 2]]
