@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from procs import assert_group_gone, pid_gone, read_fifo_line
@@ -690,3 +691,29 @@ def test_bad_timeout_is_value_error(timeout: float) -> None:
 def test_cwd_and_env() -> None:
     s = netrunner.stream(["sh", "-c", 'pwd; echo "$FOO"'], cwd="/", env={"FOO": "bar", "PATH": os.environ["PATH"]})
     assert b"".join(s) == b"/\nbar\n"
+
+
+def test_a_stream_made_in_one_thread_is_consumed_and_broken_off_in_another() -> None:
+    # Upstream lesson 30: nothing binds a stream to the thread that made it.
+    import threading
+
+    whole = netrunner.stream(["head", "-c", str(5 << 20), "/dev/zero"])
+    flood = netrunner.stream(TERM_IGNORING_FLOOD, kill_timeout=5)
+    results: dict[str, Any] = {}
+
+    def consume() -> None:
+        try:
+            results["size"] = sum(len(chunk) for chunk in whole)
+            for _chunk in flood:
+                break
+        except BaseException as exc:  # reported below
+            results["error"] = exc
+
+    worker = threading.Thread(target=consume)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive()
+    assert "error" not in results, results
+    assert results["size"] == 5 << 20 and whole.returncode == 0
+    assert_group_gone(flood.pid)
+    assert flood.returncode == -signal.SIGKILL
