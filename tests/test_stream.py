@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -695,8 +696,6 @@ def test_cwd_and_env() -> None:
 
 def test_a_stream_made_in_one_thread_is_consumed_and_broken_off_in_another() -> None:
     # Upstream lesson 30: nothing binds a stream to the thread that made it.
-    import threading
-
     whole = netrunner.stream(["head", "-c", str(5 << 20), "/dev/zero"])
     flood = netrunner.stream(TERM_IGNORING_FLOOD, kill_timeout=5)
     results: dict[str, Any] = {}
