@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os as _os
 
+from ._command import Command
 from ._core import after_fork_in_child as _after_fork_in_child
 from ._errors import (
     CalledProcessError,
@@ -29,6 +30,7 @@ from ._stream import Stream, stream
 __all__ = [
     "CalledProcessError",
     "CgroupError",
+    "Command",
     "NetRunnerError",
     "OutputLimitExceeded",
     "Process",

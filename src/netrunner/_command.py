@@ -1,0 +1,127 @@
+"""``Command``: a reusable template of a program, leading arguments and
+default options, so that call sites say only what differs.
+
+It holds no process and no fd: every call goes through :func:`run`,
+:func:`stream` or :func:`spawn` as if written out, so every guarantee
+(and every validation) is theirs.  Arguments given to a call are appended
+to the template's; options given to a call override the template's.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+from ._process import Process, spawn
+from ._result import Result
+from ._run import run
+from ._stream import Stream, stream
+
+
+def _keywords(function: Callable[..., Any]) -> frozenset[str]:
+    return frozenset(name for name, p in inspect.signature(function).parameters.items() if p.kind is p.KEYWORD_ONLY)
+
+
+_ACCEPTS: dict[str, frozenset[str]] = {"run": _keywords(run), "stream": _keywords(stream), "spawn": _keywords(spawn)}
+_ANY = frozenset().union(*_ACCEPTS.values())
+
+
+def _check_names(options: Mapping[str, Any]) -> None:
+    unknown = sorted(set(options) - _ANY)
+    if unknown:
+        raise TypeError(f"unknown option(s) for a Command: {', '.join(unknown)} (accepted: {', '.join(sorted(_ANY))})")
+
+
+def _arguments(args: Any, what: str) -> tuple[Any, ...]:
+    if isinstance(args, (str, bytes)) or hasattr(args, "__fspath__"):
+        raise TypeError(f"{what} must be a sequence of arguments, not a single string (there is no shell)")
+    if not isinstance(args, Sequence):
+        raise TypeError(f"{what} must be a sequence, not {type(args).__name__}")
+    return tuple(args)
+
+
+class Command:
+    """A program with leading arguments and default options.
+
+    ``curl = Command("curl", ["-sS"], timeout=30)``, then
+    ``curl.run(["https://example.com"], timeout=5)`` runs
+    ``curl -sS https://example.com`` with a 5 s timeout.
+
+    A default that a method does not take is left out for that method (a
+    template's ``timeout`` means nothing to :meth:`spawn`); an option given
+    to the call itself must be one the method takes.  Option names are
+    checked when the template is made, values when a call validates them
+    (before anything starts).  Templates are immutable:
+    :meth:`with_options` returns a new one."""
+
+    __slots__ = ("_args", "_options", "_program")
+
+    def __init__(self, program: str | bytes | os.PathLike[Any], args: Sequence[Any] = (), **options: Any) -> None:
+        if not isinstance(program, (str, bytes)) and not hasattr(program, "__fspath__"):
+            raise TypeError(f"program must be str, bytes or os.PathLike, not {type(program).__name__}")
+        if not os.fspath(program):
+            raise ValueError("empty executable name")
+        _check_names(options)
+        self._program = program
+        self._args = _arguments(args, "args")
+        self._options = dict(options)
+
+    @property
+    def program(self) -> str | bytes | os.PathLike[Any]:
+        return self._program
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """The leading arguments (after the program)."""
+        return self._args
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The default options (read-only)."""
+        return MappingProxyType(self._options)
+
+    def argv(self, args: Sequence[Any] = ()) -> list[Any]:
+        """The full argument list for a call with ``args`` appended; with
+        :meth:`options_for`, what to hand to :mod:`netrunner.aio`."""
+        return [self._program, *self._args, *_arguments(args, "args")]
+
+    def options_for(self, method: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The keyword arguments ``method`` ("run", "stream" or "spawn")
+        gets: the defaults it takes, then ``overrides`` as given."""
+        accepted = _ACCEPTS.get(method)
+        if accepted is None:
+            raise ValueError(f"method must be one of {sorted(_ACCEPTS)}, not {method!r}")
+        merged = {name: value for name, value in self._options.items() if name in accepted}
+        merged.update(overrides or {})
+        return merged
+
+    def with_options(self, **options: Any) -> Command:
+        """A new template with ``options`` over these defaults."""
+        _check_names(options)
+        return Command(self._program, self._args, **{**self._options, **options})
+
+    def run(self, args: Sequence[Any] = (), **options: Any) -> Result:
+        """:func:`netrunner.run` of ``argv(args)``."""
+        return run(self.argv(args), **self.options_for("run", options))
+
+    def stream(self, args: Sequence[Any] = (), **options: Any) -> Stream:
+        """:func:`netrunner.stream` of ``argv(args)``."""
+        return stream(self.argv(args), **self.options_for("stream", options))
+
+    def spawn(self, args: Sequence[Any] = (), **options: Any) -> Process:
+        """:func:`netrunner.spawn` of ``argv(args)``."""
+        return spawn(self.argv(args), **self.options_for("spawn", options))
+
+    def __repr__(self) -> str:
+        options = "".join(f", {name}={value!r}" for name, value in self._options.items())
+        return f"Command({self._program!r}, {list(self._args)!r}{options})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Command):
+            return NotImplemented
+        return (self._program, self._args, self._options) == (other._program, other._args, other._options)
+
+    __hash__ = None  # type: ignore[assignment]  # options may hold unhashable values
