@@ -1257,3 +1257,25 @@ def test_cancellation_after_n_loop_turns_leaves_nothing(name: str) -> None:
             assert turns < 20_000, "the scenario never completed"
 
     assert arun(main()) > 0
+
+
+def test_replacing_the_fork_server_does_not_block_the_loop() -> None:
+    # Lowering a limit makes the next spawn replace the fork server.  The
+    # old one cannot exit while its shepherd still watches a child, and
+    # waiting for it (or reaping it) must not happen on the loop: a thread
+    # reaps it once that child is gone.
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    async def main() -> bytes:
+        p = await aio.spawn(["sleep", "60"], stdin="devnull", kill_timeout=0.2)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, hard))
+        try:
+            r = await aio.run(["sh", "-c", "ulimit -n"])
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            await p.stop()
+        return bytes(r.stdout)
+
+    assert arun(main()).strip() == str(soft - 1).encode()

@@ -3,6 +3,7 @@ on exit everything in the leaf is killed and the leaf removed."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import select
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 from procs import SHEPHERD_SRC, compile_c, read_fifo_line
 
 import netrunner
+from netrunner import aio
 from netrunner._cgroup import mount_point
 from netrunner._launch import FORK_SERVER
 
@@ -237,3 +240,24 @@ def test_a_process_moved_into_the_leaf_from_outside_is_killed_and_the_leaf_remov
         if outsider.poll() is None:
             outsider.kill()
             outsider.wait()
+
+
+def test_shepherd_death_on_an_event_loop_leaves_no_cgroup() -> None:
+    # As above through netrunner.aio: the owner's clean-up of the leaf may
+    # wait for it to empty, so on an event loop it runs in a thread.
+    leaf = f"netrunner/orphaned-aio-{os.getpid()}"
+
+    async def main() -> None:
+        p = await aio.spawn(["sh", "-c", "(setsid sleep 60 &); echo up; exec sleep 60"], cgroup=leaf)
+        async with p:
+            assert await p.read(timeout=10) == b"up\n"
+            stat = Path(f"/proc/{p.pid}/stat").read_text()
+            os.kill(int(stat.rsplit(")", 1)[1].split()[1]), 9)  # the shepherd
+            with pytest.raises(netrunner.ShepherdError):
+                await p.wait(timeout=10)
+
+    asyncio.run(main())
+    for thread in threading.enumerate():
+        if thread.name == "netrunner-cgroup-teardown":
+            thread.join(10)
+    assert not (Path(MOUNT) / leaf).exists(), "the cgroup outlived its shepherd"

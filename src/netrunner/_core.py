@@ -13,6 +13,7 @@ fd is never closed twice or used after another owner reused its number.
 from __future__ import annotations
 
 import array
+import asyncio
 import errno
 import importlib
 import os
@@ -366,6 +367,15 @@ def _orphaned(decoder: Decoder, why: str) -> str:
     return why
 
 
+def _cgroup_teardown_off_the_loop(leaf: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        cgroup_teardown(leaf)
+        return
+    threading.Thread(target=cgroup_teardown, args=(leaf,), name="netrunner-cgroup-teardown", daemon=True).start()
+
+
 class ChildCore:
     """State and non-blocking steps for one running child."""
 
@@ -471,8 +481,10 @@ class ChildCore:
                 self.ended_at = time.monotonic()
                 if self.cgroup is not None:
                     # The shepherd died with the child's cgroup in place:
-                    # nobody else will empty and remove it.
-                    cgroup_teardown(self.cgroup)
+                    # nobody else will empty and remove it.  That may wait
+                    # (bounded, 3 s) for the leaf to empty: fine for a sync
+                    # caller, never on an event loop's thread.
+                    _cgroup_teardown_off_the_loop(self.cgroup)
         return bool(events) or ended is not None
 
     def send(self, data: bytes) -> None:

@@ -174,11 +174,13 @@ class ForkServer:
         self._owner = os.getpid()
         return ours
 
-    def _discard(self, grace: float = 0.2) -> None:
+    def _discard(self, grace: float = 0.0) -> None:
         """Let the current server go: close our sockets (the spares exit on
         EOF, and the server once its shepherds are done), wait up to
         ``grace`` for it to exit, and reap it: it is our child.  One still
-        busy with live shepherds is reaped later."""
+        busy (always, with no grace: a replacement during a spawn must not
+        block, and may run on an event loop) is reaped by a thread that
+        waits for it."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -191,12 +193,16 @@ class ForkServer:
                 pidfd = os.pidfd_open(pid)
             except OSError:
                 pidfd = -1
+            exited = True
             if pidfd >= 0:
                 try:
-                    select.select([pidfd], [], [], grace)
+                    exited = bool(select.select([pidfd], [], [], grace)[0])
                 finally:
                     os.close(pidfd)
-            _reap_later(pid)
+            if exited:
+                _reap_later(pid)
+            else:
+                _reap_when_it_exits(pid)
 
     def forget_after_fork(self) -> None:
         """In a forked child: drop the parent's server and spare shepherd
@@ -312,6 +318,24 @@ def take_shepherd(inherits: bool = False) -> socket.socket | int:
 
 _unreaped: set[int] = set()
 _unreaped_lock = threading.Lock()
+
+
+def _reap_when_it_exits(pid: int) -> None:
+    """A thread that blocks in ``waitpid`` until the old server ``pid``
+    exits (once its last shepherd is done), so it never lingers as a
+    zombie and nobody polls for it."""
+
+    def reap() -> None:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # reaped elsewhere (_reap_later)
+        with _unreaped_lock:
+            _unreaped.discard(pid)
+
+    with _unreaped_lock:
+        _unreaped.add(pid)
+    threading.Thread(target=reap, name=f"netrunner-reap-{pid}", daemon=True).start()
 
 
 def _reap_later(pid: int) -> None:
