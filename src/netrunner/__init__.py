@@ -11,6 +11,7 @@ import os as _os
 
 from ._command import Command
 from ._core import after_fork_in_child as _after_fork_in_child
+from ._daemon import Daemon
 from ._errors import (
     CalledProcessError,
     CgroupError,
@@ -31,6 +32,7 @@ __all__ = [
     "CalledProcessError",
     "CgroupError",
     "Command",
+    "Daemon",
     "NetRunnerError",
     "OutputLimitExceeded",
     "Process",

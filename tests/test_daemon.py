@@ -1,0 +1,179 @@
+"""Daemon: a supervised long-running child.  Output always drained, writes
+never block the caller, restarts by policy with backoff, stop bounded."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from procs import pid_gone
+
+from netrunner import Daemon
+
+PROMPT = 15.0
+
+
+class Collector:
+    """on_output that keeps everything and lets a test wait for a pattern."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.changed = threading.Condition()
+
+    def __call__(self, chunk: bytes) -> None:
+        with self.changed:
+            self.data += chunk
+            self.changed.notify_all()
+
+    def wait_for(self, pattern: bytes, count: int = 1, within: float = PROMPT) -> bytes:
+        with self.changed:
+            assert self.changed.wait_for(lambda: self.data.count(pattern) >= count, within), self.data
+            return self.data
+
+
+def test_output_goes_to_on_output_and_writes_reach_stdin() -> None:
+    out = Collector()
+    with Daemon(["cat"], on_output=out) as d:
+        assert d.alive and isinstance(d.pid, int)
+        d.write(b"PING\r\n")
+        d.write(b"PONG\n")
+        assert out.wait_for(b"PONG\n") == b"PING\r\nPONG\n"
+        pid = d.pid
+    assert not d.alive and d.pid is None
+    assert d.returncode == -signal.SIGTERM
+    assert pid is not None and pid_gone(pid, within=5)
+
+
+def test_stderr_goes_with_stdout_by_default() -> None:
+    out = Collector()
+    d = Daemon(["sh", "-c", "echo to-err >&2; echo to-out"], on_output=out).start()
+    out.wait_for(b"to-out")
+    assert d.stop() == 0
+    assert b"to-err\n" in out.data and b"to-out\n" in out.data
+
+
+def test_restart_on_failure_with_backoff_until_max_restarts() -> None:
+    out = Collector()
+    d = Daemon(["sh", "-c", "echo run; exit 3"], on_output=out, restart="on-failure", max_restarts=2, backoff=0.01)
+    d.start()
+    out.wait_for(b"run\n", count=3)
+    assert d.stop() == 3
+    assert d.restarts == 2 and out.data == b"run\n" * 3
+
+
+def test_on_failure_does_not_restart_a_clean_exit_but_always_does() -> None:
+    clean = Collector()
+    d = Daemon(["echo", "once"], on_output=clean, restart="on-failure", backoff=0.01).start()
+    clean.wait_for(b"once\n")
+    assert d.stop() == 0 and d.restarts == 0
+    again = Collector()
+    d = Daemon(["echo", "again"], on_output=again, restart="always", max_restarts=1, backoff=0.01).start()
+    again.wait_for(b"again\n", count=2)
+    assert d.stop() == 0 and d.restarts == 1
+
+
+def test_stop_during_a_long_backoff_returns_at_once() -> None:
+    out = Collector()
+    d = Daemon(["echo", "bye"], on_output=out, restart="always", backoff=60).start()
+    out.wait_for(b"bye\n")
+    started = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - started < 5
+    assert d.restarts == 0
+
+
+def test_stop_escalates_to_sigkill_within_stop_timeout() -> None:
+    out = Collector()
+    d = Daemon(["sh", "-c", 'trap "" TERM; echo ready; while :; do sleep 1; done'], on_output=out, stop_timeout=0.3)
+    d.start()
+    out.wait_for(b"ready\n")
+    pid = d.pid
+    started = time.monotonic()
+    assert d.stop() == -signal.SIGKILL
+    assert 0.3 - 0.05 <= time.monotonic() - started < 0.3 + 5
+    assert pid is not None and pid_gone(pid, within=5)
+
+
+def test_a_child_that_stops_reading_never_blocks_write_or_stop() -> None:
+    # Upstream lesson 33: writes go through one forwarder thread.
+    d = Daemon(["sh", "-c", "exec sleep 60"]).start()
+    started = time.monotonic()
+    for _ in range(64):
+        d.write(b"x" * (1 << 20))  # far more than the pipe holds
+    assert time.monotonic() - started < 5
+    assert d.stop() == -signal.SIGTERM
+    assert time.monotonic() - started < 10
+
+
+def test_output_is_always_drained_even_when_discarded() -> None:
+    # 64 MiB through 1 MiB pipes: the child finishes only if we keep reading.
+    d = Daemon(["head", "-c", str(64 << 20), "/dev/zero"]).start()
+    assert d._supervisor is not None
+    d._supervisor.join(60)
+    assert not d._supervisor.is_alive()
+    assert d.stop() == 0
+
+
+def test_a_raising_on_output_stops_the_daemon(caplog: pytest.LogCaptureFixture) -> None:
+    # Upstream lesson 35: no healthy-looking Daemon with a dead drain.
+    class Boom(Exception):
+        pass
+
+    def explode(_chunk: bytes) -> None:
+        raise Boom
+
+    d = Daemon(["sh", "-c", "echo hi; exec sleep 60"], on_output=explode, restart="always").start()
+    assert d._supervisor is not None
+    d._supervisor.join(PROMPT)
+    assert not d._supervisor.is_alive() and not d.alive
+    assert isinstance(d.error, Boom)
+    assert d.returncode == -signal.SIGTERM and d.restarts == 0
+    assert "on_output" in caplog.text
+    with pytest.raises(RuntimeError):
+        d.write(b"late")
+    d.stop()
+
+
+def test_log_mode_logs_each_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="netrunner.daemon")
+    d = Daemon(["printf", "one\\ntwo\\nno-newline"], on_output="log").start()
+    assert d._supervisor is not None
+    d._supervisor.join(PROMPT)
+    d.stop()
+    messages = [r.getMessage() for r in caplog.records if r.name == "netrunner.daemon"]
+    assert [m.split("] ", 1)[1] for m in messages] == ["one", "two", "no-newline"]
+    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "netrunner.daemon")
+
+
+def test_bad_input_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    sentinel = tmp_path / "ran"
+    touch = ["touch", str(sentinel)]
+    for kwargs, error in (
+        ({"restart": "sometimes"}, ValueError),
+        ({"on_output": "print"}, ValueError),
+        ({"backoff": 0}, ValueError),
+        ({"stop_timeout": -1}, ValueError),
+        ({"max_restarts": -1}, ValueError),
+        ({"max_restarts": 1.5}, TypeError),
+        ({"timeout": 1}, TypeError),  # a run() option, not a spawn() one
+    ):
+        with pytest.raises(error):
+            Daemon(touch, **kwargs)
+    with pytest.raises(ValueError):
+        Daemon([])
+    with pytest.raises(FileNotFoundError):
+        Daemon([str(tmp_path / "absent")]).start()
+    with pytest.raises(ValueError):
+        Daemon(touch, cwd="a\0b").start()
+    assert not sentinel.exists()
+    d = Daemon(["true"]).start()
+    with pytest.raises(RuntimeError):
+        d.start()
+    d.stop()
+    assert d.stop() == 0  # twice is fine
+    with pytest.raises(RuntimeError):
+        d.write(b"after stop")
