@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from procs import pid_gone
 
+import netrunner
 from netrunner import Daemon
 
 PROMPT = 15.0
@@ -51,8 +52,7 @@ def test_output_goes_to_on_output_and_writes_reach_stdin() -> None:
 def test_stderr_goes_with_stdout_by_default() -> None:
     out = Collector()
     d = Daemon(["sh", "-c", "echo to-err >&2; echo to-out"], on_output=out).start()
-    out.wait_for(b"to-out")
-    assert d.stop() == 0
+    assert d.wait(PROMPT) == 0
     assert b"to-err\n" in out.data and b"to-out\n" in out.data
 
 
@@ -60,20 +60,22 @@ def test_restart_on_failure_with_backoff_until_max_restarts() -> None:
     out = Collector()
     d = Daemon(["sh", "-c", "echo run; exit 3"], on_output=out, restart="on-failure", max_restarts=2, backoff=0.01)
     d.start()
-    out.wait_for(b"run\n", count=3)
-    assert d.stop() == 3
+    assert d.wait(PROMPT) == 3
     assert d.restarts == 2 and out.data == b"run\n" * 3
+    assert d.stop() == 3
 
 
 def test_on_failure_does_not_restart_a_clean_exit_but_always_does() -> None:
     clean = Collector()
     d = Daemon(["echo", "once"], on_output=clean, restart="on-failure", backoff=0.01).start()
-    clean.wait_for(b"once\n")
-    assert d.stop() == 0 and d.restarts == 0
+    assert d.wait(PROMPT) == 0 and d.restarts == 0 and clean.data == b"once\n"
     again = Collector()
     d = Daemon(["echo", "again"], on_output=again, restart="always", max_restarts=1, backoff=0.01).start()
-    again.wait_for(b"again\n", count=2)
-    assert d.stop() == 0 and d.restarts == 1
+    assert d.wait(PROMPT) == 0 and d.restarts == 1 and again.data == b"again\n" * 2
+    sleeper = Daemon(["sleep", "60"], stop_timeout=0.2).start()
+    with pytest.raises(netrunner.TimeoutExpired):
+        sleeper.wait(0.05)
+    assert sleeper.stop() == -signal.SIGTERM
 
 
 def test_stop_during_a_long_backoff_returns_at_once() -> None:
@@ -81,7 +83,9 @@ def test_stop_during_a_long_backoff_returns_at_once() -> None:
     d = Daemon(["echo", "bye"], on_output=out, restart="always", backoff=60).start()
     out.wait_for(b"bye\n")
     started = time.monotonic()
-    assert d.stop() == 0
+    # (0 once echo has exited and the 60 s backoff runs; -15 if the stop
+    # came first: either way stop() must not sit out the backoff.)
+    assert d.stop() in (0, -signal.SIGTERM)
     assert time.monotonic() - started < 5
     assert d.restarts == 0
 
@@ -112,10 +116,7 @@ def test_a_child_that_stops_reading_never_blocks_write_or_stop() -> None:
 def test_output_is_always_drained_even_when_discarded() -> None:
     # 64 MiB through 1 MiB pipes: the child finishes only if we keep reading.
     d = Daemon(["head", "-c", str(64 << 20), "/dev/zero"]).start()
-    assert d._supervisor is not None
-    d._supervisor.join(60)
-    assert not d._supervisor.is_alive()
-    assert d.stop() == 0
+    assert d.wait(60) == 0
 
 
 def test_a_raising_on_output_stops_the_daemon(caplog: pytest.LogCaptureFixture) -> None:
@@ -127,9 +128,8 @@ def test_a_raising_on_output_stops_the_daemon(caplog: pytest.LogCaptureFixture) 
         raise Boom
 
     d = Daemon(["sh", "-c", "echo hi; exec sleep 60"], on_output=explode, restart="always").start()
-    assert d._supervisor is not None
-    d._supervisor.join(PROMPT)
-    assert not d._supervisor.is_alive() and not d.alive
+    assert d.wait(PROMPT) == -signal.SIGTERM
+    assert not d.alive
     assert isinstance(d.error, Boom)
     assert d.returncode == -signal.SIGTERM and d.restarts == 0
     assert "on_output" in caplog.text
@@ -141,9 +141,7 @@ def test_a_raising_on_output_stops_the_daemon(caplog: pytest.LogCaptureFixture) 
 def test_log_mode_logs_each_line(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="netrunner.daemon")
     d = Daemon(["printf", "one\\ntwo\\nno-newline"], on_output="log").start()
-    assert d._supervisor is not None
-    d._supervisor.join(PROMPT)
-    d.stop()
+    assert d.wait(PROMPT) == 0
     messages = [r.getMessage() for r in caplog.records if r.name == "netrunner.daemon"]
     assert [m.split("] ", 1)[1] for m in messages] == ["one", "two", "no-newline"]
     assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "netrunner.daemon")
@@ -173,7 +171,8 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path: Path) -> None:
     d = Daemon(["true"]).start()
     with pytest.raises(RuntimeError):
         d.start()
-    d.stop()
+    assert d.wait(PROMPT) == 0
+    assert d.stop() == 0
     assert d.stop() == 0  # twice is fine
     with pytest.raises(RuntimeError):
         d.write(b"after stop")

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import _options as options
+from ._errors import TimeoutExpired
 from ._process import Process, spawn
 from ._stream import LineSplitter
 
@@ -135,6 +136,20 @@ class Daemon:
         self._supervisor.start()
         self._forwarder.start()
         return self
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Block until the Daemon has ended for good (its last incarnation
+        exited and no restart is coming, or it was stopped); returns the
+        last returncode.  :class:`netrunner.TimeoutExpired` on timeout."""
+        seconds = options.seconds(timeout, "timeout")
+        supervisor = self._supervisor
+        if supervisor is None:
+            raise RuntimeError("this Daemon was never started")
+        supervisor.join(seconds)
+        if supervisor.is_alive():
+            assert seconds is not None
+            raise TimeoutExpired(self.args, seconds)
+        return self._returncode
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` for the child's stdin and return at once.  What is
