@@ -174,5 +174,9 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path: Path) -> None:
     assert d.wait(PROMPT) == 0
     assert d.stop() == 0
     assert d.stop() == 0  # twice is fine
+    quiet = Daemon(["sleep", "60"], stdin="devnull").start()
+    with pytest.raises(ValueError, match="stdin"):
+        quiet.write(b"nowhere to go")
+    assert quiet.stop() == -signal.SIGTERM
     with pytest.raises(RuntimeError):
         d.write(b"after stop")

@@ -155,6 +155,8 @@ class Daemon:
         """Queue ``data`` for the child's stdin and return at once.  What is
         still queued when an incarnation ends is dropped with it."""
         view = memoryview(data)  # TypeError now, not in the forwarder
+        if not self._spawn_options.get("pty") and self._spawn_options.get("stdin") != "pipe":
+            raise ValueError(f"write() needs stdin='pipe', not {self._spawn_options.get('stdin')!r}")
         supervisor = self._supervisor
         if supervisor is None or not supervisor.is_alive() or self._stopping.is_set():
             raise RuntimeError("the Daemon is not running")
