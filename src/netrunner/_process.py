@@ -29,6 +29,7 @@ from ._sync import start
 # How long past its grace a stop may take before we call the shepherd lost:
 # the shepherd itself bounds its reaping at 3 s after SIGKILL.
 STOP_MARGIN = 5.0
+WRITE_BUDGET = 16  # writes per turn of write() before the lock is let go
 
 
 def deadline_of(timeout: float | None, what: str = "timeout") -> float | None:
@@ -142,18 +143,26 @@ class ProcessBase:
             nonlocal view
             with core.lock:
                 core.check_owner()
-                while view:
+                # At most WRITE_BUDGET writes per turn: against a reader that
+                # keeps up, the lock would otherwise be held for the whole
+                # buffer and every other call on this Process would wait
+                # (upstream lesson 13).  The next poll returns at once.
+                for _ in range(WRITE_BUDGET):
+                    if not view:
+                        return None
                     n = core.write_stdin(view)
                     if n is None:
                         # While the pipe is full, keep stdout flowing into the
                         # read buffer so a filter cannot deadlock the writer.
                         self._housekeeping(ready if ready is not None else [], buffer_stdout=True)
-                        interest = core.interest(stdout=True, stdin=True)
-                        if wakeable:
-                            interest.append(core.writer_wakeup())
-                        return Pending(interest, None)
+                        break
                     view = view[n:]
-                return None
+                if not view:
+                    return None
+                interest = core.interest(stdout=True, stdin=True)
+                if wakeable:
+                    interest.append(core.writer_wakeup())
+                return Pending(interest, None)
 
         return attempt
 
