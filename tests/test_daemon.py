@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -180,3 +182,23 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path: Path) -> None:
     assert quiet.stop() == -signal.SIGTERM
     with pytest.raises(RuntimeError):
         d.write(b"after stop")
+
+
+OWNER = """
+import sys, threading, netrunner
+said = threading.Event()
+def on_output(chunk):
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.flush()
+    said.set()
+netrunner.Daemon(["sh", "-c", "echo $$; exec sleep 60"], on_output=on_output, kill_timeout=0.5).start()
+assert said.wait(15)
+"""  # and the interpreter ends with the Daemon still running
+
+
+def test_a_daemon_ends_with_its_interpreter() -> None:
+    # Its threads do not keep the interpreter alive, and once the owner is
+    # gone the shepherd stops the child like any other.
+    owner = subprocess.run([sys.executable, "-c", OWNER], capture_output=True, timeout=60)
+    assert owner.returncode == 0, owner.stderr
+    assert pid_gone(int(owner.stdout), within=0.5 + 5)
