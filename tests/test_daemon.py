@@ -4,6 +4,7 @@ never block the caller, restarts by policy with backoff, stop bounded."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -202,3 +203,16 @@ def test_a_daemon_ends_with_its_interpreter() -> None:
     owner = subprocess.run([sys.executable, "-c", OWNER], capture_output=True, timeout=60)
     assert owner.returncode == 0, owner.stderr
     assert pid_gone(int(owner.stdout), within=0.5 + 5)
+
+
+def test_a_lost_shepherd_counts_as_a_failure_and_is_restarted() -> None:
+    out = Collector()
+    d = Daemon(["sh", "-c", "echo $$; exec sleep 60"], on_output=out, restart="on-failure", backoff=0.01)
+    d.start()
+    first = int(out.wait_for(b"\n").split()[0])
+    stat = Path(f"/proc/{first}/stat").read_text()
+    os.kill(int(stat.rsplit(")", 1)[1].split()[1]), signal.SIGKILL)  # its shepherd
+    second = int(out.wait_for(b"\n", count=2).split()[1])
+    assert second != first and pid_gone(first, within=5)
+    assert isinstance(d.error, netrunner.ShepherdError) and d.restarts == 1
+    assert d.stop() == -signal.SIGTERM

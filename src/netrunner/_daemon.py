@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import _options as options
-from ._errors import TimeoutExpired
+from ._errors import ShepherdError, TimeoutExpired
 from ._process import Process, spawn
 from ._stream import LineSplitter
 
@@ -196,17 +196,35 @@ class Daemon:
 
     # ---------------------------------------------------------- threads
     def _supervise(self) -> None:
+        """The supervisor thread: never dies quietly.  Anything unexpected
+        stops the child and is kept in ``error`` (upstream lesson 35)."""
+        try:
+            self._incarnations()
+        except BaseException as exc:
+            logger.exception("the supervisor of %r failed; stopping the daemon", self.args)
+            self.error = exc
+            with self._lock:
+                proc = self._proc
+            if proc is not None:
+                self._give_up(proc)
+
+    def _incarnations(self) -> None:
         quick_failures = 0
         while True:
             with self._lock:
                 proc = self._proc
             assert proc is not None
             started = time.monotonic()
-            if not self._drain(proc):
-                self.error = self.error or RuntimeError("on_output failed")
-                self._give_up(proc)
-                return
-            rc = proc.wait()
+            try:
+                if not self._drain(proc):
+                    self.error = self.error or RuntimeError("on_output failed")
+                    self._give_up(proc)
+                    return
+                rc: int | None = proc.wait()
+            except ShepherdError as exc:  # its shepherd died: the child was killed
+                logger.error("pid %s: %s", proc.pid, exc)
+                self.error = exc
+                rc = None
             self._returncode = rc
             proc.close()  # reaped: release its fds now, not when collected
             if self._stopping.is_set() or not self._wants_restart(rc):
@@ -227,7 +245,8 @@ class Daemon:
                 self._stopping.set()
                 return
 
-    def _wants_restart(self, rc: int) -> bool:
+    def _wants_restart(self, rc: int | None) -> bool:
+        """``rc`` None: the incarnation was lost with its shepherd (a failure)."""
         if self._restart == "never" or (self._restart == "on-failure" and rc == 0):
             return False
         return self._max_restarts is None or self._restarts < self._max_restarts
