@@ -517,6 +517,32 @@ def test_stop_escalates_after_the_grace(variant: Path) -> None:
         sh.assert_clean_exit()
 
 
+def _switches_and_cpu(pid: int) -> tuple[int, int]:
+    """(voluntary context switches, utime + stime in ticks) of ``pid``."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    switches = int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return switches, int(fields[11]) + int(fields[12])
+
+
+def test_the_grace_before_sigkill_is_slept_not_polled(variant: Path) -> None:
+    # Upstream lesson 46: the shepherd waits out the grace in one poll()
+    # against a monotonic deadline.  A 100 ms polling loop would wake ten
+    # times a second; a spin would burn the CPU.
+    with direct_shepherd() as sh:
+        assert sh.pid is not None
+        start_ready(sh, TERM_IGNORING, kill_timeout=30)
+        before = _switches_and_cpu(sh.pid)
+        sh.send(encode_stop(1.0))
+        assert_killed_by(sh.expect(Exited), signal.SIGKILL)
+        after = _switches_and_cpu(sh.pid)  # still there: we reap it below
+        sh.expect_eof()
+        sh.assert_clean_exit()
+    wakeups, ticks = after[0] - before[0], after[1] - before[1]
+    assert wakeups <= 6, f"{wakeups} wake-ups during a 1 s grace"
+    assert ticks <= 10, f"{ticks} clock ticks of CPU during a 1 s grace"
+
+
 def test_hang_up_stops_a_term_ignoring_child(variant: Path) -> None:
     with direct_shepherd() as sh:
         started = start_ready(sh, TERM_IGNORING, kill_timeout=0.5)
