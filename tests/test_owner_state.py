@@ -95,38 +95,29 @@ def test_children_see_the_owners_current_rlimits() -> None:
     assert netrunner.run(["sh", "-c", "ulimit -n"], text=True).stdout.strip() == str(soft)
 
 
-def test_a_closed_stdin_is_never_replaced_by_one_of_our_sockets() -> None:
+CLOSE_STDIN = {
     # With fd 0 closed, the next socket we create would take number 0, and
     # stdin="inherit" would hand the child our own shepherd channel.
-    script = textwrap.dedent(
-        """
-        import os, netrunner
-        os.close(0)
-        p = netrunner.spawn(["readlink", "/proc/self/fd/0"], stdin="inherit")
-        out = p.read()
-        p.wait()
-        print(out.decode().strip())
-        """
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "/dev/null"
-
-
-def test_a_stdin_closed_between_spawns_is_never_replaced_by_a_spare_socket() -> None:
-    # The spare adopted by the second run is created after fd 0 was closed:
+    "before-any-spawn": "os.close(0)",
+    # The spare adopted by the second run is made after fd 0 was closed:
     # its socket must not take number 0 either.
-    script = textwrap.dedent(
-        """
-        import os, netrunner
-        netrunner.run(["true"])
-        os.close(0)
-        netrunner.run(["true"])
+    "between-spawns": 'netrunner.run(["true"])\nos.close(0)\nnetrunner.run(["true"])',
+}
+
+
+@pytest.mark.parametrize("when", list(CLOSE_STDIN))
+def test_a_closed_stdin_is_never_replaced_by_one_of_our_sockets(when: str) -> None:
+    script = (
+        "import os, netrunner\n"
+        + CLOSE_STDIN[when]
+        + textwrap.dedent(
+            """
         p = netrunner.spawn(["readlink", "/proc/self/fd/0"], stdin="inherit")
         out = p.read()
         p.wait()
         print(out.decode().strip())
         """
+        )
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr

@@ -9,23 +9,22 @@ to the template's; options given to a call override the template's.
 
 from __future__ import annotations
 
-import inspect
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+from . import _options as options
 from ._process import Process, spawn
 from ._result import Result
 from ._run import run
 from ._stream import Stream, stream
 
-
-def _keywords(function: Callable[..., Any]) -> frozenset[str]:
-    return frozenset(name for name, p in inspect.signature(function).parameters.items() if p.kind is p.KEYWORD_ONLY)
-
-
-_ACCEPTS: dict[str, frozenset[str]] = {"run": _keywords(run), "stream": _keywords(stream), "spawn": _keywords(spawn)}
+_ACCEPTS: dict[str, frozenset[str]] = {
+    "run": options.keyword_names(run),
+    "stream": options.keyword_names(stream),
+    "spawn": options.keyword_names(spawn),
+}
 _ANY = frozenset().union(*_ACCEPTS.values())
 
 

@@ -222,7 +222,6 @@ class Starter:
         # The core once made: kept until our caller holds it, so an interrupt
         # between here and there still finds the child to stop.
         self.core: ChildCore | None = None
-        self._spare_asked = False
 
     def __call__(self, ready: list[int] | None) -> ChildCore | Pending:
         if self.hs is None:
@@ -233,13 +232,12 @@ class Starter:
         hs = self.hs
         if hs.sending:
             hs.send()
-            if not hs.sending and not self._spare_asked:
+            if not hs.sending:  # this send finished the request (happens once)
                 # The request is out: while its shepherd wakes up and execs
                 # the child, have the server fork the next spawn's shepherd.
                 # Doing it now, not after STARTED, keeps both off the path of
                 # the next spawn (our wake-up for STARTED often waits behind
                 # the child for a CPU on these 2-core machines).
-                self._spare_asked = True
                 prepare_spare()
             return self._pending([hs.want()])
         # The pipe fds arrive with STARTED and go straight into the core: no
@@ -254,9 +252,6 @@ class Starter:
         finally:
             if mask is not None:
                 _sigmask(signal.SIG_SETMASK, mask)
-        if not self._spare_asked:
-            self._spare_asked = True
-            prepare_spare()
         return core
 
     def _pending(self, interest: list[tuple[int, int]]) -> Pending:

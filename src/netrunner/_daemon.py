@@ -17,7 +17,6 @@ shepherd, the whole promise), so a Daemon adds only policy on top:
 
 from __future__ import annotations
 
-import inspect
 import logging
 import queue
 import threading
@@ -36,7 +35,7 @@ RESTART_POLICIES = ("never", "on-failure", "always")
 OUTPUT_MODES = ("discard", "log")
 MAX_BACKOFF = 60.0  # the delay doubles per quick failure up to this
 STEADY_RUN = 60.0  # an incarnation that ran this long resets the backoff
-_SPAWN_OPTIONS = frozenset(name for name, p in inspect.signature(spawn).parameters.items() if p.kind is p.KEYWORD_ONLY)
+_SPAWN_OPTIONS = options.keyword_names(spawn)
 _STOP = object()  # tells the forwarder to end
 
 

@@ -9,12 +9,13 @@ connect timeout).  The result is a :class:`~netrunner._protocol.SpawnRequest`.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 import resource
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
 from . import _cgroup
@@ -299,3 +300,9 @@ def spawn_request(
         return request
     # Everything is valid: only now touch the system (parents, controllers).
     return dataclasses.replace(request, cgroup=_cgroup.prepare(leaf, entries))
+
+
+def keyword_names(function: Callable[..., Any]) -> frozenset[str]:
+    """The keyword-only options ``function`` takes (what a template or a
+    supervisor may pass on to it)."""
+    return frozenset(name for name, p in inspect.signature(function).parameters.items() if p.kind is p.KEYWORD_ONLY)
