@@ -26,6 +26,11 @@
 #define NR_FIELD_PTY 11                 /* u16 rows, u16 cols: a pseudo-terminal as stdin/stdout/stderr */
 #define NR_FIELD_CGROUP 12              /* absolute path of a cgroup v2 leaf to create and run the child in */
 #define NR_FIELD_CGROUP_SET 13          /* "file=value" written into that leaf before the child starts */
+#define NR_FIELD_CWD_FD 14              /* empty: the last fd passed with OP_SPAWN is a directory to fchdir to (before FIELD_CWD) */
+#define NR_FIELD_UID 15                 /* u32: setuid in the child (after setgroups and setgid) */
+#define NR_FIELD_GID 16                 /* u32: setgid in the child */
+#define NR_FIELD_GROUPS 17              /* u32 per supplementary group (empty: none): setgroups in the child */
+#define NR_FIELD_NO_NEW_PRIVS 18        /* empty: PR_SET_NO_NEW_PRIVS in the child before exec */
 #define NR_STDIO_PIPE 0                 /* a fresh pipe; the owner's end comes back in OP_STARTED */
 #define NR_STDIO_DEVNULL 1              /* /dev/null */
 #define NR_STDIO_INHERIT 2              /* the fd passed with OP_SPAWN (the owner's own 0/1/2) */
@@ -33,6 +38,7 @@
 #define NR_FDMASK_STDIN 1
 #define NR_FDMASK_STDOUT 2
 #define NR_FDMASK_STDERR 4
+#define NR_FDMASK_PIDFD 8               /* a pidfd of the child (the owner can kill it itself if its shepherd is lost) */
 #define NR_STAGE_FORK 1                 /* fork server or shepherd could not fork */
 #define NR_STAGE_PIPE 2                 /* pipe2 / open("/dev/null") in the shepherd */
 #define NR_STAGE_REQUEST 3              /* the request was malformed */
@@ -45,5 +51,7 @@
 #define NR_STAGE_PTY 10                 /* opening the pseudo-terminal, setsid or TIOCSCTTY */
 #define NR_STAGE_CGROUP 11              /* creating the leaf, or the child joining it before exec */
 #define NR_STAGE_CGROUP_SET 12          /* writing a FIELD_CGROUP_SET value into the leaf */
+#define NR_STAGE_CREDENTIALS 13         /* setgroups, setgid or setuid in the child */
+#define NR_STAGE_PRCTL 14               /* PR_SET_NO_NEW_PRIVS in the child */
 
 #endif

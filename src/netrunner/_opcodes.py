@@ -46,6 +46,11 @@ FIELD_UMASK = 10  # u32: the owner's umask at spawn time
 FIELD_PTY = 11  # u16 rows, u16 cols: a pseudo-terminal as stdin/stdout/stderr
 FIELD_CGROUP = 12  # absolute path of a cgroup v2 leaf to create and run the child in
 FIELD_CGROUP_SET = 13  # "file=value" written into that leaf before the child starts
+FIELD_CWD_FD = 14  # empty: the last fd passed with OP_SPAWN is a directory to fchdir to (before FIELD_CWD)
+FIELD_UID = 15  # u32: setuid in the child (after setgroups and setgid)
+FIELD_GID = 16  # u32: setgid in the child
+FIELD_GROUPS = 17  # u32 per supplementary group (empty: none): setgroups in the child
+FIELD_NO_NEW_PRIVS = 18  # empty: PR_SET_NO_NEW_PRIVS in the child before exec
 
 # Stdio modes.
 STDIO_PIPE = 0  # a fresh pipe; the owner's end comes back in OP_STARTED
@@ -57,6 +62,7 @@ STDIO_STDOUT = 3  # stderr only: the same file as stdout
 FDMASK_STDIN = 1
 FDMASK_STDOUT = 2
 FDMASK_STDERR = 4
+FDMASK_PIDFD = 8  # a pidfd of the child (the owner can kill it itself if its shepherd is lost)
 
 # Stages named by OP_SPAWN_FAILED.
 STAGE_FORK = 1  # fork server or shepherd could not fork
@@ -71,3 +77,5 @@ STAGE_SIGNALS = 9  # resetting signal dispositions or mask
 STAGE_PTY = 10  # opening the pseudo-terminal, setsid or TIOCSCTTY
 STAGE_CGROUP = 11  # creating the leaf, or the child joining it before exec
 STAGE_CGROUP_SET = 12  # writing a FIELD_CGROUP_SET value into the leaf
+STAGE_CREDENTIALS = 13  # setgroups, setgid or setuid in the child
+STAGE_PRCTL = 14  # PR_SET_NO_NEW_PRIVS in the child
