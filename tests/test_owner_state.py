@@ -26,7 +26,11 @@ import netrunner
 
 OWNER = textwrap.dedent(
     """
-    import os, sys, netrunner
+    import os, signal, sys, netrunner
+    # Ctrl-C's default even when our starter ignores SIGINT (a test run in
+    # the background of a non-interactive shell inherits SIG_IGN, and Python
+    # keeps an inherited ignore): the test is about the signal arriving.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     p = netrunner.spawn(["sleep", "60"], kill_timeout=float(sys.argv[1]))
     os.write(1, b"%d\\n" % p.pid)
     sys.stdin.read()  # block until the test kills us (or closes our stdin)
