@@ -12,14 +12,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import open_fds
 from procs import pid_gone, read_fifo_line
 
 import netrunner
+from netrunner._launch import FORK_SERVER
 
 MiB = 1 << 20
 
@@ -613,3 +615,22 @@ def test_a_stderr_drain_cut_short_by_its_budget_resumes(monkeypatch: pytest.Monk
     r = netrunner.run(["sh", "-c", "head -c 8388608 /dev/zero >&2; echo out"], timeout=60)
     assert (r.returncode, r.stdout, len(r.stderr)) == (0, b"out\n", 8 << 20)
     assert calls >= (8 << 20) // _core.READ_SIZE
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda: netrunner.run(["false"], check=True), id="check"),
+        pytest.param(lambda: netrunner.run(["sleep", "30"], timeout=0.2, kill_timeout=0.2), id="timeout"),
+        pytest.param(lambda: netrunner.run(["yes"], max_output_size=1000), id="output-limit"),
+    ],
+)
+def test_an_exception_from_run_holds_no_fd(call: Callable[[], object]) -> None:
+    # The exception (and its traceback, which references run()'s frames) may
+    # be kept for a long time by the caller: it must not keep the shepherd
+    # socket or a pipe open with it.
+    netrunner.run(["true"])  # the fork server and its spare exist already
+    before = open_fds() - FORK_SERVER.fds()
+    with pytest.raises(netrunner.NetRunnerError) as held:
+        call()
+    assert open_fds() - FORK_SERVER.fds() - before == set(), held.value

@@ -329,7 +329,10 @@ class RunCore:
     # ------------------------------------------------------------ result
     def result(self, text: bool, encoding: str | None, errors: str | None, check: bool) -> Result:
         core = self.core
-        core.close_fds()
+        # Done with the child: let go of the pipes and the shepherd socket
+        # now, not when the core is collected (an exception raised below
+        # keeps the core alive in its traceback for as long as it is held).
+        core.abandon()
         stdout: Any = self.out.value()
         stderr: Any = bytes(core.err_buf) if core.stderr_complete else None
         # Partial output stays bytes even in text mode, as subprocess's
