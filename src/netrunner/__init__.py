@@ -47,6 +47,27 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
+# The public classes are defined in private modules; name them by where
+# users import them from, so tracebacks and reprs say
+# ``netrunner.CalledProcessError``, not ``netrunner._errors.CalledProcessError``
+# (pickle finds them there too).
+for _public in (
+    CalledProcessError,
+    CgroupError,
+    Command,
+    Daemon,
+    NetRunnerError,
+    OutputLimitExceeded,
+    Process,
+    Result,
+    ShepherdError,
+    Stats,
+    Stream,
+    TimeoutExpired,
+):
+    _public.__module__ = __name__
+del _public
+
 
 def _forget_parent_state() -> None:
     _after_fork_in_child()
