@@ -1239,6 +1239,11 @@ static int pristine_signals(void) {
 }
 
 int main(int argc, char **argv) {
+    /* Non-dumpable before anything else: a child of the same uid could
+     * otherwise ptrace us or pidfd_getfd our sockets (forge an EXITED, read
+     * a later job's SPAWN request).  Shepherds inherit it across fork; a
+     * child's execve makes the child dumpable again by the usual rules. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) { complain("prctl PR_SET_DUMPABLE"); return 1; }
     if (argc != 2 || (strcmp(argv[1], "--fork-server") && strcmp(argv[1], "--shepherd"))) {
         fprintf(stderr, "usage: netrunner-shepherd --fork-server|--shepherd (fd 3: owner socket)\n");
         return 2;
