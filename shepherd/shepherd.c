@@ -47,6 +47,7 @@
 #define OWNER_FD 3
 #define MAX_FDS 8
 #define MAX_RLIMITS 32
+#define MAX_GROUPS 65536 /* NGROUPS_MAX on Linux */
 #define REAP_BOUND_MS 3000     /* after SIGKILL: a D-state child cannot hold us longer */
 #define SEND_BOUND_MS 5000     /* a wedged owner cannot block a report longer */
 #define REQUEST_BOUND_MS 60000 /* an owner that never sends its request */
@@ -335,6 +336,12 @@ struct request {
     struct { int resource; struct rlimit limit; } rlimits[MAX_RLIMITS];
     char *cgroup;          /* leaf directory to create, or NULL */
     struct strv cgroup_set; /* "file=value" */
+    /* Credentials for the child; each set only when its field came. */
+    int set_uid, set_gid, set_groups, no_new_privs;
+    uid_t uid;
+    gid_t gid;
+    gid_t *groups; /* malloc'd, ngroups entries (at least one slot) */
+    size_t ngroups;
 };
 
 static int strv_push(struct strv *s, const uint8_t *data, uint32_t len) {
@@ -370,6 +377,8 @@ static void request_free(struct request *rq) {
     free(rq->cgroup);
     rq->cgroup = NULL;
     strv_free(&rq->cgroup_set);
+    free(rq->groups);
+    rq->groups = NULL;
 }
 
 /* Decode the OP_SPAWN payload (a run of u16 tag, u32 length, value). */
@@ -432,6 +441,29 @@ static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
         case NR_FIELD_UMASK:
             if (flen != 4 || get_u32(v) > 0777) return -1;
             rq->umask = (int)get_u32(v);
+            break;
+        /* (uid_t)-1 would mean "unchanged" to setresuid: never a request. */
+        case NR_FIELD_UID:
+            if (flen != 4 || rq->set_uid || get_u32(v) == UINT32_MAX) return -1;
+            rq->set_uid = 1;
+            rq->uid = (uid_t)get_u32(v);
+            break;
+        case NR_FIELD_GID:
+            if (flen != 4 || rq->set_gid || get_u32(v) == UINT32_MAX) return -1;
+            rq->set_gid = 1;
+            rq->gid = (gid_t)get_u32(v);
+            break;
+        case NR_FIELD_GROUPS:
+            if (flen % 4 != 0 || flen / 4 > MAX_GROUPS || rq->set_groups) return -1;
+            rq->ngroups = flen / 4;
+            rq->groups = malloc((rq->ngroups ? rq->ngroups : 1) * sizeof *rq->groups);
+            if (!rq->groups) return -1;
+            for (size_t i = 0; i < rq->ngroups; i++) rq->groups[i] = (gid_t)get_u32(v + 4 * i);
+            rq->set_groups = 1;
+            break;
+        case NR_FIELD_NO_NEW_PRIVS:
+            if (flen != 0) return -1;
+            rq->no_new_privs = 1;
             break;
         case NR_FIELD_RLIMIT:
             if (flen != 20 || rq->nrlimits == MAX_RLIMITS) return -1;
@@ -535,6 +567,20 @@ __attribute__((noreturn)) static void exec_child(const struct request *rq, const
         if (setrlimit(rq->rlimits[i].resource, &rq->rlimits[i].limit) < 0)
             child_fail(errfd, NR_STAGE_RLIMIT, errno);
     }
+    /* Credentials last (after rlimits, which may need root to raise a hard
+     * limit), in CPython's order: setgroups, setgid, setuid, each setting
+     * real, effective and saved ids.  Raw syscalls: glibc's wrappers may
+     * broadcast set*id to "all threads" (setxid), which a vfork child that
+     * shares our memory must not attempt; the syscall changes this task
+     * only.  (The kernel also marks the shared mm non-dumpable when the
+     * ids change; it is already.) */
+    if (rq->set_groups && syscall(SYS_setgroups, rq->ngroups, rq->groups) < 0)
+        child_fail(errfd, NR_STAGE_CREDENTIALS, errno);
+    if (rq->set_gid && syscall(SYS_setresgid, rq->gid, rq->gid, rq->gid) < 0)
+        child_fail(errfd, NR_STAGE_CREDENTIALS, errno);
+    if (rq->set_uid && syscall(SYS_setresuid, rq->uid, rq->uid, rq->uid) < 0)
+        child_fail(errfd, NR_STAGE_CREDENTIALS, errno);
+    if (rq->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) child_fail(errfd, NR_STAGE_PRCTL, errno);
     /* Like CPython's _posixsubprocess: remember the first error that is not
      * "no such file", so a PATH entry without the program does not hide a
      * later one that exists but is not executable. */
@@ -1239,6 +1285,11 @@ static int pristine_signals(void) {
 }
 
 int main(int argc, char **argv) {
+    /* Non-dumpable before anything else: a child of the same uid could
+     * otherwise ptrace us or pidfd_getfd our sockets (forge an EXITED, read
+     * a later job's SPAWN request).  Shepherds inherit it across fork; a
+     * child's execve makes the child dumpable again by the usual rules. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) { complain("prctl PR_SET_DUMPABLE"); return 1; }
     if (argc != 2 || (strcmp(argv[1], "--fork-server") && strcmp(argv[1], "--shepherd"))) {
         fprintf(stderr, "usage: netrunner-shepherd --fork-server|--shepherd (fd 3: owner socket)\n");
         return 2;

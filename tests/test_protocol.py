@@ -9,6 +9,7 @@ covers every ``NR_`` name the shepherd uses.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import shutil
@@ -502,6 +503,24 @@ def test_encode_spawn_known_bytes() -> None:
         + struct.pack("<HIIQQ", op.FIELD_RLIMIT, 20, 7, 64, 2**64 - 1)
     )  # fmt: skip
     assert encode_spawn(rq) == raw_frame(op.OP_SPAWN, payload)
+
+
+def test_encode_spawn_credentials_known_bytes() -> None:
+    """GROUPS (u32 each, empty for none), GID, UID (u32), NO_NEW_PRIVS (empty);
+    no field at all when the owner's own credentials are kept."""
+    base = SpawnRequest([b"x"], [], [b"/x"], None, 0, 0, 0, 1.0, [])
+    plain = encode_spawn(base)[op.HEADER_SIZE :]
+    rq = dataclasses.replace(base, uid=65534, gid=100, groups=[], no_new_privs=True)
+    assert encode_spawn(rq) == raw_frame(
+        op.OP_SPAWN,
+        plain
+        + struct.pack("<HI", op.FIELD_GROUPS, 0)
+        + struct.pack("<HII", op.FIELD_GID, 4, 100)
+        + struct.pack("<HII", op.FIELD_UID, 4, 65534)
+        + struct.pack("<HI", op.FIELD_NO_NEW_PRIVS, 0),
+    )
+    two = encode_spawn(dataclasses.replace(base, groups=[0, 7]))
+    assert two == raw_frame(op.OP_SPAWN, plain + struct.pack("<HIII", op.FIELD_GROUPS, 8, 0, 7))
 
 
 def test_encode_spawn_rejects_out_of_range_kill_timeout() -> None:

@@ -744,6 +744,13 @@ MALFORMED_REQUESTS = {
     "too-many-rlimits": raw_frame(
         op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_RLIMIT, struct.pack("<IQQ", 7, 64, 64)) * 33
     ),
+    "short-uid": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_UID, b"\0\0\0")),
+    "uid-minus-one": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_UID, u32(0xFFFFFFFF))),
+    "two-gids": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_GID, u32(1)) * 2),
+    "groups-not-whole-u32s": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_GROUPS, b"\0" * 5)),
+    "too-many-groups": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_GROUPS, b"\0" * 4 * 65537)),
+    "two-group-lists": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_GROUPS, b"") * 2),
+    "no-new-privs-with-a-value": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_NO_NEW_PRIVS, b"\1")),
     "not-a-spawn-first": encode_signal(signal.SIGTERM),
     "reserved-nonzero": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"], reserved=2),
     "oversize-length": struct.pack("<IHH", op.MAX_PAYLOAD + 1, op.OP_SPAWN, 0),
@@ -769,6 +776,39 @@ def test_malformed_spawn_request(variant: Path, request_bytes: bytes) -> None:
     with direct_shepherd() as sh:
         sh.send(request_bytes)
         expect_request_refused(sh)
+
+
+@pytest.mark.parametrize("case", ["applied", "invalid-group"])
+def test_credentials_in_the_child(variant: Path, case: str) -> None:
+    """UID/GID/GROUPS/NO_NEW_PRIVS reach the child (setgroups, setgid,
+    setuid, then the prctl); a failure comes back as (CREDENTIALS, errno)."""
+    if os.geteuid() != 0:
+        pytest.skip("changing to another uid needs root")
+    sh_path = shutil.which("sh")
+    assert sh_path
+    groups = [65534, 0] if case == "applied" else [0xFFFFFFFF]  # (gid_t)-1: EINVAL from setgroups
+    rq = SpawnRequest(
+        argv=[b"sh", b"-c", b'echo "$(id -u) $(id -g) $(id -G)"; grep NoNewPrivs /proc/self/status'],
+        env=[k + b"=" + v for k, v in os.environb.items()],
+        executables=[os.fsencode(sh_path)],
+        cwd=b"/", stdin=op.STDIO_DEVNULL, stdout=op.STDIO_PIPE, stderr=op.STDIO_PIPE,
+        kill_timeout=2.0, rlimits=[], uid=65534, gid=65534, groups=groups, no_new_privs=True,
+    )  # fmt: skip
+    with direct_shepherd() as sh:
+        sh.send(encode_spawn(rq))
+        if case == "invalid-group":
+            assert sh.event() == SpawnFailed(op.STAGE_CREDENTIALS, errno.EINVAL)
+            sh.expect_eof()
+            assert os.WIFEXITED(sh.wait())
+            return
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        ids, status = read_to_eof(started.stdout).splitlines()  # type: ignore[arg-type]
+        uid, gid, *gids = ids.split()
+        assert (uid, gid, sorted(set(gids))) == (b"65534", b"65534", [b"0", b"65534"])
+        assert status.split() == [b"NoNewPrivs:", b"1"]
+        assert_exit_code(sh.expect(Exited), 0)
+        sh.assert_clean_exit()
 
 
 def test_too_many_fds_with_the_request(variant: Path) -> None:

@@ -96,6 +96,8 @@ _STAGE_NAMES = {
     op.STAGE_EXEC: "exec",
     op.STAGE_SIGNALS: "resetting signals",
     op.STAGE_PTY: "setting up the terminal",
+    op.STAGE_CREDENTIALS: "setgroups/setgid/setuid",
+    op.STAGE_PRCTL: "PR_SET_NO_NEW_PRIVS",
 }
 
 
@@ -116,7 +118,11 @@ def spawn_error(failed: SpawnFailed, rq: SpawnRequest) -> BaseException:
         )
         return CgroupError(failed.errno, f"{message} ({what} cgroup {os.fsdecode(rq.cgroup)})", os.fsdecode(rq.cgroup))
     stage = _STAGE_NAMES.get(failed.stage, f"stage {failed.stage}")
-    if failed.stage in (op.STAGE_RLIMIT, op.STAGE_DUP2, op.STAGE_SETPGID, op.STAGE_SIGNALS):
+    # As subprocess: the errno's own OSError subclass (PermissionError for
+    # EPERM, as a non-root owner asking for another uid gets).
+    if failed.stage in (
+        op.STAGE_RLIMIT, op.STAGE_DUP2, op.STAGE_SETPGID, op.STAGE_SIGNALS, op.STAGE_CREDENTIALS, op.STAGE_PRCTL,
+    ):  # fmt: skip
         return OSError(failed.errno, f"{message} (in the child, at {stage})")
     return ShepherdError(f"the shepherd could not start the child ({stage}: {message})")
 

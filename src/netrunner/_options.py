@@ -9,13 +9,15 @@ connect timeout).  The result is a :class:`~netrunner._protocol.SpawnRequest`.
 from __future__ import annotations
 
 import dataclasses
+import grp
 import inspect
 import math
 import os
+import pwd
 import resource
 import signal
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Union
 
 from . import _cgroup
@@ -138,6 +140,79 @@ def cwd(value: Any) -> bytes | None:
         return os.getcwdb()
     except OSError:
         return None  # our cwd was removed: the child inherits the server's
+
+
+_MAX_ID = 0xFFFFFFFE  # uid_t/gid_t; (uid_t)-1 means "leave unchanged" to set*id
+
+
+def _numeric_id(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be a str name or an int id, not {type(value).__name__}")
+    if not 0 <= value <= _MAX_ID:
+        raise ValueError(f"{what} id must be between 0 and {_MAX_ID}, not {value}")
+    return value
+
+
+def _name(value: str, what: str) -> str:
+    if "\0" in value:
+        raise ValueError(f"embedded NUL byte in {what} name: {value!r}")
+    return value
+
+
+def _user_id(value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            return pwd.getpwnam(_name(value, "user")).pw_uid
+        except KeyError:
+            raise KeyError(f"no such user: {value!r}") from None
+    return _numeric_id(value, "user")
+
+
+def _group_id(value: Any, what: str) -> int:
+    if isinstance(value, str):
+        try:
+            return grp.getgrnam(_name(value, what)).gr_gid
+        except KeyError:
+            raise KeyError(f"no such group: {value!r} (in {what})") from None
+    return _numeric_id(value, what)
+
+
+def credentials(user: Any, group: Any, extra_groups: Any) -> tuple[int | None, int | None, list[int] | None]:
+    """(uid, gid, supplementary gids) for the child, each None to keep the
+    owner's.  As ``subprocess``: names are looked up now (an unknown one is
+    a ``KeyError`` before anything starts), and ``user`` alone changes only
+    the uid: the child keeps the owner's gid and groups unless ``group``
+    and ``extra_groups`` say otherwise."""
+    if extra_groups is None:
+        gids = None
+    else:
+        if isinstance(extra_groups, (str, bytes)) or not isinstance(extra_groups, Iterable):
+            kind = type(extra_groups).__name__
+            raise TypeError(f"extra_groups must be an iterable of group names or ids, not {kind}")
+        gids = [_group_id(g, "extra_groups") for g in extra_groups]
+        most = os.sysconf("SC_NGROUPS_MAX")
+        if len(gids) > most:
+            raise ValueError(f"extra_groups has {len(gids)} groups, more than NGROUPS_MAX ({most})")
+    gid = None if group is None else _group_id(group, "group")
+    uid = None if user is None else _user_id(user)
+    return uid, gid, gids
+
+
+def child_umask(value: Any) -> int:
+    """``umask=`` (0..0o777), or None: the owner's own, read now."""
+    if value is None:
+        return current_umask()
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"umask must be an int, not {type(value).__name__}")
+    if not 0 <= value <= 0o777:
+        raise ValueError(f"umask must be between 0 and 0o777, not {value:#o}")
+    return value
+
+
+def flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be a bool, not {type(value).__name__}")
+    return value
 
 
 def current_umask() -> int:
@@ -271,9 +346,16 @@ def spawn_request(
     cols: Any = 80,
     cgroup: Any = None,
     limits: Any = None,
+    user: Any = None,
+    group: Any = None,
+    extra_groups: Any = None,
+    umask: Any = None,
+    no_new_privs: Any = False,
 ) -> SpawnRequest:
     arguments = argv(args)
     size = terminal(pty, rows, cols)
+    mask = child_umask(umask)
+    nnp = flag(no_new_privs, "no_new_privs")
     leaf = _cgroup.validate(cgroup)
     entries = _cgroup.settings(limits)
     if entries and leaf is None:
@@ -282,6 +364,9 @@ def spawn_request(
     assert grace is not None
     if grace > 4294967:
         raise ValueError("kill_timeout is too large")
+    # Looked up last of the checks (a name service may be slow), and still
+    # before anything touches the system.
+    uid, gid, gids = credentials(user, group, extra_groups)
     request = SpawnRequest(
         argv=arguments,
         env=environment(env),
@@ -292,9 +377,13 @@ def spawn_request(
         stderr=stdio_mode(stderr, stderr=True),
         kill_timeout=grace,
         rlimits=rlimits(rlimits_),
-        umask=current_umask(),
+        umask=mask,
         pty=size,
         cgroup_set=entries,
+        uid=uid,
+        gid=gid,
+        groups=gids,
+        no_new_privs=nnp,
     )
     if leaf is None:
         return request

@@ -14,6 +14,7 @@ import signal
 import struct
 import termios
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from . import _opcodes as op
@@ -366,6 +367,11 @@ def prepare_spawn(
     rlimits: Any,
     rows: Any,
     cols: Any,
+    user: Any = None,
+    group: Any = None,
+    extra_groups: Any = None,
+    umask: Any = None,
+    no_new_privs: Any = False,
 ) -> SpawnRequest:
     """Validate ``spawn()``'s options (shared with ``aio.spawn``)."""
     rq = options.spawn_request(
@@ -382,6 +388,11 @@ def prepare_spawn(
         cols=cols,
         cgroup=cgroup,
         limits=limits,
+        user=user,
+        group=group,
+        extra_groups=extra_groups,
+        umask=umask,
+        no_new_privs=no_new_privs,
     )
     return rq
 
@@ -400,6 +411,11 @@ def spawn(
     rlimits: Any = None,
     rows: int = 24,
     cols: int = 80,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Iterable[str | int] | None = None,
+    umask: int | None = None,
+    no_new_privs: bool = False,
 ) -> Process:
     """Start ``args`` under its own shepherd and return the :class:`Process`.
 
@@ -408,5 +424,6 @@ def spawn(
     rq = prepare_spawn(
         args, stdin=stdin, stderr=stderr, cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout,
         cgroup=cgroup, limits=limits, rlimits=rlimits, rows=rows, cols=cols,
+        user=user, group=group, extra_groups=extra_groups, umask=umask, no_new_privs=no_new_privs,
     )  # fmt: skip
     return start(args, rq, Process)

@@ -209,6 +209,10 @@ class SpawnRequest:
     pty: tuple[int, int] | None = None  # rows, cols
     cgroup: bytes | None = None  # absolute leaf path for the shepherd to create
     cgroup_set: list[bytes] | None = None  # b"file=value" entries for that leaf
+    uid: int | None = None  # setuid in the child (None: the owner's)
+    gid: int | None = None  # setgid in the child
+    groups: list[int] | None = None  # setgroups in the child ([]: none at all)
+    no_new_privs: bool = False  # PR_SET_NO_NEW_PRIVS in the child
 
 
 _env_memo: tuple[list[bytes], bytes] | None = None
@@ -255,4 +259,12 @@ def encode_spawn(rq: SpawnRequest) -> bytes:
         field(op.FIELD_CGROUP_SET, entry)
     for resource, soft, hard in rq.rlimits:
         field(op.FIELD_RLIMIT, _RLIMIT.pack(resource, soft, hard))
+    if rq.groups is not None:
+        field(op.FIELD_GROUPS, struct.pack(f"<{len(rq.groups)}I", *rq.groups))
+    if rq.gid is not None:
+        field(op.FIELD_GID, _U32.pack(rq.gid))
+    if rq.uid is not None:
+        field(op.FIELD_UID, _U32.pack(rq.uid))
+    if rq.no_new_privs:
+        field(op.FIELD_NO_NEW_PRIVS, b"")
     return frame(op.OP_SPAWN, b"".join(parts))

@@ -384,6 +384,11 @@ def prepare(
     cgroup: Any,
     limits: Any,
     rlimits: Any,
+    user: Any = None,
+    group: Any = None,
+    extra_groups: Any = None,
+    umask: Any = None,
+    no_new_privs: Any = False,
 ) -> tuple[Any, float | None, int | None, bool]:
     """Validate run()'s options; returns (request, timeout, limit, stderr complete).
     The request comes last: with a cgroup it creates the parents."""
@@ -404,6 +409,11 @@ def prepare(
         pty=pty,
         cgroup=cgroup,
         limits=limits,
+        user=user,
+        group=group,
+        extra_groups=extra_groups,
+        umask=umask,
+        no_new_privs=no_new_privs,
     )
     # A terminal merges stderr into its output: nothing separate to capture.
     return rq, seconds, limit, rq.stderr == op.STDIO_PIPE and rq.pty is None
@@ -427,6 +437,11 @@ def run(
     cgroup: Any = None,
     limits: Any = None,
     rlimits: Any = None,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Iterable[str | int] | None = None,
+    umask: int | None = None,
+    no_new_privs: bool = False,
 ) -> Result:
     """Run ``args`` to completion and return its :class:`Result`.
 
@@ -446,6 +461,11 @@ def run(
         cgroup=cgroup,
         limits=limits,
         rlimits=rlimits,
+        user=user,
+        group=group,
+        extra_groups=extra_groups,
+        umask=umask,
+        no_new_privs=no_new_privs,
     )
     core = start(args, rq, as_is, stderr_complete=capture_stderr)
     job: RunCore | None = None

@@ -254,6 +254,11 @@ def stream(
     limits: Any = None,
     rlimits: Any = None,
     chunk_size: int = 65536,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Iterable[str | int] | None = None,
+    umask: int | None = None,
+    no_new_privs: bool = False,
 ) -> Stream:
     """Start ``args`` and return a :class:`Stream` of its stdout chunks.
 
@@ -263,6 +268,7 @@ def stream(
     rq, seconds, size = prepare_stream(
         args, input=input, stderr=stderr, timeout=timeout, cwd=cwd, env=env, pty=pty,
         kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits, chunk_size=chunk_size,
+        user=user, group=group, extra_groups=extra_groups, umask=umask, no_new_privs=no_new_privs,
     )  # fmt: skip
     return start(args, rq, lambda core: Stream(StreamJob(core, input, timeout=seconds, chunk_size=size), check))
 

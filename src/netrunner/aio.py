@@ -20,7 +20,7 @@ waited for even if the task is cancelled again meanwhile.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from ._core import ChildCore, Starter
@@ -73,12 +73,18 @@ async def run(
     cgroup: Any = None,
     limits: Any = None,
     rlimits: Any = None,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Iterable[str | int] | None = None,
+    umask: int | None = None,
+    no_new_privs: bool = False,
 ) -> Result:
     """``netrunner.run`` on the event loop (``input`` iterables are pulled
     on the loop, so they must not block)."""
     rq, seconds, limit, capture_stderr = prepare(
         args, input=input, timeout=timeout, max_output_size=max_output_size, stderr=stderr,
         cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits,
+        user=user, group=group, extra_groups=extra_groups, umask=umask, no_new_privs=no_new_privs,
     )  # fmt: skip
     core = await _start(args, rq, as_is, stderr_complete=capture_stderr)
     job = RunCore(core, input, timeout=seconds, max_output_size=limit, encoding=encoding, errors=errors)
@@ -194,11 +200,17 @@ async def spawn(
     rlimits: Any = None,
     rows: int = 24,
     cols: int = 80,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Iterable[str | int] | None = None,
+    umask: int | None = None,
+    no_new_privs: bool = False,
 ) -> AsyncProcess:
     """``netrunner.spawn`` on the event loop (the handshake is awaited)."""
     rq = prepare_spawn(
         args, stdin=stdin, stderr=stderr, cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout,
         cgroup=cgroup, limits=limits, rlimits=rlimits, rows=rows, cols=cols,
+        user=user, group=group, extra_groups=extra_groups, umask=umask, no_new_privs=no_new_privs,
     )  # fmt: skip
     return await _start(args, rq, AsyncProcess)
 
@@ -375,11 +387,17 @@ def stream(
     limits: Any = None,
     rlimits: Any = None,
     chunk_size: int = 65536,
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Iterable[str | int] | None = None,
+    umask: int | None = None,
+    no_new_privs: bool = False,
 ) -> AsyncStream:
     """``netrunner.stream`` for ``async for``; validated now, started on
     first iteration (``async with`` only guarantees it is stopped)."""
     rq, seconds, size = prepare_stream(
         args, input=input, stderr=stderr, timeout=timeout, cwd=cwd, env=env, pty=pty,
         kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits, chunk_size=chunk_size,
+        user=user, group=group, extra_groups=extra_groups, umask=umask, no_new_privs=no_new_privs,
     )  # fmt: skip
     return AsyncStream(args, rq, input, seconds, size, check)
