@@ -12,15 +12,16 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from procs import SHEPHERD_SRC, compile_c, read_fifo_line
 
 import netrunner
 from netrunner import aio
-from netrunner._cgroup import mount_point
+from netrunner._cgroup import mount_point, settings
 from netrunner._launch import FORK_SERVER
 
 try:
@@ -82,6 +83,76 @@ def test_bad_paths_are_refused_before_anything_runs(bad: str, tmp_path: Path) ->
     with pytest.raises(ValueError):
         netrunner.run(["touch", str(sentinel)], cgroup=bad)
     assert not sentinel.exists()
+
+
+def _front_ends() -> dict[str, Callable[[dict[str, Any]], object]]:
+    async def aio_spawn(limits: dict[str, Any]) -> None:
+        await aio.spawn(["true"], cgroup=True, limits=limits)
+
+    async def aio_stream(limits: dict[str, Any]) -> None:
+        async for _ in aio.stream(["true"], cgroup=True, limits=limits):
+            pass
+
+    return {
+        "run": lambda limits: netrunner.run(["true"], cgroup=True, limits=limits),
+        "stream": lambda limits: netrunner.stream(["true"], cgroup=True, limits=limits),
+        "spawn": lambda limits: netrunner.spawn(["true"], cgroup=True, limits=limits),
+        "aio.run": lambda limits: asyncio.run(aio.run(["true"], cgroup=True, limits=limits)),
+        "aio.spawn": lambda limits: asyncio.run(aio_spawn(limits)),
+        "aio.stream": lambda limits: asyncio.run(aio_stream(limits)),
+        "Command": lambda limits: netrunner.Command("true", cgroup=True, limits=limits).run(),
+        "Daemon": lambda limits: netrunner.Daemon(["true"], cgroup=True, limits=limits).start(),
+    }
+
+
+# Only <controller>.<file> of memory, pids, cpu, io, cpuset, hugetlb: never
+# a cgroup.* file (cgroup.procs moves whoever writes it, cgroup.freeze
+# wedges the child), never a name that could leave the leaf.
+BAD_LIMITS = [
+    "cgroup.procs",
+    "cgroup.freeze",
+    "cgroup.subtree_control",
+    "../x",
+    "..",
+    "rdma.max",
+    "misc.max",
+    "memory",
+    "memory.",
+    "memory. max",
+    "pids.max=1",
+]
+
+
+@pytest.mark.parametrize("front_end", list(_front_ends()))
+@pytest.mark.parametrize("name", BAD_LIMITS)
+def test_limits_other_than_controller_files_are_refused_before_anything_runs(front_end: str, name: str) -> None:
+    before = set(os.listdir(Path(MOUNT) / "netrunner"))
+    with pytest.raises(ValueError, match="not a controller file"):
+        _front_ends()[front_end]({name: "1"})
+    assert set(os.listdir(Path(MOUNT) / "netrunner")) == before
+
+
+def test_controller_files_pass_validation() -> None:
+    assert settings({"memory.max": "100M", "pids.max": 64, "hugetlb.2MB.max": 0, "cpu.weight": 50}) == [
+        b"memory.max=100M",
+        b"pids.max=64",
+        b"hugetlb.2MB.max=0",
+        b"cpu.weight=50",
+    ]
+
+
+def test_a_path_too_long_once_under_the_mount_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    # Short enough relative to the mount, too long for the shepherd once the
+    # mount is in front: a ValueError before any parent is created.
+    top = f"long-{os.getpid()}"
+    relative = f"netrunner/{top}"
+    while len(relative) < 4000:
+        relative += "/" + "d" * min(200, 4000 - len(relative) - 1)
+    assert len(relative) <= 4000 < len(os.path.join(MOUNT, relative))
+    with pytest.raises(ValueError, match="too long"):
+        netrunner.run(["touch", str(tmp_path / "ran")], cgroup=relative)
+    assert not (tmp_path / "ran").exists()
+    assert not (Path(MOUNT) / "netrunner" / top).exists()
 
 
 def test_an_existing_leaf_is_an_error_and_is_left_alone() -> None:

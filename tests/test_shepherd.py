@@ -33,6 +33,7 @@ from procs import SHEPHERD_SRC, compile_c
 import netrunner
 from netrunner import _launch
 from netrunner import _opcodes as op
+from netrunner._cgroup import mount_point
 from netrunner._protocol import (
     Decoder,
     Event,
@@ -170,6 +171,7 @@ def spawn_frame(
     stderr: int = op.STDIO_PIPE,
     kill_timeout: float = 2.0,
     rlimits: list[tuple[int, int, int]] | None = None,
+    cgroup: str | None = None,
 ) -> bytes:
     if exe is None:
         found = shutil.which(argv[0])
@@ -186,6 +188,7 @@ def spawn_frame(
             stderr=stderr,
             kill_timeout=kill_timeout,
             rlimits=rlimits or [],
+            cgroup=None if cgroup is None else os.fsencode(cgroup),
         )
     )
 
@@ -335,9 +338,11 @@ def assert_exit_code(event: Event, code: int) -> None:
 
 
 @contextmanager
-def direct_shepherd() -> Iterator[Owner]:
-    """One shepherd started directly (``--shepherd``), our child."""
+def direct_shepherd(umask: int | None = None) -> Iterator[Owner]:
+    """One shepherd started directly (``--shepherd``), our child; with
+    ``umask``, the shepherd starts with that umask (ours is restored)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = None if umask is None else os.umask(umask)
     try:
         pid = _launch.spawn_helper("--shepherd", theirs)
     except BaseException:
@@ -345,6 +350,8 @@ def direct_shepherd() -> Iterator[Owner]:
         raise
     finally:
         theirs.close()
+        if old is not None:
+            os.umask(old)
     owner = Owner(ours, pid)
     try:
         yield owner
@@ -769,6 +776,83 @@ def test_malformed_spawn_request(variant: Path, request_bytes: bytes) -> None:
     with direct_shepherd() as sh:
         sh.send(request_bytes)
         expect_request_refused(sh)
+
+
+# ------------------------------------------------------------ cgroup fields
+
+try:
+    CGROUP_MOUNT: str | None = mount_point()
+except netrunner.CgroupError:  # pragma: no cover - depends on the machine
+    CGROUP_MOUNT = None
+M = CGROUP_MOUNT or "/sys/fs/cgroup"
+
+
+def cgroup_request(leaf: str, *settings: bytes) -> bytes:
+    """A well-formed request (stdio on /dev/null) but for its cgroup fields."""
+    fields = F["argv"] + F["exec"] + F["io"] + tlv(op.FIELD_CGROUP, os.fsencode(leaf))
+    return raw_frame(op.OP_SPAWN, fields + b"".join(tlv(op.FIELD_CGROUP_SET, s) for s in settings))
+
+
+def expect_refused_unharmed(sh: Owner) -> None:
+    expect_request_refused(sh)
+    status = sh.wait()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
+
+
+# An audit sent the first two: cgroup.procs=0 moved the shepherd into the
+# leaf (cgroup.kill then killed it), cgroup.freeze=1 froze the child before
+# its exec (the shepherd waited for it for ever).  Only <controller>.<file>
+# of the controllers netrunner knows may be written.
+REFUSED_CGROUP_SETTINGS = {
+    "cgroup.procs": b"cgroup.procs=0",
+    "cgroup.freeze": b"cgroup.freeze=1",
+    "cgroup.subtree_control": b"cgroup.subtree_control=+pids",
+    "cgroup.kill": b"cgroup.kill=1",
+    "dotdot-slash": b"../x=1",
+    "dotdot": b"..=1",
+    "unknown-controller": b"rdma.max=1",
+    "controller-only": b"memory=1",
+    "controller-dot": b"memory.=1",
+    "space": b"memory. max=1",
+    "empty-name": b"=1",
+}
+
+
+@pytest.mark.skipif(CGROUP_MOUNT is None, reason="no cgroup v2 mount")
+@pytest.mark.parametrize("setting", REFUSED_CGROUP_SETTINGS.values(), ids=REFUSED_CGROUP_SETTINGS.keys())
+def test_cgroup_settings_other_than_controller_files_are_refused(variant: Path, setting: bytes) -> None:
+    leaf = Path(M) / "netrunner" / f"refused-{os.getpid()}"
+    with direct_shepherd() as sh:
+        sh.send(cgroup_request(str(leaf), setting))
+        expect_refused_unharmed(sh)
+    assert not leaf.exists()
+
+
+def _refused_leaves(tmp: Path) -> dict[str, str]:
+    up = "/.." * (len(Path(M).parts) - 1)  # from the mount up to /
+    name = f"refused-{os.getpid()}"
+    return {
+        "outside-the-mount": f"{tmp}/evil",
+        "dotdot-out-of-the-mount": f"{M}{up}{tmp}/evil",
+        "the-mount-itself": M,
+        "trailing-slash": f"{M}/netrunner/{name}/",
+        "empty-component": f"{M}/netrunner//{name}",
+        "dot-component": f"{M}/./netrunner/{name}",
+        "dotdot-inside": f"{M}/netrunner/{name}/../{name}-2",
+        "sibling-of-the-mount": f"{M}x/{name}",
+        "relative": f"netrunner/{name}",
+        "too-long": f"{M}/netrunner/" + "/".join(["d" * 200] * 20),
+    }
+
+
+@pytest.mark.parametrize("case", list(_refused_leaves(Path("/tmp"))))
+def test_cgroup_paths_other_than_leaves_below_the_mount_are_refused(variant: Path, case: str, tmp_path: Path) -> None:
+    leaf = _refused_leaves(tmp_path)[case]
+    with direct_shepherd() as sh:
+        sh.send(cgroup_request(leaf))
+        expect_refused_unharmed(sh)
+    assert not (tmp_path / "evil").exists()
+    assert not (Path(M) / "netrunner" / f"refused-{os.getpid()}").exists()
 
 
 def test_too_many_fds_with_the_request(variant: Path) -> None:

@@ -29,7 +29,15 @@ from typing import Any
 from ._errors import CgroupError
 
 MAX_COMPONENT = 255
-MAX_PATH = 4000
+MAX_PATH = 4000  # also the shepherd's bound on the leaf's absolute path (MAX_CGROUP_PATH)
+
+# The controllers whose interface files ``limits`` may write, as the shepherd
+# checks them too (controller_file): never a ``cgroup.*`` file (cgroup.procs
+# would move the shepherd into the leaf, cgroup.freeze wedge the child,
+# cgroup.subtree_control reshape the tree), and no name that could leave the
+# leaf.  Upper case is allowed for hugetlb's page sizes (hugetlb.2MB.max).
+CONTROLLERS = frozenset({"memory", "pids", "cpu", "io", "cpuset", "hugetlb"})
+_FILE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
 
 
 def mount_point(mountinfo: str = "/proc/self/mountinfo") -> str:
@@ -47,10 +55,10 @@ def mount_point(mountinfo: str = "/proc/self/mountinfo") -> str:
 
 
 def _unescape(path: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \\ooo
+    # mountinfo escapes space, tab, newline and backslash as \\ooo (octal)
     out, i = [], 0
     while i < len(path):
-        if path[i] == "\\" and path[i + 1 : i + 4].isdigit() and len(path[i + 1 : i + 4]) == 3:
+        if path[i] == "\\" and len(path[i + 1 : i + 4]) == 3 and all(c in "01234567" for c in path[i + 1 : i + 4]):
             out.append(chr(int(path[i + 1 : i + 4], 8)))
             i += 4
         else:
@@ -88,8 +96,11 @@ def settings(limits: Any) -> list[bytes]:
         raise TypeError("limits must be a mapping such as {'memory.max': '100M'}")
     out = []
     for key, value in limits.items():
-        if not isinstance(key, str) or "." not in key or "/" in key or "\0" in key or key.startswith("cgroup."):
-            raise ValueError(f"not a controller file: {key!r}")
+        if not controller_file(key):
+            raise ValueError(
+                f"not a controller file: {key!r} (limits take <controller>.<file> with a controller"
+                f" in {', '.join(sorted(CONTROLLERS))}; letters, digits, '_' and '.' only)"
+            )
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise TypeError(f"limit {key!r} must be a str or an int")
         text = str(value)
@@ -99,11 +110,21 @@ def settings(limits: Any) -> list[bytes]:
     return out
 
 
+def controller_file(name: object) -> bool:
+    """Is ``name`` a controller interface file such as ``memory.max``?"""
+    if not isinstance(name, str) or not set(name) <= _FILE_CHARS:
+        return False
+    controller, dot, rest = name.partition(".")
+    return controller in CONTROLLERS and bool(dot) and bool(rest)
+
+
 def prepare(relative: str, limits: list[bytes]) -> bytes:
     """Create the parents, make sure every limit's controller is usable in
     the leaf, and return the leaf's absolute path for the shepherd."""
     root = mount_point()
     leaf = os.path.join(root, relative)
+    if len(os.fsencode(leaf)) > MAX_PATH:  # the shepherd would refuse it
+        raise ValueError(f"cgroup path is too long under {root}: {relative[:60]!r}...")
     parent = os.path.dirname(leaf)
     try:
         os.makedirs(parent, exist_ok=True)
