@@ -658,6 +658,9 @@ static int cgroup_setup(const struct request *rq, uint32_t *stage) {
     char path[4096];
     *stage = NR_STAGE_CGROUP;
     if (mkdir(rq->cgroup, 0755) < 0) return -1;
+    /* 0755 whatever our umask (the fork server's: a umask 077 owner would
+     * make a leaf only root can look into). */
+    if (chmod(rq->cgroup, 0755) < 0) goto fail;
     /* Without cgroup.kill (Linux < 5.14, or not ours to write) the leaf
      * could not be emptied at once when the child ends: refuse rather
      * than contain less than promised. */

@@ -75,6 +75,52 @@ def test_a_path_with_parents_creates_them_and_keeps_them() -> None:
     parent.rmdir()
 
 
+@pytest.mark.parametrize("umask", [0, 0o077], ids=["umask-000", "umask-077"])
+def test_parents_and_the_leaf_are_0755_whatever_the_umask(umask: int) -> None:
+    # With umask 0 the parents used to be 0777 (another user squatted a
+    # leaf's name); with 077 the leaf was 0700.  The fork server (whose
+    # umask the shepherd's mkdir gets) is started under the umask too.
+    top = Path(MOUNT) / "netrunner" / f"modes-{os.getpid()}"
+    parents = [top, top / "a"]
+    leaf = top / "a" / "job"
+    old = os.umask(umask)
+    FORK_SERVER.close()
+    try:
+        r = netrunner.run(
+            ["stat", "-c", "%a %n", str(leaf)], cgroup=str(leaf.relative_to(MOUNT)), check=True, text=True
+        )
+        assert r.stdout == f"755 {leaf}\n"
+        assert [oct(p.stat().st_mode & 0o7777) for p in parents] == ["0o755", "0o755"]
+        assert not leaf.exists()
+    finally:
+        os.umask(old)
+        FORK_SERVER.close()  # later tests get a server with the usual umask
+        for p in reversed(parents):
+            if p.exists():
+                p.rmdir()
+
+
+@pytest.mark.parametrize("depth", ["parent", "grandparent"])
+def test_a_parent_owned_by_another_user_is_refused(depth: str, tmp_path: Path) -> None:
+    # Whoever owns a parent controls what is in it: one that is neither ours
+    # nor root's is refused, before anything is made below it or started.
+    foreign = Path(MOUNT) / "netrunner" / f"foreign-{os.getpid()}"
+    foreign.mkdir(mode=0o755)
+    try:
+        os.chown(foreign, 54321, 54321)
+        relative = foreign.relative_to(MOUNT) / ("job" if depth == "parent" else "sub/job")
+        sentinel = tmp_path / "ran"
+        with pytest.raises(netrunner.CgroupError) as info:
+            netrunner.run(["touch", str(sentinel)], cgroup=str(relative))
+        assert info.value.errno == errno.EPERM
+        assert info.value.filename == str(foreign)
+        assert str(foreign) in str(info.value) and "54321" in str(info.value)
+        assert not sentinel.exists()
+        assert not [name for name in os.listdir(foreign) if (foreign / name).is_dir()]  # nothing made below
+    finally:
+        foreign.rmdir()
+
+
 @pytest.mark.parametrize(
     "bad", ["/abs/path", "a/../b", "..", "a//b", "a/./b", "", "a\0b", "x" * 300, "/".join(["d"] * 2100)]
 )

@@ -785,6 +785,7 @@ try:
 except netrunner.CgroupError:  # pragma: no cover - depends on the machine
     CGROUP_MOUNT = None
 M = CGROUP_MOUNT or "/sys/fs/cgroup"
+CGROUP_WRITABLE = CGROUP_MOUNT is not None and os.access(CGROUP_MOUNT, os.W_OK)
 
 
 def cgroup_request(leaf: str, *settings: bytes) -> bytes:
@@ -853,6 +854,24 @@ def test_cgroup_paths_other_than_leaves_below_the_mount_are_refused(variant: Pat
         expect_refused_unharmed(sh)
     assert not (tmp_path / "evil").exists()
     assert not (Path(M) / "netrunner" / f"refused-{os.getpid()}").exists()
+
+
+@pytest.mark.skipif(not CGROUP_WRITABLE, reason="no writable cgroup v2 mount")
+def test_the_leaf_is_0755_whatever_the_shepherds_umask(variant: Path) -> None:
+    parent = Path(M) / "netrunner"
+    parent.mkdir(mode=0o755, exist_ok=True)
+    leaf = parent / f"mode-{os.getpid()}"
+    with direct_shepherd(umask=0o077) as sh:
+        sh.send(spawn_frame(["sh", "-c", 'stat -c %a "$1"; cat /proc/self/cgroup', "sh", str(leaf)], cgroup=str(leaf)))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        out = read_to_eof(started.stdout).decode()  # type: ignore[arg-type]
+        assert out.splitlines()[0] == "755", out
+        assert f"0::/{leaf.relative_to(M)}" in out.splitlines()
+        assert_exit_code(sh.expect(Exited), 0)
+        sh.expect_eof()
+        sh.assert_clean_exit()
+    assert not leaf.exists()
 
 
 def test_too_many_fds_with_the_request(variant: Path) -> None:

@@ -4,8 +4,9 @@ The path rule: ``cgroup="a/b"`` is the directory ``<mount>/a/b`` where
 ``<mount>`` is the cgroup2 mount read from ``/proc/self/mountinfo`` (hybrid
 hierarchies mount it away from ``/sys/fs/cgroup``, e.g. at
 ``/sys/fs/cgroup/unified``).  ``cgroup=True`` is a fresh leaf
-``netrunner/<pid>-<random>``.  Parents are created here if missing and are
-never removed; the leaf itself is created by the shepherd, which refuses an
+``netrunner/<pid>-<random>``.  Parents are created here if missing (0755,
+whatever the umask) and are never removed, and an existing one that another
+user owns is refused; the leaf itself is created by the shepherd, which refuses an
 existing one (netrunner only ever removes what it made), puts the child in
 it before exec, and on exit kills everything in it and removes it.
 
@@ -22,6 +23,7 @@ import errno
 import os
 import secrets
 import select
+import stat
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -125,11 +127,7 @@ def prepare(relative: str, limits: list[bytes]) -> bytes:
     leaf = os.path.join(root, relative)
     if len(os.fsencode(leaf)) > MAX_PATH:  # the shepherd would refuse it
         raise ValueError(f"cgroup path is too long under {root}: {relative[:60]!r}...")
-    parent = os.path.dirname(leaf)
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as exc:
-        raise CgroupError(exc.errno, f"cannot create cgroup {parent}: {exc.strerror}", parent) from exc
+    parent = _parents(root, relative.split("/")[:-1])
     if os.path.exists(leaf):
         raise CgroupError(
             errno.EEXIST, f"cgroup {leaf} already exists (netrunner only runs in leaves it creates)", leaf
@@ -138,6 +136,44 @@ def prepare(relative: str, limits: list[bytes]) -> bytes:
     if wanted:
         _enable(parent, wanted)
     return os.fsencode(leaf)
+
+
+def _parents(root: str, names: list[str]) -> str:
+    """Walk from the mount down to the leaf's parent, top-down: create each
+    missing directory 0755 whatever the umask (a parent others may write
+    lets another user squat a leaf's name, or a parent below it), and
+    refuse an existing one owned by neither our euid nor root, before
+    anything below it is made: whoever owns a parent controls what is in
+    it.  (A delegated subtree is owned by its user; its ancestors by root.)"""
+    path, euid = root, os.geteuid()
+    for name in names:
+        path = os.path.join(path, name)
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise CgroupError(exc.errno, f"cannot create cgroup {path}: {exc.strerror}", path) from exc
+        else:
+            try:
+                os.chmod(path, 0o755)  # mkdir's mode went through the umask
+            except OSError as exc:
+                raise CgroupError(exc.errno, f"cannot chmod cgroup {path}: {exc.strerror}", path) from exc
+            continue
+        try:
+            info = os.lstat(path)
+        except OSError as exc:
+            raise CgroupError(exc.errno, f"cannot stat cgroup {path}: {exc.strerror}", path) from exc
+        if not stat.S_ISDIR(info.st_mode):
+            raise CgroupError(errno.ENOTDIR, f"cgroup parent {path} is not a directory", path)
+        if info.st_uid not in (euid, 0):
+            raise CgroupError(
+                errno.EPERM,
+                f"cgroup parent {path} is owned by uid {info.st_uid}, neither by us (euid {euid}) nor by root:"
+                " refusing to run a child in a tree another user controls",
+                path,
+            )
+    return path
 
 
 def _enable(parent: str, controllers: set[str]) -> None:
