@@ -22,7 +22,7 @@ from procs import SHEPHERD_SRC, compile_c, read_fifo_line
 import netrunner
 from netrunner import aio
 from netrunner._cgroup import mount_point, settings
-from netrunner._launch import FORK_SERVER
+from netrunner._launch import FORK_SERVER, use_shepherd_binary
 
 try:
     MOUNT = mount_point()
@@ -241,9 +241,8 @@ def test_a_leaf_without_cgroup_kill_is_refused_and_removed(tmp_path: Path, monke
     wrapper.chmod(0o755)
     sentinel = tmp_path / "ran"
     leaf = f"netrunner/no-kill-{os.getpid()}"
-    monkeypatch.setenv("NETRUNNER_SHEPHERD", str(wrapper))
     monkeypatch.delenv("NETRUNNER_FORK_SERVER", raising=False)
-    FORK_SERVER.close()  # the next spawn starts a server from the wrapper
+    previous = use_shepherd_binary(wrapper)  # the next spawn starts a server from the wrapper
     try:
         with pytest.raises(netrunner.CgroupError) as info:
             netrunner.run(["touch", str(sentinel)], cgroup=leaf)
@@ -252,7 +251,7 @@ def test_a_leaf_without_cgroup_kill_is_refused_and_removed(tmp_path: Path, monke
         assert not (Path(MOUNT) / leaf).exists()
         assert netrunner.run(["true"]).returncode == 0  # without a cgroup the shim changes nothing
     finally:
-        FORK_SERVER.close()  # later tests get a server from the release build
+        use_shepherd_binary(previous)  # later tests get a server from the release build
 
 
 def test_limits_need_their_controller_and_say_which() -> None:

@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 from collections import deque
@@ -83,16 +84,29 @@ def dynamic_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _build(tmp_path_factory, "dynamic", ["-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-Werror"])
 
 
+@contextmanager
+def shepherd_binary_swapped(binary: Path | None) -> Iterator[None]:
+    """Run ``binary`` as the shepherd (None: the built one) inside the block,
+    fork server included (restarted on the way in and out if it changes)."""
+    previous = _launch.use_shepherd_binary(binary)
+    try:
+        yield
+    finally:
+        _launch.use_shepherd_binary(previous)
+
+
 @pytest.fixture
 def sanitized(asan_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Make spawn_helper start the sanitizer build; fail if it logs anything."""
     logdir = tmp_path / "sanitizer-logs"
     logdir.mkdir()
     log = logdir / "san"
-    monkeypatch.setenv("NETRUNNER_SHEPHERD", str(asan_binary))
     monkeypatch.setenv("ASAN_OPTIONS", f"log_path={log}:detect_leaks=1")
     monkeypatch.setenv("UBSAN_OPTIONS", f"log_path={log}:halt_on_error=1:print_stacktrace=1")
-    yield asan_binary
+    # Leaving the block lets a sanitized fork server go (and waits for it),
+    # so its exit report is in the log before we look.
+    with shepherd_binary_swapped(asan_binary):
+        yield asan_binary
     reports = sorted(logdir.iterdir())
     if reports:
         text = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')}" for p in reports)
@@ -100,16 +114,17 @@ def sanitized(asan_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.fixture(params=["release", "asan"])
-def variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Path:
+def variant(request: pytest.FixtureRequest) -> Iterator[Path]:
     """The shepherd binary spawn_helper will start for this test."""
     if request.param == "release":
-        monkeypatch.delenv("NETRUNNER_SHEPHERD", raising=False)
-        binary = Path(_launch.shepherd_binary())
-        assert binary.is_file(), f"no release shepherd at {binary} (run tools/dev-build.sh)"
-        return binary
+        with shepherd_binary_swapped(None):  # even if $NETRUNNER_SHEPHERD named another
+            binary = Path(_launch.shepherd_binary())
+            assert binary.is_file(), f"no release shepherd at {binary} (run tools/dev-build.sh)"
+            yield binary
+        return
     binary = request.getfixturevalue("sanitized")
     assert isinstance(binary, Path)
-    return binary
+    yield binary
 
 
 # ------------------------------------------------------------- small helpers
@@ -1194,9 +1209,7 @@ VALGRIND = shutil.which("valgrind")
 
 @pytest.mark.skipif(VALGRIND is None, reason="valgrind is not installed (optional memcheck of failure paths)")
 @pytest.mark.parametrize("case", ["inherit-without-fd", "exec-failure", "chdir-failure", "malformed"])
-def test_failure_paths_under_memcheck(
-    case: str, dynamic_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failure_paths_under_memcheck(case: str, dynamic_binary: Path, tmp_path: Path) -> None:
     """ASan cannot see reads of uninitialised memory; memcheck can.  The
     early-failure paths of a spawn clean up fds they may never have opened."""
     release = dynamic_binary
@@ -1207,7 +1220,6 @@ def test_failure_paths_under_memcheck(
         f'--log-file={tmp_path}/memcheck.%p.log {release} "$@"\n'
     )
     wrapper.chmod(0o755)
-    monkeypatch.setenv("NETRUNNER_SHEPHERD", str(wrapper))
     request, expected = {
         "inherit-without-fd": (spawn_frame(["true"], stdin=op.STDIO_INHERIT), SpawnFailed(op.STAGE_PIPE, errno.EBADF)),
         "exec-failure": (
@@ -1220,7 +1232,7 @@ def test_failure_paths_under_memcheck(
         ),
         "malformed": (MALFORMED_REQUESTS["too-many-rlimits"], SpawnFailed(op.STAGE_REQUEST, errno.EINVAL)),
     }[case]
-    with direct_shepherd() as sh:
+    with shepherd_binary_swapped(wrapper), direct_shepherd() as sh:
         sh.send(request)
         assert sh.event(timeout=60) == expected
         sh.expect_eof(timeout=60)
@@ -1235,7 +1247,7 @@ def test_failure_paths_under_memcheck(
 
 def test_library_calls_on_the_sanitized_fork_server(sanitized: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NETRUNNER_FORK_SERVER", raising=False)
-    _launch.FORK_SERVER.close()  # the next spawn starts a fork server from the ASan binary
+    # (sanitized let the old fork server go: the next spawn starts one from the ASan binary)
     try:
         result = netrunner.run(["echo", "hello"])
         assert (result.returncode, result.stdout) == (0, b"hello\n")
@@ -1256,6 +1268,87 @@ def test_library_calls_on_the_sanitized_fork_server(sanitized: Path, monkeypatch
             assert proc.wait(timeout=PROMPT) == 0
     finally:
         _launch.FORK_SERVER.close()
+
+
+# ------------------------------------------- which binary runs ($NETRUNNER_SHEPHERD)
+
+SRC = Path(netrunner.__file__).resolve().parent.parent
+# In a fresh interpreter: spawn, then say which binary the fork server runs.
+WHICH_BINARY = (
+    "import sys; sys.path.insert(0, sys.argv[1]); import netrunner, os; from netrunner import _launch; "
+    "r = netrunner.run(['echo', 'ok']); "
+    "print(r.stdout.decode().strip(), os.path.realpath(f'/proc/{_launch.FORK_SERVER.pid}/exe'))"
+)
+
+
+def run_python(*flags: str, env: dict[str, str], code: str = WHICH_BINARY, cwd: Path | None = None) -> str:
+    proc = subprocess.run(
+        [sys.executable, *flags, "-c", code, str(SRC)], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def built_binary() -> str:
+    with shepherd_binary_swapped(None):
+        return os.path.realpath(_launch.shepherd_binary())
+
+
+def decoy(tmp_path: Path) -> Path:
+    """A shepherd that works but is not the built one: a copy of it."""
+    copy = tmp_path / "bin" / "netrunner-shepherd"
+    copy.parent.mkdir()
+    shutil.copy2(built_binary(), copy)
+    return copy
+
+
+def test_a_relative_netrunner_shepherd_is_refused(tmp_path: Path) -> None:
+    # Relative to the cwd of the next fork-server start, it could name a
+    # different program from one moment to the next (here it names a
+    # working copy, and it used to run).
+    decoy(tmp_path)
+    env = {**os.environ, "NETRUNNER_SHEPHERD": "bin/netrunner-shepherd"}
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import netrunner; netrunner.run(['true'])"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(SRC)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1
+    assert "ShepherdError" in proc.stderr and "must be an absolute path" in proc.stderr, proc.stderr
+
+
+def test_an_absolute_netrunner_shepherd_is_used_when_set_before_import(tmp_path: Path) -> None:
+    copy = decoy(tmp_path)
+    assert run_python(env={**os.environ, "NETRUNNER_SHEPHERD": str(copy)}) == f"ok {copy}\n"
+
+
+def test_netrunner_shepherd_set_after_import_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = os.path.realpath(_launch.shepherd_binary())
+    monkeypatch.setenv("NETRUNNER_SHEPHERD", str(decoy(tmp_path)))
+    monkeypatch.delenv("NETRUNNER_FORK_SERVER", raising=False)
+    _launch.FORK_SERVER.close()  # the next spawn starts a fork server: from which binary?
+    try:
+        assert netrunner.run(["echo", "ok"]).stdout == b"ok\n"
+        assert os.path.realpath(f"/proc/{_launch.FORK_SERVER.pid}/exe") == expected
+    finally:
+        _launch.FORK_SERVER.close()
+
+
+def test_netrunner_shepherd_is_ignored_under_python_e(tmp_path: Path) -> None:
+    env = {**os.environ, "NETRUNNER_SHEPHERD": str(decoy(tmp_path))}
+    assert run_python("-E", env=env) == f"ok {built_binary()}\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run with real and effective gids apart")
+def test_netrunner_shepherd_is_ignored_when_real_and_effective_ids_differ(tmp_path: Path) -> None:
+    # As a setgid program would run: the environment is someone else's.
+    env = {**os.environ, "NETRUNNER_SHEPHERD": str(decoy(tmp_path))}
+    code = "import os; os.setresgid(0, 65534, 0); " + WHICH_BINARY
+    assert run_python(env=env, code=code) == f"ok {built_binary()}\n"
+
+
+def test_use_shepherd_binary_wants_an_absolute_path() -> None:
+    with pytest.raises(ValueError, match="absolute"):
+        _launch.use_shepherd_binary("bin/netrunner-shepherd")
 
 
 def test_frame_helper_matches_the_encoder() -> None:
