@@ -6,9 +6,10 @@ hierarchies mount it away from ``/sys/fs/cgroup``, e.g. at
 ``/sys/fs/cgroup/unified``).  ``cgroup=True`` is a fresh leaf
 ``netrunner/<pid>-<random>``.  Parents are created here if missing (0755,
 whatever the umask) and are never removed, and an existing one that another
-user owns is refused; the leaf itself is created by the shepherd, which refuses an
-existing one (netrunner only ever removes what it made), puts the child in
-it before exec, and on exit kills everything in it and removes it.
+user owns is refused; the leaf itself is created by the shepherd, which
+refuses an existing one (netrunner only ever removes what it made), puts
+the child in it before exec, and on exit kills everything in it and
+removes it.
 
 Limits (``limits={"memory.max": "100M", "pids.max": 64}``) are written into
 the leaf by the shepherd; here we check that each one's controller is

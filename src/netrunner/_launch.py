@@ -326,9 +326,7 @@ def use_shepherd_binary(path: str | os.PathLike[str] | None) -> str | None:
     (Nothing else swaps the binary: the environment is read once, at import.)"""
     global _binary_override
     new = None if path is None else os.fspath(path)
-    if new is not None and not os.path.isabs(new):
-        raise ValueError(f"the shepherd binary must be an absolute path, not {new!r}")
-    previous = _binary_override
+    previous = _binary_override  # (a relative one is refused when it is used, by shepherd_binary)
     if new != previous:
         _binary_override = new
         FORK_SERVER.close()
