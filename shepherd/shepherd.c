@@ -51,6 +51,7 @@
 #define REAP_BOUND_MS 3000     /* after SIGKILL: a D-state child cannot hold us longer */
 #define SEND_BOUND_MS 5000     /* a wedged owner cannot block a report longer */
 #define REQUEST_BOUND_MS 60000 /* an owner that never sends its request */
+#define MAX_CGROUP_PATH 4000   /* a leaf path, with room for "/<file>" in 4096 */
 
 /* ---------------------------------------------------------------- basics */
 
@@ -381,6 +382,89 @@ static void request_free(struct request *rq) {
     rq->groups = NULL;
 }
 
+/* ---------------------------------------------------- cgroup names */
+
+/* A controller interface file ("memory.max", "pids.max", "hugetlb.2MB.max"):
+ * the only names a CGROUP_SET may write.  Why a list: cgroup.procs=0 would
+ * move the shepherd itself into the leaf (and cgroup.kill then kills it),
+ * cgroup.freeze=1 would wedge the child, cgroup.subtree_control would
+ * reshape the tree, and a name with "/" or ".." could leave the leaf. */
+static int controller_file(const uint8_t *name, size_t len) {
+    static const char *const controllers[] = {"memory", "pids", "cpu", "io", "cpuset", "hugetlb"};
+    for (size_t i = 0; i < len; i++) {
+        uint8_t c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.'))
+            return 0;
+    }
+    for (size_t i = 0; i < sizeof controllers / sizeof controllers[0]; i++) {
+        size_t n = strlen(controllers[i]);
+        if (len > n + 1 && memcmp(name, controllers[i], n) == 0 && name[n] == '.') return 1;
+    }
+    return 0;
+}
+
+/* An absolute path with no empty, "." or ".." component (so no trailing
+ * "/" either), short enough for every "<leaf>/<file>" we build. */
+static int clean_absolute(const char *path) {
+    if (path[0] != '/' || strlen(path) > MAX_CGROUP_PATH) return 0;
+    for (const char *p = path + 1;;) {
+        const char *end = strchrnul(p, '/');
+        size_t n = (size_t)(end - p);
+        if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) return 0;
+        if (*end == '\0') return 1;
+        p = end + 1;
+    }
+}
+
+/* mountinfo writes space, tab, newline and backslash as \ooo (octal). */
+static void unescape_octal(char *s) {
+    char *out = s;
+    for (const char *in = s; *in;) {
+        if (in[0] == '\\' && in[1] >= '0' && in[1] <= '3' && in[2] >= '0' && in[2] <= '7' && in[3] >= '0' &&
+            in[3] <= '7') {
+            *out++ = (char)(((in[1] - '0') << 6) | ((in[2] - '0') << 3) | (in[3] - '0'));
+            in += 4;
+        } else {
+            *out++ = *in++;
+        }
+    }
+    *out = '\0';
+}
+
+/* Is path a directory strictly below the cgroup2 mount?  The mount is the
+ * first cgroup2 line of our own /proc/self/mountinfo (as Python's
+ * _cgroup.mount_point finds it): we never trust the owner to say where the
+ * cgroup tree is, since FIELD_CGROUP is mkdir'ed, written and rmdir'ed. */
+static int under_cgroup2_mount(const char *path) {
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f) { complain("open /proc/self/mountinfo"); return 0; }
+    char *line = NULL;
+    size_t size = 0;
+    int inside = 0;
+    while (getline(&line, &size, f) > 0) {
+        /* "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw" */
+        char *sep = strstr(line, " - ");
+        if (!sep || strncmp(sep + 3, "cgroup2 ", 8) != 0) continue;
+        *sep = '\0';
+        char *mount = line;
+        for (int i = 0; i < 4 && mount; i++) {
+            mount = strchr(mount, ' ');
+            if (mount) mount++;
+        }
+        if (!mount) break; /* a malformed line: refuse */
+        char *end = strchr(mount, ' ');
+        if (end) *end = '\0';
+        unescape_octal(mount);
+        size_t n = strlen(mount);
+        while (n > 0 && mount[n - 1] == '/') n--; /* "/" itself: every path is below */
+        inside = strncmp(path, mount, n) == 0 && path[n] == '/' && path[n + 1] != '\0';
+        break;
+    }
+    free(line);
+    fclose(f);
+    return inside;
+}
+
 /* Decode the OP_SPAWN payload (a run of u16 tag, u32 length, value). */
 static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
     uint32_t off = 0;
@@ -420,7 +504,7 @@ static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
             break;
         case NR_FIELD_CGROUP: {
             struct strv one = {0};
-            if (rq->cgroup || flen == 0 || v[0] != '/' || strv_push(&one, v, flen) < 0) { strv_free(&one); return -1; }
+            if (rq->cgroup || strv_push(&one, v, flen) < 0 || !clean_absolute(one.v[0])) { strv_free(&one); return -1; }
             rq->cgroup = one.v[0];
             free(one.v);
             break;
@@ -428,8 +512,8 @@ static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
         case NR_FIELD_CGROUP_SET:
         {
             const uint8_t *eq = memchr(v, '=', flen);
-            /* the file name may not leave the leaf; the value is free text */
-            if (!eq || memchr(v, '/', (size_t)(eq - v)) || strv_push(&rq->cgroup_set, v, flen) < 0) return -1;
+            /* a controller's own file in the leaf; the value is free text */
+            if (!eq || !controller_file(v, (size_t)(eq - v)) || strv_push(&rq->cgroup_set, v, flen) < 0) return -1;
         }
             break;
         case NR_FIELD_PTY:
@@ -476,6 +560,7 @@ static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
             return -1;
         }
     }
+    if (rq->cgroup && !under_cgroup2_mount(rq->cgroup)) return -1;
     return (rq->argv.n > 0 && rq->exec.n > 0) ? 0 : -1;
 }
 
@@ -619,6 +704,9 @@ static int cgroup_setup(const struct request *rq, uint32_t *stage) {
     char path[4096];
     *stage = NR_STAGE_CGROUP;
     if (mkdir(rq->cgroup, 0755) < 0) return -1;
+    /* 0755 whatever our umask (the fork server's: a umask 077 owner would
+     * make a leaf only root can look into). */
+    if (chmod(rq->cgroup, 0755) < 0) goto fail;
     /* Without cgroup.kill (Linux < 5.14, or not ours to write) the leaf
      * could not be emptied at once when the child ends: refuse rather
      * than contain less than promised. */

@@ -12,16 +12,17 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from procs import SHEPHERD_SRC, compile_c, read_fifo_line
 
 import netrunner
 from netrunner import aio
-from netrunner._cgroup import mount_point
-from netrunner._launch import FORK_SERVER
+from netrunner._cgroup import mount_point, settings
+from netrunner._launch import FORK_SERVER, use_shepherd_binary
 
 try:
     MOUNT = mount_point()
@@ -74,6 +75,52 @@ def test_a_path_with_parents_creates_them_and_keeps_them() -> None:
     parent.rmdir()
 
 
+@pytest.mark.parametrize("umask", [0, 0o077], ids=["umask-000", "umask-077"])
+def test_parents_and_the_leaf_are_0755_whatever_the_umask(umask: int) -> None:
+    # With umask 0 the parents used to be 0777 (another user squatted a
+    # leaf's name); with 077 the leaf was 0700.  The fork server (whose
+    # umask the shepherd's mkdir gets) is started under the umask too.
+    top = Path(MOUNT) / "netrunner" / f"modes-{os.getpid()}"
+    parents = [top, top / "a"]
+    leaf = top / "a" / "job"
+    old = os.umask(umask)
+    FORK_SERVER.close()
+    try:
+        r = netrunner.run(
+            ["stat", "-c", "%a %n", str(leaf)], cgroup=str(leaf.relative_to(MOUNT)), check=True, text=True
+        )
+        assert r.stdout == f"755 {leaf}\n"
+        assert [oct(p.stat().st_mode & 0o7777) for p in parents] == ["0o755", "0o755"]
+        assert not leaf.exists()
+    finally:
+        os.umask(old)
+        FORK_SERVER.close()  # later tests get a server with the usual umask
+        for p in reversed(parents):
+            if p.exists():
+                p.rmdir()
+
+
+@pytest.mark.parametrize("depth", ["parent", "grandparent"])
+def test_a_parent_owned_by_another_user_is_refused(depth: str, tmp_path: Path) -> None:
+    # Whoever owns a parent controls what is in it: one that is neither ours
+    # nor root's is refused, before anything is made below it or started.
+    foreign = Path(MOUNT) / "netrunner" / f"foreign-{os.getpid()}"
+    foreign.mkdir(mode=0o755)
+    try:
+        os.chown(foreign, 54321, 54321)
+        relative = foreign.relative_to(MOUNT) / ("job" if depth == "parent" else "sub/job")
+        sentinel = tmp_path / "ran"
+        with pytest.raises(netrunner.CgroupError) as info:
+            netrunner.run(["touch", str(sentinel)], cgroup=str(relative))
+        assert info.value.errno == errno.EPERM
+        assert info.value.filename == str(foreign)
+        assert str(foreign) in str(info.value) and "54321" in str(info.value)
+        assert not sentinel.exists()
+        assert not [name for name in os.listdir(foreign) if (foreign / name).is_dir()]  # nothing made below
+    finally:
+        foreign.rmdir()
+
+
 @pytest.mark.parametrize(
     "bad", ["/abs/path", "a/../b", "..", "a//b", "a/./b", "", "a\0b", "x" * 300, "/".join(["d"] * 2100)]
 )
@@ -82,6 +129,77 @@ def test_bad_paths_are_refused_before_anything_runs(bad: str, tmp_path: Path) ->
     with pytest.raises(ValueError):
         netrunner.run(["touch", str(sentinel)], cgroup=bad)
     assert not sentinel.exists()
+
+
+def _front_ends() -> dict[str, Callable[[dict[str, Any]], object]]:
+    async def aio_spawn(limits: dict[str, Any]) -> None:
+        await aio.spawn(["true"], cgroup=True, limits=limits)
+
+    async def aio_stream(limits: dict[str, Any]) -> None:
+        async for _ in aio.stream(["true"], cgroup=True, limits=limits):
+            pass
+
+    return {
+        "run": lambda limits: netrunner.run(["true"], cgroup=True, limits=limits),
+        "stream": lambda limits: netrunner.stream(["true"], cgroup=True, limits=limits),
+        "spawn": lambda limits: netrunner.spawn(["true"], cgroup=True, limits=limits),
+        "aio.run": lambda limits: asyncio.run(aio.run(["true"], cgroup=True, limits=limits)),
+        "aio.spawn": lambda limits: asyncio.run(aio_spawn(limits)),
+        "aio.stream": lambda limits: asyncio.run(aio_stream(limits)),
+        "Command": lambda limits: netrunner.Command("true", cgroup=True, limits=limits).run(),
+        "Daemon": lambda limits: netrunner.Daemon(["true"], cgroup=True, limits=limits).start(),
+    }
+
+
+# Only <controller>.<file> of memory, pids, cpu, io, cpuset, hugetlb: never
+# a cgroup.* file (cgroup.procs moves whoever writes it, cgroup.freeze
+# wedges the child), never a name that could leave the leaf.
+BAD_LIMITS = [
+    "cgroup.procs",
+    "cgroup.freeze",
+    "cgroup.subtree_control",
+    "../x",
+    "..",
+    "rdma.max",
+    "misc.max",
+    "memory",
+    "memory.",
+    "memory. max",
+    "pids.max=1",
+]
+
+
+@pytest.mark.parametrize("front_end", list(_front_ends()))
+@pytest.mark.parametrize("name", BAD_LIMITS)
+def test_limits_other_than_controller_files_are_refused_before_anything_runs(front_end: str, name: str) -> None:
+    with pytest.raises(ValueError, match="not a controller file"):
+        _front_ends()[front_end]({name: "1"})
+    # No leaf was made (cgroup=True: netrunner/<our pid>-<hex>; other test
+    # runs on the machine may come and go in netrunner/ meanwhile).
+    assert not [n for n in os.listdir(Path(MOUNT) / "netrunner") if n.startswith(f"{os.getpid()}-")]
+
+
+def test_controller_files_pass_validation() -> None:
+    assert settings({"memory.max": "100M", "pids.max": 64, "hugetlb.2MB.max": 0, "cpu.weight": 50}) == [
+        b"memory.max=100M",
+        b"pids.max=64",
+        b"hugetlb.2MB.max=0",
+        b"cpu.weight=50",
+    ]
+
+
+def test_a_path_too_long_once_under_the_mount_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    # Short enough relative to the mount, too long for the shepherd once the
+    # mount is in front: a ValueError before any parent is created.
+    top = f"long-{os.getpid()}"
+    relative = f"netrunner/{top}"
+    while len(relative) < 4000:
+        relative += "/" + "d" * min(200, 4000 - len(relative) - 1)
+    assert len(relative) <= 4000 < len(os.path.join(MOUNT, relative))
+    with pytest.raises(ValueError, match="too long"):
+        netrunner.run(["touch", str(tmp_path / "ran")], cgroup=relative)
+    assert not (tmp_path / "ran").exists()
+    assert not (Path(MOUNT) / "netrunner" / top).exists()
 
 
 def test_an_existing_leaf_is_an_error_and_is_left_alone() -> None:
@@ -124,9 +242,8 @@ def test_a_leaf_without_cgroup_kill_is_refused_and_removed(tmp_path: Path, monke
     wrapper.chmod(0o755)
     sentinel = tmp_path / "ran"
     leaf = f"netrunner/no-kill-{os.getpid()}"
-    monkeypatch.setenv("NETRUNNER_SHEPHERD", str(wrapper))
     monkeypatch.delenv("NETRUNNER_FORK_SERVER", raising=False)
-    FORK_SERVER.close()  # the next spawn starts a server from the wrapper
+    previous = use_shepherd_binary(wrapper)  # the next spawn starts a server from the wrapper
     try:
         with pytest.raises(netrunner.CgroupError) as info:
             netrunner.run(["touch", str(sentinel)], cgroup=leaf)
@@ -135,7 +252,7 @@ def test_a_leaf_without_cgroup_kill_is_refused_and_removed(tmp_path: Path, monke
         assert not (Path(MOUNT) / leaf).exists()
         assert netrunner.run(["true"]).returncode == 0  # without a cgroup the shim changes nothing
     finally:
-        FORK_SERVER.close()  # later tests get a server from the release build
+        use_shepherd_binary(previous)  # later tests get a server from the release build
 
 
 def test_limits_need_their_controller_and_say_which() -> None:

@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 from collections import deque
@@ -33,6 +34,7 @@ from procs import SHEPHERD_SRC, compile_c
 import netrunner
 from netrunner import _launch
 from netrunner import _opcodes as op
+from netrunner._cgroup import mount_point
 from netrunner._protocol import (
     Decoder,
     Event,
@@ -82,16 +84,29 @@ def dynamic_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _build(tmp_path_factory, "dynamic", ["-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-Werror"])
 
 
+@contextmanager
+def shepherd_binary_swapped(binary: Path | None) -> Iterator[None]:
+    """Run ``binary`` as the shepherd (None: the built one) inside the block,
+    fork server included (restarted on the way in and out if it changes)."""
+    previous = _launch.use_shepherd_binary(binary)
+    try:
+        yield
+    finally:
+        _launch.use_shepherd_binary(previous)
+
+
 @pytest.fixture
 def sanitized(asan_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Make spawn_helper start the sanitizer build; fail if it logs anything."""
     logdir = tmp_path / "sanitizer-logs"
     logdir.mkdir()
     log = logdir / "san"
-    monkeypatch.setenv("NETRUNNER_SHEPHERD", str(asan_binary))
     monkeypatch.setenv("ASAN_OPTIONS", f"log_path={log}:detect_leaks=1")
     monkeypatch.setenv("UBSAN_OPTIONS", f"log_path={log}:halt_on_error=1:print_stacktrace=1")
-    yield asan_binary
+    # Leaving the block lets a sanitized fork server go (and waits for it),
+    # so its exit report is in the log before we look.
+    with shepherd_binary_swapped(asan_binary):
+        yield asan_binary
     reports = sorted(logdir.iterdir())
     if reports:
         text = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')}" for p in reports)
@@ -99,16 +114,17 @@ def sanitized(asan_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.fixture(params=["release", "asan"])
-def variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Path:
+def variant(request: pytest.FixtureRequest) -> Iterator[Path]:
     """The shepherd binary spawn_helper will start for this test."""
     if request.param == "release":
-        monkeypatch.delenv("NETRUNNER_SHEPHERD", raising=False)
-        binary = Path(_launch.shepherd_binary())
-        assert binary.is_file(), f"no release shepherd at {binary} (run tools/dev-build.sh)"
-        return binary
+        with shepherd_binary_swapped(None):  # even if $NETRUNNER_SHEPHERD named another
+            binary = Path(_launch.shepherd_binary())
+            assert binary.is_file(), f"no release shepherd at {binary} (run tools/dev-build.sh)"
+            yield binary
+        return
     binary = request.getfixturevalue("sanitized")
     assert isinstance(binary, Path)
-    return binary
+    yield binary
 
 
 # ------------------------------------------------------------- small helpers
@@ -170,6 +186,7 @@ def spawn_frame(
     stderr: int = op.STDIO_PIPE,
     kill_timeout: float = 2.0,
     rlimits: list[tuple[int, int, int]] | None = None,
+    cgroup: str | None = None,
 ) -> bytes:
     if exe is None:
         found = shutil.which(argv[0])
@@ -186,6 +203,7 @@ def spawn_frame(
             stderr=stderr,
             kill_timeout=kill_timeout,
             rlimits=rlimits or [],
+            cgroup=None if cgroup is None else os.fsencode(cgroup),
         )
     )
 
@@ -335,9 +353,11 @@ def assert_exit_code(event: Event, code: int) -> None:
 
 
 @contextmanager
-def direct_shepherd() -> Iterator[Owner]:
-    """One shepherd started directly (``--shepherd``), our child."""
+def direct_shepherd(umask: int | None = None) -> Iterator[Owner]:
+    """One shepherd started directly (``--shepherd``), our child; with
+    ``umask``, the shepherd starts with that umask (ours is restored)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = None if umask is None else os.umask(umask)
     try:
         pid = _launch.spawn_helper("--shepherd", theirs)
     except BaseException:
@@ -345,6 +365,8 @@ def direct_shepherd() -> Iterator[Owner]:
         raise
     finally:
         theirs.close()
+        if old is not None:
+            os.umask(old)
     owner = Owner(ours, pid)
     try:
         yield owner
@@ -809,6 +831,100 @@ def test_credentials_in_the_child(variant: Path, case: str) -> None:
         assert status.split() == [b"NoNewPrivs:", b"1"]
         assert_exit_code(sh.expect(Exited), 0)
         sh.assert_clean_exit()
+# ------------------------------------------------------------ cgroup fields
+
+try:
+    CGROUP_MOUNT: str | None = mount_point()
+except netrunner.CgroupError:  # pragma: no cover - depends on the machine
+    CGROUP_MOUNT = None
+M = CGROUP_MOUNT or "/sys/fs/cgroup"
+CGROUP_WRITABLE = CGROUP_MOUNT is not None and os.access(CGROUP_MOUNT, os.W_OK)
+
+
+def cgroup_request(leaf: str, *settings: bytes) -> bytes:
+    """A well-formed request (stdio on /dev/null) but for its cgroup fields."""
+    fields = F["argv"] + F["exec"] + F["io"] + tlv(op.FIELD_CGROUP, os.fsencode(leaf))
+    return raw_frame(op.OP_SPAWN, fields + b"".join(tlv(op.FIELD_CGROUP_SET, s) for s in settings))
+
+
+def expect_refused_unharmed(sh: Owner) -> None:
+    expect_request_refused(sh)
+    status = sh.wait()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
+
+
+# An audit sent the first two: cgroup.procs=0 moved the shepherd into the
+# leaf (cgroup.kill then killed it), cgroup.freeze=1 froze the child before
+# its exec (the shepherd waited for it for ever).  Only <controller>.<file>
+# of the controllers netrunner knows may be written.
+REFUSED_CGROUP_SETTINGS = {
+    "cgroup.procs": b"cgroup.procs=0",
+    "cgroup.freeze": b"cgroup.freeze=1",
+    "cgroup.subtree_control": b"cgroup.subtree_control=+pids",
+    "cgroup.kill": b"cgroup.kill=1",
+    "dotdot-slash": b"../x=1",
+    "dotdot": b"..=1",
+    "unknown-controller": b"rdma.max=1",
+    "controller-only": b"memory=1",
+    "controller-dot": b"memory.=1",
+    "space": b"memory. max=1",
+    "empty-name": b"=1",
+}
+
+
+@pytest.mark.skipif(CGROUP_MOUNT is None, reason="no cgroup v2 mount")
+@pytest.mark.parametrize("setting", REFUSED_CGROUP_SETTINGS.values(), ids=REFUSED_CGROUP_SETTINGS.keys())
+def test_cgroup_settings_other_than_controller_files_are_refused(variant: Path, setting: bytes) -> None:
+    leaf = Path(M) / "netrunner" / f"refused-{os.getpid()}"
+    with direct_shepherd() as sh:
+        sh.send(cgroup_request(str(leaf), setting))
+        expect_refused_unharmed(sh)
+    assert not leaf.exists()
+
+
+def _refused_leaves(tmp: Path) -> dict[str, str]:
+    up = "/.." * (len(Path(M).parts) - 1)  # from the mount up to /
+    name = f"refused-{os.getpid()}"
+    return {
+        "outside-the-mount": f"{tmp}/evil",
+        "dotdot-out-of-the-mount": f"{M}{up}{tmp}/evil",
+        "the-mount-itself": M,
+        "trailing-slash": f"{M}/netrunner/{name}/",
+        "empty-component": f"{M}/netrunner//{name}",
+        "dot-component": f"{M}/./netrunner/{name}",
+        "dotdot-inside": f"{M}/netrunner/{name}/../{name}-2",
+        "sibling-of-the-mount": f"{M}x/{name}",
+        "relative": f"netrunner/{name}",
+        "too-long": f"{M}/netrunner/" + "/".join(["d" * 200] * 20),
+    }
+
+
+@pytest.mark.parametrize("case", list(_refused_leaves(Path("/tmp"))))
+def test_cgroup_paths_other_than_leaves_below_the_mount_are_refused(variant: Path, case: str, tmp_path: Path) -> None:
+    leaf = _refused_leaves(tmp_path)[case]
+    with direct_shepherd() as sh:
+        sh.send(cgroup_request(leaf))
+        expect_refused_unharmed(sh)
+    assert not (tmp_path / "evil").exists()
+    assert not (Path(M) / "netrunner" / f"refused-{os.getpid()}").exists()
+
+
+@pytest.mark.skipif(not CGROUP_WRITABLE, reason="no writable cgroup v2 mount")
+def test_the_leaf_is_0755_whatever_the_shepherds_umask(variant: Path) -> None:
+    parent = Path(M) / "netrunner"
+    parent.mkdir(mode=0o755, exist_ok=True)
+    leaf = parent / f"mode-{os.getpid()}"
+    with direct_shepherd(umask=0o077) as sh:
+        sh.send(spawn_frame(["sh", "-c", 'stat -c %a "$1"; cat /proc/self/cgroup', "sh", str(leaf)], cgroup=str(leaf)))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        out = read_to_eof(started.stdout).decode()  # type: ignore[arg-type]
+        assert out.splitlines()[0] == "755", out
+        assert f"0::/{leaf.relative_to(M)}" in out.splitlines()
+        assert_exit_code(sh.expect(Exited), 0)
+        sh.expect_eof()
+        sh.assert_clean_exit()
+    assert not leaf.exists()
 
 
 def test_too_many_fds_with_the_request(variant: Path) -> None:
@@ -1131,9 +1247,7 @@ VALGRIND = shutil.which("valgrind")
 
 @pytest.mark.skipif(VALGRIND is None, reason="valgrind is not installed (optional memcheck of failure paths)")
 @pytest.mark.parametrize("case", ["inherit-without-fd", "exec-failure", "chdir-failure", "malformed"])
-def test_failure_paths_under_memcheck(
-    case: str, dynamic_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failure_paths_under_memcheck(case: str, dynamic_binary: Path, tmp_path: Path) -> None:
     """ASan cannot see reads of uninitialised memory; memcheck can.  The
     early-failure paths of a spawn clean up fds they may never have opened."""
     release = dynamic_binary
@@ -1144,7 +1258,6 @@ def test_failure_paths_under_memcheck(
         f'--log-file={tmp_path}/memcheck.%p.log {release} "$@"\n'
     )
     wrapper.chmod(0o755)
-    monkeypatch.setenv("NETRUNNER_SHEPHERD", str(wrapper))
     request, expected = {
         "inherit-without-fd": (spawn_frame(["true"], stdin=op.STDIO_INHERIT), SpawnFailed(op.STAGE_PIPE, errno.EBADF)),
         "exec-failure": (
@@ -1157,7 +1270,7 @@ def test_failure_paths_under_memcheck(
         ),
         "malformed": (MALFORMED_REQUESTS["too-many-rlimits"], SpawnFailed(op.STAGE_REQUEST, errno.EINVAL)),
     }[case]
-    with direct_shepherd() as sh:
+    with shepherd_binary_swapped(wrapper), direct_shepherd() as sh:
         sh.send(request)
         assert sh.event(timeout=60) == expected
         sh.expect_eof(timeout=60)
@@ -1172,7 +1285,7 @@ def test_failure_paths_under_memcheck(
 
 def test_library_calls_on_the_sanitized_fork_server(sanitized: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NETRUNNER_FORK_SERVER", raising=False)
-    _launch.FORK_SERVER.close()  # the next spawn starts a fork server from the ASan binary
+    # (sanitized let the old fork server go: the next spawn starts one from the ASan binary)
     try:
         result = netrunner.run(["echo", "hello"])
         assert (result.returncode, result.stdout) == (0, b"hello\n")
@@ -1193,6 +1306,82 @@ def test_library_calls_on_the_sanitized_fork_server(sanitized: Path, monkeypatch
             assert proc.wait(timeout=PROMPT) == 0
     finally:
         _launch.FORK_SERVER.close()
+
+
+# ------------------------------------------- which binary runs ($NETRUNNER_SHEPHERD)
+
+SRC = Path(netrunner.__file__).resolve().parent.parent
+# In a fresh interpreter: spawn, then say which binary the fork server runs.
+WHICH_BINARY = (
+    "import sys; sys.path.insert(0, sys.argv[1]); import netrunner, os; from netrunner import _launch; "
+    "r = netrunner.run(['echo', 'ok']); "
+    "print(r.stdout.decode().strip(), os.path.realpath(f'/proc/{_launch.FORK_SERVER.pid}/exe'))"
+)
+
+
+def run_python(*flags: str, env: dict[str, str], code: str = WHICH_BINARY, cwd: Path | None = None) -> str:
+    proc = subprocess.run(
+        [sys.executable, *flags, "-c", code, str(SRC)], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def built_binary() -> str:
+    with shepherd_binary_swapped(None):
+        return os.path.realpath(_launch.shepherd_binary())
+
+
+def decoy(tmp_path: Path) -> Path:
+    """A shepherd that works but is not the built one: a copy of it."""
+    copy = tmp_path / "bin" / "netrunner-shepherd"
+    copy.parent.mkdir()
+    shutil.copy2(built_binary(), copy)
+    return copy
+
+
+def test_a_relative_netrunner_shepherd_is_refused(tmp_path: Path) -> None:
+    # Relative to the cwd of the next fork-server start, it could name a
+    # different program from one moment to the next (here it names a
+    # working copy, and it used to run).
+    decoy(tmp_path)
+    env = {**os.environ, "NETRUNNER_SHEPHERD": "bin/netrunner-shepherd"}
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import netrunner; netrunner.run(['true'])"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(SRC)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1
+    assert "ShepherdError" in proc.stderr and "must be an absolute path" in proc.stderr, proc.stderr
+
+
+def test_an_absolute_netrunner_shepherd_is_used_when_set_before_import(tmp_path: Path) -> None:
+    copy = decoy(tmp_path)
+    assert run_python(env={**os.environ, "NETRUNNER_SHEPHERD": str(copy)}) == f"ok {copy}\n"
+
+
+def test_netrunner_shepherd_set_after_import_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = os.path.realpath(_launch.shepherd_binary())
+    monkeypatch.setenv("NETRUNNER_SHEPHERD", str(decoy(tmp_path)))
+    monkeypatch.delenv("NETRUNNER_FORK_SERVER", raising=False)
+    _launch.FORK_SERVER.close()  # the next spawn starts a fork server: from which binary?
+    try:
+        assert netrunner.run(["echo", "ok"]).stdout == b"ok\n"
+        assert os.path.realpath(f"/proc/{_launch.FORK_SERVER.pid}/exe") == expected
+    finally:
+        _launch.FORK_SERVER.close()
+
+
+def test_netrunner_shepherd_is_ignored_under_python_e(tmp_path: Path) -> None:
+    env = {**os.environ, "NETRUNNER_SHEPHERD": str(decoy(tmp_path))}
+    assert run_python("-E", env=env) == f"ok {built_binary()}\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run with real and effective gids apart")
+def test_netrunner_shepherd_is_ignored_when_real_and_effective_ids_differ(tmp_path: Path) -> None:
+    # As a setgid program would run: the environment is someone else's.
+    env = {**os.environ, "NETRUNNER_SHEPHERD": str(decoy(tmp_path))}
+    code = "import os; os.setresgid(0, 65534, 0); " + WHICH_BINARY
+    assert run_python(env=env, code=code) == f"ok {built_binary()}\n"
 
 
 def test_frame_helper_matches_the_encoder() -> None:

@@ -4,10 +4,12 @@ The path rule: ``cgroup="a/b"`` is the directory ``<mount>/a/b`` where
 ``<mount>`` is the cgroup2 mount read from ``/proc/self/mountinfo`` (hybrid
 hierarchies mount it away from ``/sys/fs/cgroup``, e.g. at
 ``/sys/fs/cgroup/unified``).  ``cgroup=True`` is a fresh leaf
-``netrunner/<pid>-<random>``.  Parents are created here if missing and are
-never removed; the leaf itself is created by the shepherd, which refuses an
-existing one (netrunner only ever removes what it made), puts the child in
-it before exec, and on exit kills everything in it and removes it.
+``netrunner/<pid>-<random>``.  Parents are created here if missing (0755,
+whatever the umask) and are never removed, and an existing one that another
+user owns is refused; the leaf itself is created by the shepherd, which
+refuses an existing one (netrunner only ever removes what it made), puts
+the child in it before exec, and on exit kills everything in it and
+removes it.
 
 Limits (``limits={"memory.max": "100M", "pids.max": 64}``) are written into
 the leaf by the shepherd; here we check that each one's controller is
@@ -22,6 +24,7 @@ import errno
 import os
 import secrets
 import select
+import stat
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -29,7 +32,15 @@ from typing import Any
 from ._errors import CgroupError
 
 MAX_COMPONENT = 255
-MAX_PATH = 4000
+MAX_PATH = 4000  # also the shepherd's bound on the leaf's absolute path (MAX_CGROUP_PATH)
+
+# The controllers whose interface files ``limits`` may write, as the shepherd
+# checks them too (controller_file): never a ``cgroup.*`` file (cgroup.procs
+# would move the shepherd into the leaf, cgroup.freeze wedge the child,
+# cgroup.subtree_control reshape the tree), and no name that could leave the
+# leaf.  Upper case is allowed for hugetlb's page sizes (hugetlb.2MB.max).
+CONTROLLERS = frozenset({"memory", "pids", "cpu", "io", "cpuset", "hugetlb"})
+_FILE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
 
 
 def mount_point(mountinfo: str = "/proc/self/mountinfo") -> str:
@@ -47,10 +58,10 @@ def mount_point(mountinfo: str = "/proc/self/mountinfo") -> str:
 
 
 def _unescape(path: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \\ooo
+    # mountinfo escapes space, tab, newline and backslash as \\ooo (octal)
     out, i = [], 0
     while i < len(path):
-        if path[i] == "\\" and path[i + 1 : i + 4].isdigit() and len(path[i + 1 : i + 4]) == 3:
+        if path[i] == "\\" and len(path[i + 1 : i + 4]) == 3 and all(c in "01234567" for c in path[i + 1 : i + 4]):
             out.append(chr(int(path[i + 1 : i + 4], 8)))
             i += 4
         else:
@@ -88,8 +99,11 @@ def settings(limits: Any) -> list[bytes]:
         raise TypeError("limits must be a mapping such as {'memory.max': '100M'}")
     out = []
     for key, value in limits.items():
-        if not isinstance(key, str) or "." not in key or "/" in key or "\0" in key or key.startswith("cgroup."):
-            raise ValueError(f"not a controller file: {key!r}")
+        if not controller_file(key):
+            raise ValueError(
+                f"not a controller file: {key!r} (limits take <controller>.<file> with a controller"
+                f" in {', '.join(sorted(CONTROLLERS))}; letters, digits, '_' and '.' only)"
+            )
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise TypeError(f"limit {key!r} must be a str or an int")
         text = str(value)
@@ -99,16 +113,22 @@ def settings(limits: Any) -> list[bytes]:
     return out
 
 
+def controller_file(name: object) -> bool:
+    """Is ``name`` a controller interface file such as ``memory.max``?"""
+    if not isinstance(name, str) or not set(name) <= _FILE_CHARS:
+        return False
+    controller, dot, rest = name.partition(".")
+    return controller in CONTROLLERS and bool(dot) and bool(rest)
+
+
 def prepare(relative: str, limits: list[bytes]) -> bytes:
     """Create the parents, make sure every limit's controller is usable in
     the leaf, and return the leaf's absolute path for the shepherd."""
     root = mount_point()
     leaf = os.path.join(root, relative)
-    parent = os.path.dirname(leaf)
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as exc:
-        raise CgroupError(exc.errno, f"cannot create cgroup {parent}: {exc.strerror}", parent) from exc
+    if len(os.fsencode(leaf)) > MAX_PATH:  # the shepherd would refuse it
+        raise ValueError(f"cgroup path is too long under {root}: {relative[:60]!r}...")
+    parent = _parents(root, relative.split("/")[:-1])
     if os.path.exists(leaf):
         raise CgroupError(
             errno.EEXIST, f"cgroup {leaf} already exists (netrunner only runs in leaves it creates)", leaf
@@ -117,6 +137,44 @@ def prepare(relative: str, limits: list[bytes]) -> bytes:
     if wanted:
         _enable(parent, wanted)
     return os.fsencode(leaf)
+
+
+def _parents(root: str, names: list[str]) -> str:
+    """Walk from the mount down to the leaf's parent, top-down: create each
+    missing directory 0755 whatever the umask (a parent others may write
+    lets another user squat a leaf's name, or a parent below it), and
+    refuse an existing one owned by neither our euid nor root, before
+    anything below it is made: whoever owns a parent controls what is in
+    it.  (A delegated subtree is owned by its user; its ancestors by root.)"""
+    path, euid = root, os.geteuid()
+    for name in names:
+        path = os.path.join(path, name)
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise CgroupError(exc.errno, f"cannot create cgroup {path}: {exc.strerror}", path) from exc
+        else:
+            try:
+                os.chmod(path, 0o755)  # mkdir's mode went through the umask
+            except OSError as exc:
+                raise CgroupError(exc.errno, f"cannot chmod cgroup {path}: {exc.strerror}", path) from exc
+            continue
+        try:
+            info = os.lstat(path)
+        except OSError as exc:
+            raise CgroupError(exc.errno, f"cannot stat cgroup {path}: {exc.strerror}", path) from exc
+        if not stat.S_ISDIR(info.st_mode):
+            raise CgroupError(errno.ENOTDIR, f"cgroup parent {path} is not a directory", path)
+        if info.st_uid not in (euid, 0):
+            raise CgroupError(
+                errno.EPERM,
+                f"cgroup parent {path} is owned by uid {info.st_uid}, neither by us (euid {euid}) nor by root:"
+                " refusing to run a child in a tree another user controls",
+                path,
+            )
+    return path
 
 
 def _enable(parent: str, controllers: set[str]) -> None:

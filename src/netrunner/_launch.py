@@ -26,6 +26,7 @@ import resource
 import select
 import signal
 import socket
+import sys
 import threading
 import weakref
 from collections import deque
@@ -38,13 +39,32 @@ from ._errors import ShepherdError
 _BINARY_ENV = "NETRUNNER_SHEPHERD"
 
 
+def _binary_from_environment() -> str | None:
+    """``$NETRUNNER_SHEPHERD``, for tests only (a sanitizer build, say),
+    read once, at import.  Ignored under ``python -E`` and when our real
+    and effective ids differ (setuid/setgid): whoever sets our environment
+    must not choose the program we run, and run with our privileges, and
+    the owner's later ``os.environ`` (or a child's) must not either."""
+    if sys.flags.ignore_environment or os.getuid() != os.geteuid() or os.getgid() != os.getegid():
+        return None
+    return os.environ.get(_BINARY_ENV) or None
+
+
+_binary_override = _binary_from_environment()
+
+
 def shepherd_binary() -> str:
-    """The shepherd executable: ``$NETRUNNER_SHEPHERD`` (e.g. a sanitizer
-    build) or the one the package build compiled next to this module."""
-    override = os.environ.get(_BINARY_ENV)
-    if override:
-        return override
-    return str(Path(__file__).resolve().parent / "_bin" / "netrunner-shepherd")
+    """The shepherd executable: the one the package build compiled next to
+    this module, unless a test swapped it (``$NETRUNNER_SHEPHERD`` at
+    import, or :func:`use_shepherd_binary`).  A relative override is
+    refused: resolved against whatever the cwd is at the next fork-server
+    start, it would name a different program from one moment to the next."""
+    override = _binary_override
+    if override is None:
+        return str(Path(__file__).resolve().parent / "_bin" / "netrunner-shepherd")
+    if not os.path.isabs(override):
+        raise ShepherdError(f"${_BINARY_ENV} must be an absolute path, not {override!r} (it is for tests only)")
+    return override
 
 
 def _default_signals() -> set[signal.Signals]:
@@ -297,6 +317,20 @@ class ForkServer:
 
 
 FORK_SERVER = ForkServer()
+
+
+def use_shepherd_binary(path: str | os.PathLike[str] | None) -> str | None:
+    """For tests only: run ``path`` (absolute; None: the built one) as the
+    shepherd from now on, and let the current fork server go, so the next
+    spawn starts one from it.  Returns the previous override, to restore.
+    (Nothing else swaps the binary: the environment is read once, at import.)"""
+    global _binary_override
+    new = None if path is None else os.fspath(path)
+    previous = _binary_override  # (a relative one is refused when it is used, by shepherd_binary)
+    if new != previous:
+        _binary_override = new
+        FORK_SERVER.close()
+    return previous
 
 
 def prepare_spare() -> None:
