@@ -831,6 +831,8 @@ def test_credentials_in_the_child(variant: Path, case: str) -> None:
         assert status.split() == [b"NoNewPrivs:", b"1"]
         assert_exit_code(sh.expect(Exited), 0)
         sh.assert_clean_exit()
+
+
 # ------------------------------------------------------------ cgroup fields
 
 try:
