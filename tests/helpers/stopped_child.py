@@ -1,8 +1,11 @@
 """A child whose work is done by a *stopped* process in its group.
 
-    python stopped_child.py [FIFO]
+    python stopped_child.py [--tty] [FIFO]
 
-Forks a worker that stops itself with SIGSTOP; once ``waitpid(WUNTRACED)``
+Forks a worker that stops itself with SIGSTOP (with ``--tty``: reads its
+stdin, a terminal of which its group is not the foreground, and so is
+stopped by SIGTTIN, as a program run in the background that wants input
+is); once ``waitpid(WUNTRACED)``
 says it really is stopped, writes ``stopped PID`` (the worker's pid) to
 stdout, or to FIFO when given.  That line is the readiness gate: no
 polling of /proc, no sleeps.
@@ -25,20 +28,29 @@ TERM_CLASS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def main() -> None:
-    for sig in TERM_CLASS:
+    args = sys.argv[1:]
+    tty = args[:1] == ["--tty"]
+    if tty:
+        args = args[1:]
+    # SIGTTIN too: the terminal stops the reader's whole process group,
+    # and this process must stay up to report.
+    for sig in (*TERM_CLASS, signal.SIGTTIN):
         signal.signal(sig, signal.SIG_IGN)
     worker = os.fork()
     if worker == 0:
-        for sig in TERM_CLASS:
+        for sig in (*TERM_CLASS, signal.SIGTTIN):
             signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGSTOP)
+        if tty:
+            os.read(0, 1)
+        else:
+            os.kill(os.getpid(), signal.SIGSTOP)
         os._exit(0)
     _, status = os.waitpid(worker, os.WUNTRACED)
     if not os.WIFSTOPPED(status):
         sys.exit(f"worker did not stop: status {status:#x}")
     line = f"stopped {worker}\n".encode()
-    if len(sys.argv) > 1:
-        fd = os.open(sys.argv[1], os.O_WRONLY)
+    if args:
+        fd = os.open(args[0], os.O_WRONLY)
         os.write(fd, line)
         os.close(fd)
     else:
