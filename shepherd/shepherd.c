@@ -18,8 +18,8 @@
  * exits it kills every descendant still running, reaps them, reports
  * OP_EXITED with the raw wait status and rusage, and exits.  When the owner
  * goes away (EOF, error, or a frame it cannot understand) it stops the child:
- * SIGTERM to the group, up to kill_timeout, then SIGKILL, with every wait
- * bounded.  Frame layout and numbers: protocol.h, generated from Python.
+ * SIGTERM (then SIGCONT) to the group, up to kill_timeout, then SIGKILL,
+ * with every wait bounded.  Frame layout and numbers: protocol.h, generated from Python.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -776,14 +776,30 @@ struct shepherd {
     char *cgroup; /* the leaf we created for the child, or NULL */
 };
 
-/* The child's group, or the child alone if it left its group, and every
- * descendant re-parented to us (their groups too). */
+/* As timeout(1) does: a stopped process (SIGSTOP, or SIGTTIN/SIGTTOU from
+ * its terminal) only acts on a signal it handles once it runs again, so a
+ * stop request would otherwise wait out the whole grace.  Every TERM-class
+ * signal we send is therefore followed by SIGCONT to the same targets. */
+static int needs_cont(int sig) {
+    return sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT;
+}
+
+/* The child's group, or the child alone if it left its group. */
+static void signal_group(const struct shepherd *s, int sig) {
+    if (kill(-s->child, sig) < 0 && errno == ESRCH) kill(s->child, sig);
+}
+
+/* The child's group and every descendant re-parented to us (their groups
+ * too); TERM-class signals are followed by SIGCONT. */
 static void signal_all(const struct shepherd *s, int sig) {
     pid_t kids[1024];
-    if (kill(-s->child, sig) < 0 && errno == ESRCH) kill(s->child, sig);
     int n = list_children(kids, 1024);
-    for (int i = 0; i < n; i++)
-        if (kids[i] != s->child) signal_tree_member(kids[i], sig);
+    for (int round = 0; round < (needs_cont(sig) ? 2 : 1); round++) {
+        int now = round ? SIGCONT : sig;
+        signal_group(s, now);
+        for (int i = 0; i < n; i++)
+            if (kids[i] != s->child) signal_tree_member(kids[i], now);
+    }
 }
 
 static void escalate(struct shepherd *s) {
@@ -915,7 +931,8 @@ static void handle_commands(struct shepherd *s) {
         uint32_t arg = get_u32(payload);
         inbuf_consume(&s->in, len);
         if (op == NR_OP_SIGNAL && arg >= 1 && arg < (uint32_t)NSIG) {
-            if (kill(-s->child, (int)arg) < 0 && errno == ESRCH) kill(s->child, (int)arg);
+            signal_group(s, (int)arg);
+            if (needs_cont((int)arg)) signal_group(s, SIGCONT);
         } else if (op == NR_OP_STOP) {
             begin_stop(s, arg);
         } else {

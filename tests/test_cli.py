@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pty
 import select
 import shutil
 import signal
@@ -13,14 +14,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from procs import pid_gone
+from procs import pid_gone, read_fifo_line
 
 import netrunner
+from netrunner import cli as cli_module
 
 SRC = str(Path(netrunner.__file__).resolve().parent.parent)
 STATS_FIELDS = {f.name for f in dataclasses.fields(netrunner.Stats)}
+# A child whose worker (in the child's group) is stopped; it writes
+# "stopped PID" once waitpid(WUNTRACED) saw the worker stop.
+STOPPED_CHILD = str(Path(__file__).resolve().parent / "helpers" / "stopped_child.py")
 
 
 def _env() -> dict[str, str]:
@@ -124,12 +130,14 @@ def test_timeout_exits_124(cli: list[str]) -> None:
     assert done.stdout == b"before\n"
 
 
-def test_timeout_with_term_ignoring_grandchild(cli: list[str]) -> None:
-    """--kill-timeout bounds the escalation, and a grandchild holding
-    stdout does not keep the CLI (or our read of its stdout) waiting."""
+@pytest.mark.parametrize("kill_after", ["--kill-timeout", "--kill-after", "-k"])
+def test_timeout_with_term_ignoring_grandchild(cli: list[str], kill_after: str) -> None:
+    """--kill-after (alias --kill-timeout, -k) bounds the escalation, and a
+    grandchild holding stdout does not keep the CLI (or our read of its
+    stdout) waiting."""
     script = 'trap "" TERM; (trap "" TERM; sleep 60) & echo $!; sleep 60'
     started = time.monotonic()
-    done = nr(cli, "--timeout", "0.5", "--kill-timeout", "0.5", "--", "sh", "-c", script)
+    done = nr(cli, "--timeout", "0.5", kill_after, "0.5", "--", "sh", "-c", script)
     assert time.monotonic() - started < 0.5 + 0.5 + 10
     assert done.returncode == 124
     assert pid_gone(int(done.stdout), within=2)
@@ -334,3 +342,290 @@ def test_usage_errors_exit_125_not_argparse_2(argv: list[str]) -> None:
     out = subprocess.run([sys.executable, "-m", "netrunner", *argv], capture_output=True, text=True, timeout=60)
     assert out.returncode == 125, out
     assert "netrunner" in out.stderr
+
+
+# ------------------------------------------------------------ durations
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1.5", 1.5), ("5s", 5.0), ("2m", 120.0), ("1h", 3600.0), ("1d", 86400.0), (".5", 0.5), ("1e1", 10.0)],
+)
+def test_durations_read_as_timeout_1_does(text: str, seconds: float) -> None:
+    assert cli_module.duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "5x", "-1", "1.5.2", "inf", "nan", "s", "1 m"])
+def test_bad_durations_are_usage_errors(text: str) -> None:
+    done = nr([sys.executable, "-m", "netrunner"], "--timeout", text, "--", "true")
+    assert done.returncode == 125, done
+    assert b"duration" in done.stderr
+
+
+def test_timeout_with_a_unit(cli: list[str]) -> None:
+    done = nr(cli, "--timeout", "0.5s", "--", "sleep", "60")
+    assert done.returncode == 124
+
+
+# ------------------------------------------------------------- --signal
+@pytest.mark.parametrize("sig", ["USR1", "SIGUSR1", "usr1", str(int(signal.SIGUSR1))])
+def test_signal_sent_on_timeout(cli: list[str], sig: str) -> None:
+    done = nr(cli, "--stats", "--timeout", "0.3", "-s", sig, "--", "sleep", "60")
+    assert done.returncode == 124
+    assert _stats_line(done.stderr)["returncode"] == -signal.SIGUSR1
+
+
+def test_signal_on_timeout_escalates_to_sigkill_after_kill_after(cli: list[str]) -> None:
+    """SIGWINCH is ignored by default: -k (here 0.3 s) ends in SIGKILL."""
+    started = time.monotonic()
+    done = nr(cli, "--stats", "--timeout", "0.3", "--signal", "WINCH", "-k", "0.3", "--", "sleep", "60")
+    assert done.returncode == 124
+    assert _stats_line(done.stderr)["returncode"] == -signal.SIGKILL
+    assert time.monotonic() - started < 0.3 + 0.3 + 10
+
+
+@pytest.mark.parametrize("sig", ["NOPE", "0", "999", "-9"])
+def test_bad_signal_is_a_usage_error(sig: str, tmp_path: Path) -> None:
+    sentinel = tmp_path / "ran"
+    done = nr([sys.executable, "-m", "netrunner"], "-s", sig, "--", "touch", str(sentinel))
+    assert done.returncode == 125
+    assert not sentinel.exists()
+
+
+# ------------------------------------------------------ --version, --help
+def test_version(cli: list[str]) -> None:
+    done = nr(cli, "--version")
+    assert done.returncode == 0
+    assert done.stdout.decode().split() == ["netrunner", netrunner.__version__]
+
+
+def test_help_lists_the_exit_statuses(cli: list[str]) -> None:
+    done = nr(cli, "--help")
+    assert done.returncode == 0
+    text = done.stdout.decode()
+    for status in ("124", "125", "126", "127", "128+N"):
+        assert status in text, status
+    for option in ("--timeout", "--kill-after", "--signal", "--max-output", "--cgroup", "--pty", "--stats"):
+        assert option in text, option
+
+
+# ----------------------------------------- counting without a pipe on a tty
+def _terminal_output(master: int, proc: subprocess.Popen[bytes], within: float = 30) -> bytes:
+    """Everything written to the terminal whose master is ``master`` until
+    its last writer closed it (EIO), bounded in time."""
+    data = b""
+    deadline = time.monotonic() + within
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([master], [], [], left)[0]:
+            raise AssertionError(f"the terminal did not close within {within} s: {data!r}")
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_stats_counts_stderr(cli: list[str]) -> None:
+    done = nr(cli, "--stats", "--", "sh", "-c", "printf 12345 >&2; printf abc")
+    assert done.returncode == 0
+    assert done.stdout == b"abc"
+    assert done.stderr.startswith(b"12345")
+    stats = json.loads(done.stderr[5:])
+    assert stats["bytes_err"] == 5
+    assert stats["bytes_out"] == 3
+
+
+def test_stats_counts_a_large_stderr_intact(cli: list[str]) -> None:
+    data = os.urandom(3 << 20)
+    done = nr(cli, "--stats", "--", "sh", "-c", "cat >&2", input=data)
+    assert done.stderr[: len(data)] == data
+    assert json.loads(done.stderr[len(data) :])["bytes_err"] == len(data)
+
+
+def test_stats_leaves_a_terminal_stdout_a_terminal(cli: list[str]) -> None:
+    """--stats must not turn a terminal into a pipe (ls would change its
+    layout): it passes it through, and its byte count is null."""
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*cli, "--stats", "--", "sh", "-c", "[ -t 1 ] && echo tty || echo pipe"],
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            env=_env(),
+        )
+        os.close(slave)
+        slave = -1
+        output = _terminal_output(master, proc)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert proc.returncode == 0
+    assert b"tty" in output and b"pipe" not in output, output
+    stats = _stats_line(err)
+    assert stats["bytes_out"] is None
+    assert stats["returncode"] == 0
+
+
+def test_max_output_on_a_terminal_stdout_is_refused(cli: list[str], tmp_path: Path) -> None:
+    sentinel = tmp_path / "ran"
+    master, slave = os.openpty()
+    try:
+        done = subprocess.run(
+            [*cli, "--max-output", "100", "--", "touch", str(sentinel)],
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            env=_env(),
+            timeout=60,
+        )
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert done.returncode == 125
+    assert b"--max-output" in done.stderr and b"terminal" in done.stderr
+    assert not sentinel.exists()
+
+
+def test_pty_under_a_terminal_of_size_0x0_is_24x80(cli: list[str]) -> None:
+    master, slave = os.openpty()  # nobody sized it: 0 rows, 0 columns
+    try:
+        assert os.get_terminal_size(slave) == (0, 0)
+        proc = subprocess.Popen(
+            [*cli, "--pty", "--", "stty", "size"],
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            env=_env(),
+        )
+        os.close(slave)
+        slave = -1
+        output = _terminal_output(master, proc)
+        proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert proc.returncode == 0
+    assert output.split() == [b"24", b"80"], output
+
+
+# -------------------------------------------------------------- signals
+def _read_line(stream: Any, within: float = 30) -> bytes:
+    ready, _, _ = select.select([stream], [], [], within)
+    assert ready, "the command did not start"
+    line: bytes = stream.readline()
+    return line
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_reaches_a_stopped_command_and_the_cli_dies_of_it(cli: list[str], sig: signal.Signals) -> None:
+    """Forwarded with SIGCONT: the stopped worker dies of it, and so does
+    the CLI (before: the CLI ignored the signal for ever)."""
+    proc = subprocess.Popen(
+        [*cli, "--kill-timeout", "30", "--", sys.executable, STOPPED_CHILD],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        worker = int(_read_line(proc.stdout).split()[1])
+        proc.send_signal(sig)
+        assert proc.wait(20) == -sig
+        assert pid_gone(worker, within=5)
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        _end(proc)
+
+
+def test_sighup_stops_the_command_and_the_cli_dies_of_it(cli: list[str]) -> None:
+    """SIGHUP is owner loss: a command that ignores the forwarded SIGHUP is
+    stopped (SIGTERM here), and the CLI dies of SIGHUP."""
+    proc = subprocess.Popen(
+        [*cli, "--kill-timeout", "30", "--", "sh", "-c", 'trap "" HUP; echo $$; exec sleep 60'],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        env=_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        child = int(_read_line(proc.stdout))
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(20) == -signal.SIGHUP
+        assert pid_gone(child, within=5)
+    finally:
+        _end(proc)
+
+
+def test_terminal_hang_up_ends_a_command_stopped_by_sigttin(cli: list[str], tmp_path: Path) -> None:
+    """The CLI on a terminal (its controlling process), CMD's worker stopped
+    by SIGTTIN reading it: closing the terminal ends them all (before: the
+    stopped worker and the CLI lived on)."""
+    fifo = tmp_path / "stopped"
+    os.mkfifo(fifo)
+    argv = [*cli, "--kill-timeout", "30", "--", sys.executable, STOPPED_CHILD, "--tty", str(fifo)]
+    env = _env()
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover - the forked child only execs
+        try:
+            os.execvpe(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    reaped = False
+    try:
+        worker = int(read_fifo_line(fifo, within=30).split()[1])
+        os.close(master)
+        master = -1
+        assert pid_gone(pid, within=20), "the CLI outlived its terminal"
+        _, status = os.waitpid(pid, 0)
+        reaped = True
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGHUP, status
+        assert pid_gone(worker, within=5)
+    finally:
+        if master >= 0:
+            os.close(master)
+        if not reaped:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def test_interrupt_stops_a_calling_bash_script(cli: list[str], tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the foreground group: bash and the CLI) while bash
+    runs ``netrunner -- CMD; echo next``: the CLI dies of SIGINT, so bash
+    stops the script too (before: the CLI exited 130 and bash went on)."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    fifo = tmp_path / "ready"
+    os.mkfifo(fifo)
+    command = " ".join(f"'{word}'" for word in cli)
+    script = f"{command} -- sh -c 'echo ready > {fifo}; exec sleep 60'; echo next"
+    proc = subprocess.Popen(
+        [bash, "-c", script],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        env=_env(),
+        start_new_session=True,
+    )
+    try:
+        read_fifo_line(fifo, within=30)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert b"next" not in out
+        assert proc.returncode == -signal.SIGINT
+    finally:
+        _end(proc)
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdout, proc.stderr, proc.stdin):
+        if stream is not None:
+            stream.close()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -375,6 +376,31 @@ def test_stop_default_grace_is_kill_timeout() -> None:
         started = time.monotonic()
         assert p.stop() == -signal.SIGKILL
         assert time.monotonic() - started < 0.3 + 5
+
+
+# A child whose worker (in its group) has stopped itself: see the helper.
+STOPPED_CHILD = [sys.executable, str(Path(__file__).parent / "helpers" / "stopped_child.py")]
+
+
+def test_stop_continues_a_stopped_child() -> None:
+    """Like timeout(1): SIGTERM is followed by SIGCONT, so a stopped child
+    acts on it at once instead of waiting out the grace for its SIGKILL.
+    (Before the shepherd sent SIGCONT: -SIGKILL after the full 30 s.)"""
+    with netrunner.spawn(STOPPED_CHILD, stdin="devnull") as p:
+        worker = int(read_until(p, b"\n").split()[1])
+        started = time.monotonic()
+        assert p.stop(grace=30) == -signal.SIGTERM
+        assert time.monotonic() - started < 10
+        assert pid_gone(worker, within=0)
+
+
+def test_terminate_reaches_a_stopped_child() -> None:
+    """send_signal("TERM") to a stopped group is followed by SIGCONT: the
+    worker dies of it (before: it stayed stopped with TERM pending)."""
+    with netrunner.spawn(STOPPED_CHILD, stdin="devnull", kill_timeout=0.5) as p:
+        read_until(p, b"\n")
+        p.send_signal("TERM")
+        assert p.wait(timeout=20) == -signal.SIGTERM
 
 
 def test_stop_zero_grace_kills_at_once() -> None:

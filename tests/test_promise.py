@@ -309,6 +309,22 @@ def test_owner_sigkill_leaves_nothing(tmp_path: Path, round_: int) -> None:
         )
 
 
+def test_owner_sigkill_ends_a_stopped_child_well_within_kill_timeout(tmp_path: Path) -> None:
+    """Owner loss sends SIGTERM then SIGCONT: a stopped worker dies of the
+    TERM at once (before: it stayed stopped until the SIGKILL, 30 s on)."""
+    kill_timeout = 30.0
+    with owner_process(tmp_path, "stopped", kill_timeout) as (owner, report_fd, err), PidWatch() as watch:
+        (report,) = read_reports(report_fd, 1, err)
+        (child,) = report["pids"]["stopped:child"]
+        (worker,) = report["pids"]["stopped:stopped"]
+        assert stat_fields(worker)[0] == "T", describe(worker)  # type: ignore[index]
+        watch.add(child)
+        watch.add(worker)
+        killed_at = kill_and_reap(owner)
+        left = watch.wait_gone(killed_at + 10.0)
+        assert not left, [describe(p) for p in left]
+
+
 # ------------------------------------------------- 2. shepherd SIGKILLed
 @pytest.mark.slow
 def test_stop_is_bounded_when_the_shepherd_is_frozen() -> None:

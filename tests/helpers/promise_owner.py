@@ -17,6 +17,8 @@ SCENARIO is a ``+``-joined list of what to hold:
               classic double-forked daemon (setsid, fork, intermediate
               exits); both end up re-parented away from the child
 ``ignore-daemon``  the same daemons, ignoring TERM
+``stopped``   a TERM-ignoring child whose worker has SIGSTOPped itself
+              (helpers/stopped_child.py)
 ``fork``      after starting the rest: ``os.fork()``; the fork runs one
               ``netrunner.run`` of its own, reports on REPORT_FD, and then
               lives on (blocked on stdin) after its parent is killed
@@ -65,6 +67,9 @@ COMMANDS: dict[str, tuple[list[str], int, dict[str, str]]] = {
     ),
 }
 COMMANDS["ignore-daemon"] = (COMMANDS["daemon"][0], 3, {"NR_DAEMON": IGNORING_DAEMON})
+# A child that ignores TERM while its worker (same group) is SIGSTOPped;
+# announced once waitpid(WUNTRACED) saw the worker stop.
+COMMANDS["stopped"] = ([sys.executable, os.path.join(os.path.dirname(__file__), "stopped_child.py")], 1, {})
 
 
 def announced(proc: netrunner.Process, lines: int) -> list[tuple[str, int]]:
