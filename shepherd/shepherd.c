@@ -326,6 +326,8 @@ struct strv {
 struct request {
     struct strv argv, env, exec;
     char *cwd;
+    int want_cwd_fd; /* FIELD_CWD_FD: the last fd sent with the request is the owner's cwd */
+    int cwd_fd;      /* that fd once taken (-1: none); fchdir before chdir(cwd) */
     uint32_t mode[3];
     uint32_t kill_timeout_ms;
     int umask; /* -1: keep ours */
@@ -367,6 +369,7 @@ static void request_free(struct request *rq) {
     strv_free(&rq->exec);
     free(rq->cwd);
     rq->cwd = NULL;
+    close_fd(&rq->cwd_fd);
     free(rq->cgroup);
     rq->cgroup = NULL;
     strv_free(&rq->cgroup_set);
@@ -395,6 +398,10 @@ static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
             free(one.v);
             break;
         }
+        case NR_FIELD_CWD_FD:
+            if (flen != 0 || rq->want_cwd_fd) return -1;
+            rq->want_cwd_fd = 1;
+            break;
         case NR_FIELD_STDIN:
         case NR_FIELD_STDOUT:
         case NR_FIELD_STDERR: {
@@ -529,6 +536,9 @@ __attribute__((noreturn)) static void exec_child(const struct request *rq, const
     for (int i = 0; i < 3; i++) {
         if (stdio[i] >= 0 && dup2(stdio[i], i) < 0) child_fail(errfd, NR_STAGE_DUP2, errno);
     }
+    /* The owner's own directory, by fd (never its path again: the path may
+     * name another directory by now), then a relative cwd from there. */
+    if (rq->cwd_fd >= 0 && fchdir(rq->cwd_fd) < 0) child_fail(errfd, NR_STAGE_CHDIR, errno);
     if (rq->cwd && chdir(rq->cwd) < 0) child_fail(errfd, NR_STAGE_CHDIR, errno);
     if (rq->umask >= 0) umask((mode_t)rq->umask);
     for (int i = 0; i < rq->nrlimits; i++) {
@@ -960,6 +970,14 @@ static int start_child(struct shepherd *s, struct request *rq, struct prepped *p
     /* All -1 up front: open_stdio may fail before it reaches every slot. */
     int child_end[3] = {-1, -1, -1}, owner_end[3] = {-1, -1, -1}, errpipe[2] = {-1, -1};
     int rc = 1, cgroup_procs = -1;
+    if (rq->want_cwd_fd) {
+        /* The cwd fd comes last, after the STDIO_INHERIT ones. */
+        if (s->in.nfds == 0) {
+            send_spawn_failed(s->sock, NR_STAGE_REQUEST, EBADF);
+            goto out;
+        }
+        rq->cwd_fd = s->in.fds[--s->in.nfds];
+    }
     if (open_stdio(rq, &s->in, pp, child_end, owner_end) < 0 || take_pipe(pp->errpipe, errpipe) < 0) {
         send_spawn_failed(s->sock, NR_STAGE_PIPE, errno);
         goto out;
@@ -1023,6 +1041,7 @@ out:
     close_fd(&errpipe[0]);
     close_fd(&errpipe[1]);
     close_fd(&cgroup_procs);
+    close_fd(&rq->cwd_fd); /* the child has its copy */
     inbuf_close_fds(&s->in);
     if (rc != 0) drop_cgroup(s);
     return rc;
@@ -1032,6 +1051,7 @@ static int run_shepherd(int sock) {
     struct shepherd s = {.sock = sock, .child = -1, .kill_timeout_ms = 5000};
     struct request rq;
     memset(&rq, 0, sizeof rq);
+    rq.cwd_fd = -1;
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) complain("prctl PR_SET_CHILD_SUBREAPER");
     int flags = fcntl(sock, F_GETFL);
     if (flags < 0 || fcntl(sock, F_SETFL, flags | O_NONBLOCK) < 0) { complain("fcntl O_NONBLOCK"); return 1; }

@@ -104,8 +104,9 @@ def spawn_error(failed: SpawnFailed, rq: SpawnRequest) -> BaseException:
     message = os.strerror(failed.errno)
     if failed.stage == op.STAGE_EXEC:
         return OSError(failed.errno, message, os.fsdecode(rq.argv[0]))
-    if failed.stage == op.STAGE_CHDIR and rq.cwd is not None:
-        return OSError(failed.errno, message, os.fsdecode(rq.cwd))
+    if failed.stage == op.STAGE_CHDIR:
+        # Without a cwd it was our own directory (by fd) that failed.
+        return OSError(failed.errno, message, "." if rq.cwd is None else os.fsdecode(rq.cwd))
     if failed.stage in (op.STAGE_CGROUP, op.STAGE_CGROUP_SET) and rq.cgroup is not None:
         what = (
             "setting " + b", ".join(rq.cgroup_set or []).decode()
@@ -146,6 +147,7 @@ class Handshake:
         self._out = memoryview(encode_spawn(rq))
         self._total = len(self._out)
         self._fds = inherit
+        self._with_fds = bool(inherit) or rq.cwd_fd  # the first send carries fds
         self.started: Started | None = None
         self.after: list[Event] = []  # events that arrived with STARTED
         self.ended: str | None = None  # and the connection's end, if it came too
@@ -165,15 +167,28 @@ class Handshake:
         return bool(self._out)
 
     def send(self) -> None:
-        """Write what the socket takes of the request (non-blocking)."""
+        """Write what the socket takes of the request (non-blocking).
+
+        The first send carries the STDIO_INHERIT fds and, last, our cwd as
+        an ``O_PATH`` fd (FIELD_CWD_FD), open only for this call: the
+        shepherd gets its own copy, so ours is closed whatever happens.  An
+        error opening it raises before any byte is sent."""
+        cwd = -1
+        if self._with_fds and self.rq.cwd_fd:
+            cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self._sending = True  # stays set if an interrupt cuts the send short
         try:
-            if self._fds:
-                anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", self._fds).tobytes())]
-                n = self.sock.sendmsg([self._out], anc)
-                self._fds = []
-            else:
-                n = self.sock.send(self._out)
+            try:
+                if self._with_fds:
+                    fds = self._fds if cwd < 0 else [*self._fds, cwd]
+                    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+                    n = self.sock.sendmsg([self._out], anc)
+                    self._with_fds = False
+                else:
+                    n = self.sock.send(self._out)
+            finally:
+                if cwd >= 0:
+                    os.close(cwd)
             self._out = self._out[n:]
         except BlockingIOError:
             pass

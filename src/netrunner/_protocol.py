@@ -209,6 +209,9 @@ class SpawnRequest:
     pty: tuple[int, int] | None = None  # rows, cols
     cgroup: bytes | None = None  # absolute leaf path for the shepherd to create
     cgroup_set: list[bytes] | None = None  # b"file=value" entries for that leaf
+    # Send our cwd as an fd with the request (FIELD_CWD_FD): the child
+    # fchdir()s to it, then chdir(cwd) if ``cwd`` is relative.
+    cwd_fd: bool = False
 
 
 _env_memo: tuple[list[bytes], bytes] | None = None
@@ -239,6 +242,8 @@ def encode_spawn(rq: SpawnRequest) -> bytes:
     parts.append(_env_fields(rq.env))
     for path in rq.executables:
         field(op.FIELD_EXEC, path)
+    if rq.cwd_fd:
+        field(op.FIELD_CWD_FD, b"")
     if rq.cwd is not None:
         field(op.FIELD_CWD, rq.cwd)
     field(op.FIELD_STDIN, _U32.pack(rq.stdin))
