@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import select
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from procs import cgroup_events, frozen_cgroup
 
 import netrunner
 from netrunner import aio
@@ -84,44 +83,11 @@ def test_a_deleted_cwd_is_inherited_as_subprocess_does(tmp_path: Path, monkeypat
 
 # --------------------------------------------------- replaced by another dir
 
-try:
-    MOUNT = mount_point()
-    (Path(MOUNT) / "netrunner").mkdir(exist_ok=True)
-    FREEZABLE = os.access(Path(MOUNT) / "netrunner", os.W_OK)
-except (OSError, netrunner.CgroupError):  # pragma: no cover - depends on the machine
-    MOUNT, FREEZABLE = "", False
-
-
-def wait_populated(parent: Path, within: float) -> None:
-    """Block until a process is in ``parent``'s subtree (POLLPRI on its
-    cgroup.events: the kernel notifies every change of "populated")."""
-    fd = os.open(parent / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        poller = select.poll()
-        poller.register(fd, select.POLLPRI)
-        deadline = time.monotonic() + within
-        while b"populated 1" not in os.pread(fd, 4096, 0):
-            left = deadline - time.monotonic()
-            assert left > 0, f"nothing joined {parent} within {within} s"
-            poller.poll(left * 1000)
-    finally:
-        os.close(fd)
-
 
 @pytest.fixture
 def frozen_parent() -> Iterator[Path]:
-    """A cgroup with cgroup.freeze=1: a child joining a leaf under it stops
-    right there, after its join and before its chdir and exec."""
-    if not FREEZABLE:
-        pytest.skip("no writable cgroup v2 here")
-    parent = Path(MOUNT) / f"netrunner/frozen-cwd-{os.getpid()}"
-    parent.mkdir()
-    try:
-        (parent / "cgroup.freeze").write_text("1")
+    with frozen_cgroup("frozen-cwd") as parent:
         yield parent
-    finally:
-        (parent / "cgroup.freeze").write_text("0")
-        parent.rmdir()
 
 
 def test_a_directory_replaced_at_the_owners_path_is_not_followed(
@@ -140,7 +106,7 @@ def test_a_directory_replaced_at_the_owners_path_is_not_followed(
 
     def run() -> None:
         try:
-            leaf = str(frozen_parent.relative_to(MOUNT) / "leaf")
+            leaf = str(frozen_parent.relative_to(mount_point()) / "leaf")
             out.append(netrunner.run(WHERE, cgroup=leaf, timeout=60, kill_timeout=1).stdout)
         except BaseException as exc:  # reported below
             errors.append(exc)
@@ -148,7 +114,7 @@ def test_a_directory_replaced_at_the_owners_path_is_not_followed(
     thread = threading.Thread(target=run)
     thread.start()
     try:
-        wait_populated(frozen_parent, 15)
+        cgroup_events(frozen_parent, b"populated 1", 15)
         mine.rename(tmp_path / "moved")
         (tmp_path / "mine").mkdir()  # an impostor at the owner's path
     finally:

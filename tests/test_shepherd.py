@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from procs import SHEPHERD_SRC, compile_c
+from procs import SHEPHERD_SRC, cgroup_events, compile_c, frozen_cgroup
 
 import netrunner
 from netrunner import _launch
@@ -171,6 +171,7 @@ def spawn_frame(
     kill_timeout: float = 2.0,
     rlimits: list[tuple[int, int, int]] | None = None,
     cwd_fd: bool = False,
+    cgroup: Path | None = None,
 ) -> bytes:
     if exe is None:
         found = shutil.which(argv[0])
@@ -188,6 +189,7 @@ def spawn_frame(
             kill_timeout=kill_timeout,
             rlimits=rlimits or [],
             cwd_fd=cwd_fd,
+            cgroup=None if cgroup is None else os.fsencode(cgroup),
         )
     )
 
@@ -750,6 +752,41 @@ def test_cwd_fd_failures(variant: Path, tmp_path: Path) -> None:
         assert sh.event() == SpawnFailed(op.STAGE_REQUEST, errno.EBADF)
         sh.expect_eof()
         sh.assert_clean_exit()
+
+
+@pytest.fixture
+def frozen_leaf() -> Iterator[Path]:
+    """A leaf path under a frozen cgroup: the child stops as it joins it,
+    between its fork and its exec."""
+    with frozen_cgroup("frozen-shepherd") as parent:
+        yield parent / "leaf"
+
+
+def test_stop_reaches_a_child_frozen_before_its_exec(variant: Path, frozen_leaf: Path) -> None:
+    # The shepherd must not sit in vfork while the child hangs before its
+    # exec: it still reads STOP, kills the child, reaps it, removes the leaf.
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["true"], cgroup=frozen_leaf, kill_timeout=30))
+        cgroup_events(frozen_leaf.parent, b"populated 1", PROMPT)
+        sh.send(encode_stop(0.2))
+        # No exec error came: it counts as started, then ended by our stop.
+        assert isinstance(sh.expect(Started), Started)
+        event = sh.expect(Exited)
+        assert isinstance(event, Exited) and os.WIFSIGNALED(event.status), event
+        assert os.WTERMSIG(event.status) in (signal.SIGTERM, signal.SIGKILL), describe(event.status)
+        sh.expect_eof()
+        sh.assert_clean_exit()
+    assert not frozen_leaf.exists()
+
+
+def test_hang_up_reaches_a_child_frozen_before_its_exec(variant: Path, frozen_leaf: Path) -> None:
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["true"], cgroup=frozen_leaf, kill_timeout=0.2))
+        cgroup_events(frozen_leaf.parent, b"populated 1", PROMPT)
+        sh.sock.shutdown(socket.SHUT_WR)  # owner loss
+        sh.expect_eof()  # nobody to report to: no STARTED, no EXITED
+        sh.assert_clean_exit()
+    assert not frozen_leaf.exists()
 
 
 def test_rlimit_failure(variant: Path) -> None:

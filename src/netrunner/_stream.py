@@ -264,7 +264,9 @@ def stream(
         args, input=input, stderr=stderr, timeout=timeout, cwd=cwd, env=env, pty=pty,
         kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits, chunk_size=chunk_size,
     )  # fmt: skip
-    return start(args, rq, lambda core: Stream(StreamJob(core, input, timeout=seconds, chunk_size=size), check))
+    return start(
+        args, rq, lambda core: Stream(StreamJob(core, input, timeout=seconds, chunk_size=size), check), timeout=seconds
+    )
 
 
 def prepare_stream(args: Any, *, chunk_size: Any, **options: Any) -> tuple[Any, float | None, int]:

@@ -103,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     try:
         try:
-            proc = start(command, rq, Process)
+            proc = start(command, rq, Process, timeout=timeout)  # the timeout bounds the start too
+        except TimeoutExpired:  # CMD never reached its exec in time; it is stopped and reaped
+            return EXIT_TIMEOUT
         except NetRunnerError as exc:  # CgroupError is an OSError too: before the exec errors
             return _fail(str(exc), EXIT_INTERNAL)
         except FileNotFoundError as exc:
