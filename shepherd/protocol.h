@@ -5,7 +5,7 @@
 
 #define NR_HEADER_SIZE 8
 #define NR_MAX_PAYLOAD 67108864         /* 64 MiB */
-#define NR_OP_SPAWN 1                   /* TLV request; SCM_RIGHTS: one fd per STDIO_INHERIT slot, in slot order */
+#define NR_OP_SPAWN 1                   /* TLV request; SCM_RIGHTS: one fd per STDIO_INHERIT slot, in slot order, then FIELD_CWD_FD's */
 #define NR_OP_SIGNAL 2                  /* u32 signal number: sent to the child's process group */
 #define NR_OP_STOP 3                    /* u32 grace in ms: SIGTERM, wait grace, SIGKILL (0 = SIGKILL now) */
 #define NR_OP_STARTED 16                /* i32 child pid, u32 fd mask; SCM_RIGHTS: the fds in mask order */

@@ -12,10 +12,12 @@
  *                  behind.
  *   --shepherd     fd 3 is the stream socket to the owner (no fork server).
  *
- * A shepherd reads one OP_SPAWN request, starts the child in its own process
- * group, passes the owner's pipe ends back with SCM_RIGHTS, and then waits on
- * two things only: the owner socket and a SIGCHLD self-pipe.  When the child
- * exits it kills every descendant still running, reaps them, reports
+ * A shepherd reads one OP_SPAWN request, forks the child into its own process
+ * group, passes the owner's pipe ends back with SCM_RIGHTS once the child has
+ * exec'd, and waits on the owner socket, a SIGCHLD self-pipe and (until the
+ * exec) the child's error pipe together: a child that hangs before its exec
+ * (a frozen cgroup, a hung filesystem) never keeps it from its owner.  When
+ * the child exits it kills every descendant still running, reaps them, reports
  * OP_EXITED with the raw wait status and rusage, and exits.  When the owner
  * goes away (EOF, error, or a frame it cannot understand) it stops the child:
  * SIGTERM (then SIGCONT) to the group, up to kill_timeout, then SIGKILL,
@@ -98,6 +100,19 @@ static uint64_t get_u64(const uint8_t *p) {
 static void close_fd(int *fd) {
     if (*fd >= 0) close(*fd);
     *fd = -1;
+}
+
+/* fork() without the atfork machinery.  Server and shepherd are
+ * single-threaded and register no handlers, so there is nothing for fork()
+ * to run; glibc's _Fork (2.34+) skips resetting malloc and stdio locks in
+ * the child, which would otherwise write (and so copy) a few pages of libc
+ * data per fork. */
+static pid_t plain_fork(void) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    return _Fork();
+#else
+    return fork();
+#endif
 }
 
 static void on_sigchld(int sig) {
@@ -328,6 +343,8 @@ struct strv {
 struct request {
     struct strv argv, env, exec;
     char *cwd;
+    int want_cwd_fd; /* FIELD_CWD_FD: the last fd sent with the request is the owner's cwd */
+    int cwd_fd;      /* that fd once taken (-1: none); fchdir before chdir(cwd) */
     uint32_t mode[3];
     uint32_t kill_timeout_ms;
     int umask; /* -1: keep ours */
@@ -375,6 +392,7 @@ static void request_free(struct request *rq) {
     strv_free(&rq->exec);
     free(rq->cwd);
     rq->cwd = NULL;
+    close_fd(&rq->cwd_fd);
     free(rq->cgroup);
     rq->cgroup = NULL;
     strv_free(&rq->cgroup_set);
@@ -488,6 +506,10 @@ static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
             free(one.v);
             break;
         }
+        case NR_FIELD_CWD_FD:
+            if (flen != 0 || rq->want_cwd_fd) return -1;
+            rq->want_cwd_fd = 1;
+            break;
         case NR_FIELD_STDIN:
         case NR_FIELD_STDOUT:
         case NR_FIELD_STDERR: {
@@ -611,7 +633,7 @@ __attribute__((noreturn)) static void child_fail(int errfd, uint32_t stage, int 
 
 __attribute__((noreturn)) static void exec_child(const struct request *rq, const int child_end[3], int errfd,
                                                  int cgroup_procs) {
-    /* vfork child: share no writes with the parent beyond our own stack. */
+    /* A forked copy of the shepherd: nothing written here reaches it. */
     int stdio[3] = {child_end[0], child_end[1], child_end[2]};
     sigset_t empty;
     struct sigaction dfl;
@@ -646,6 +668,9 @@ __attribute__((noreturn)) static void exec_child(const struct request *rq, const
     for (int i = 0; i < 3; i++) {
         if (stdio[i] >= 0 && dup2(stdio[i], i) < 0) child_fail(errfd, NR_STAGE_DUP2, errno);
     }
+    /* The owner's own directory, by fd (never its path again: the path may
+     * name another directory by now), then a relative cwd from there. */
+    if (rq->cwd_fd >= 0 && fchdir(rq->cwd_fd) < 0) child_fail(errfd, NR_STAGE_CHDIR, errno);
     if (rq->cwd && chdir(rq->cwd) < 0) child_fail(errfd, NR_STAGE_CHDIR, errno);
     if (rq->umask >= 0) umask((mode_t)rq->umask);
     for (int i = 0; i < rq->nrlimits; i++) {
@@ -774,6 +799,10 @@ struct shepherd {
     int64_t giveup_at; /* SIGKILL sent; reaping bound (0 = not yet) */
     struct inbuf in;
     char *cgroup; /* the leaf we created for the child, or NULL */
+    /* Until the child has exec'd: the read end of its error pipe, and the
+     * owner's pipe ends that STARTED will carry (-1 once sent or unused). */
+    int errpipe;
+    int owner_end[3];
 };
 
 /* As timeout(1) does: a stopped process (SIGSTOP, or SIGTTIN/SIGTTOU from
@@ -949,12 +978,73 @@ static void handle_owner_input(struct shepherd *s) {
     handle_commands(s);
 }
 
+static void drop_cgroup(struct shepherd *s) {
+    if (!s->cgroup) return;
+    cgroup_teardown(s->cgroup);
+    free(s->cgroup);
+    s->cgroup = NULL;
+}
+
+/* Wait (bounded) until the child is reaped; 0 once it is, -1 if the bound
+ * passed first. */
+static int reap_child(const struct shepherd *s, int64_t deadline) {
+    for (;;) {
+        pid_t got = waitpid(s->child, NULL, WNOHANG);
+        if (got == s->child || (got < 0 && errno == ECHILD)) return 0;
+        if (got < 0 && errno == EINTR) continue;
+        if (ms_until(deadline) == 0) return -1;
+        wait_sigchld(deadline);
+    }
+}
+
+/* The child's error pipe is readable.  A report means it failed before
+ * exec (it is exiting: reap it, clean up, report SPAWN_FAILED; returns the
+ * shepherd's exit code).  EOF means the exec closed the pipe, or the child
+ * died before it (a stop, a kill): either way it counts as started, STARTED
+ * goes out with the owner's pipe ends, and supervise() reports the end as
+ * for any child (returns -1: go on). */
+static int resolve_start(struct shepherd *s) {
+    uint8_t report[8];
+    ssize_t n;
+    do n = read(s->errpipe, report, sizeof report); while (n < 0 && errno == EINTR);
+    if (n < 0) return -1; /* EAGAIN: nothing yet after all */
+    close_fd(&s->errpipe);
+    if (n > 0) {
+        /* SIGKILL too: it could be frozen between its report and _exit. */
+        kill(s->child, SIGKILL);
+        if (reap_child(s, now_ms() + REAP_BOUND_MS) < 0) complain("reaping a child that failed before exec");
+        drop_cgroup(s); /* before the report: a failed call leaves no cgroup */
+        if (!s->owner_gone) {
+            if (n == (ssize_t)sizeof report) send_spawn_failed(s->sock, get_u32(report), (int)get_u32(report + 4));
+            else send_spawn_failed(s->sock, NR_STAGE_EXEC, EIO);
+        }
+        return 0;
+    }
+    if (!s->owner_gone) {
+        uint8_t started[8];
+        int fds[3], nfds = 0;
+        uint32_t mask = 0;
+        for (int i = 0; i < 3; i++) {
+            if (s->owner_end[i] < 0) continue;
+            mask |= 1u << i;
+            fds[nfds++] = s->owner_end[i];
+        }
+        put_u32(started, (uint32_t)s->child);
+        put_u32(started + 4, mask);
+        if (send_frame(s->sock, NR_OP_STARTED, started, sizeof started, fds, nfds) < 0) owner_lost(s);
+    }
+    for (int i = 0; i < 3; i++) close_fd(&s->owner_end[i]);
+    return -1;
+}
+
 static int supervise(struct shepherd *s) {
     /* Commands that arrived in the same read as the SPAWN request are
      * already buffered: the socket will not poll readable for them. */
     if (!s->owner_gone) handle_commands(s);
     for (;;) {
-        if (child_has_exited(s)) return finish(s);
+        /* Before the exec is confirmed, the child's end shows on the error
+         * pipe first (it closes with the child): resolve_start() sees it. */
+        if (s->errpipe < 0 && child_has_exited(s)) return finish(s);
         if (stop_requested) {
             stop_requested = 0;
             begin_stop(s, s->kill_timeout_ms);
@@ -969,13 +1059,18 @@ static int supervise(struct shepherd *s) {
         int timeout = -1;
         if (s->kill_at) timeout = ms_until(s->kill_at);
         else if (s->giveup_at) timeout = ms_until(s->giveup_at);
-        struct pollfd p[2] = {{.fd = sigchld_pipe[0], .events = POLLIN},
-                              {.fd = s->sock, .events = POLLIN}};
-        int n = poll(p, s->owner_gone ? 1 : 2, timeout);
+        struct pollfd p[3] = {{.fd = sigchld_pipe[0], .events = POLLIN},
+                              {.fd = s->owner_gone ? -1 : s->sock, .events = POLLIN},
+                              {.fd = s->errpipe, .events = POLLIN}};
+        int n = poll(p, 3, timeout);
         if (n < 0 && errno != EINTR) { complain("poll"); owner_lost(s); }
         if (n <= 0) continue;
         if (p[0].revents) drain_sigchld_pipe();
         if (!s->owner_gone && p[1].revents) handle_owner_input(s);
+        if (s->errpipe >= 0 && p[2].revents) {
+            int rc = resolve_start(s);
+            if (rc >= 0) return rc;
+        }
     }
 }
 
@@ -987,17 +1082,19 @@ struct prepped {
     int errpipe[2];
 };
 
-static void prep_pipe(int p[2], int set_size) {
-    if (pipe2(p, O_CLOEXEC) < 0) {
+/* A stdio pipe (1 MiB if allowed), or the error pipe (non-blocking: the
+ * shepherd reads it when poll says so, among other fds). */
+static void prep_pipe(int p[2], int errpipe) {
+    if (pipe2(p, O_CLOEXEC | (errpipe ? O_NONBLOCK : 0)) < 0) {
         p[0] = p[1] = -1;
         return;
     }
-    if (set_size) fcntl(p[1], F_SETPIPE_SZ, 1 << 20); /* best effort: pipe-max-size may be lower */
+    if (!errpipe) fcntl(p[1], F_SETPIPE_SZ, 1 << 20); /* best effort: pipe-max-size may be lower */
 }
 
 static void prepare(struct prepped *pp) {
-    for (int i = 0; i < 3; i++) prep_pipe(pp->pipes[i], 1);
-    prep_pipe(pp->errpipe, 0);
+    for (int i = 0; i < 3; i++) prep_pipe(pp->pipes[i], 0);
+    prep_pipe(pp->errpipe, 1);
     pp->null = open("/dev/null", O_RDWR | O_CLOEXEC);
 }
 
@@ -1012,9 +1109,9 @@ static void prepped_close(struct prepped *pp) {
 }
 
 /* Take a prepared pipe (or make one now). */
-static int take_pipe(int from[2], int p[2]) {
+static int take_pipe(int from[2], int p[2], int errpipe) {
     if (from[0] < 0) {
-        prep_pipe(from, 1);
+        prep_pipe(from, errpipe);
         if (from[0] < 0) return -1;
     }
     p[0] = from[0];
@@ -1058,7 +1155,7 @@ static int open_stdio(struct request *rq, struct inbuf *in, struct prepped *pp, 
         switch (rq->mode[i]) {
         case NR_STDIO_PIPE: {
             int p[2];
-            if (take_pipe(pp->pipes[i], p) < 0) return -1;
+            if (take_pipe(pp->pipes[i], p, 0) < 0) return -1;
             child_end[i] = i == 0 ? p[0] : p[1];
             owner_end[i] = i == 0 ? p[1] : p[0];
             /* The owner drives its ends non-blocking: set it here, once. */
@@ -1084,14 +1181,17 @@ static int open_stdio(struct request *rq, struct inbuf *in, struct prepped *pp, 
     return 0;
 }
 
-/* vfork: the child borrows our memory until it execs, so nothing is copied
- * (the shepherd stays small, but a fork still costs page tables).  Signals
- * stay blocked across it until the child has reset its own handlers. */
+/* fork, not vfork: a vfork parent is suspended until the child execs or
+ * exits, and a child can hang before its exec (a frozen cgroup it joins, a
+ * hung filesystem in chdir or execve); we must stay free to act on our owner
+ * meanwhile (ADR 0009).  The shepherd is small, so the copy is cheap.
+ * Signals stay blocked across the fork until the child has reset its own
+ * handlers (ours would write to our SIGCHLD pipe). */
 static pid_t launch(const struct request *rq, const int child_end[3], int errfd, int cgroup_procs) {
     sigset_t all, saved;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, &saved);
-    pid_t pid = vfork();
+    pid_t pid = plain_fork();
     if (pid == 0) exec_child(rq, child_end, errfd, cgroup_procs);
     int err = errno;
     sigprocmask(SIG_SETMASK, &saved, NULL);
@@ -1099,19 +1199,21 @@ static pid_t launch(const struct request *rq, const int child_end[3], int errfd,
     return pid;
 }
 
-static void drop_cgroup(struct shepherd *s) {
-    if (!s->cgroup) return;
-    cgroup_teardown(s->cgroup);
-    free(s->cgroup);
-    s->cgroup = NULL;
-}
-
-/* Start the child.  Returns 0 with s->child set, or 1 after reporting. */
+/* Fork the child.  Returns 0 with s->child and s->errpipe set (the exec
+ * is confirmed later, by supervise()), or 1 after reporting a failure. */
 static int start_child(struct shepherd *s, struct request *rq, struct prepped *pp) {
     /* All -1 up front: open_stdio may fail before it reaches every slot. */
-    int child_end[3] = {-1, -1, -1}, owner_end[3] = {-1, -1, -1}, errpipe[2] = {-1, -1};
+    int child_end[3] = {-1, -1, -1}, errpipe[2] = {-1, -1};
     int rc = 1, cgroup_procs = -1;
-    if (open_stdio(rq, &s->in, pp, child_end, owner_end) < 0 || take_pipe(pp->errpipe, errpipe) < 0) {
+    if (rq->want_cwd_fd) {
+        /* The cwd fd comes last, after the STDIO_INHERIT ones. */
+        if (s->in.nfds == 0) {
+            send_spawn_failed(s->sock, NR_STAGE_REQUEST, EBADF);
+            goto out;
+        }
+        rq->cwd_fd = s->in.fds[--s->in.nfds];
+    }
+    if (open_stdio(rq, &s->in, pp, child_end, s->owner_end) < 0 || take_pipe(pp->errpipe, errpipe, 1) < 0) {
         send_spawn_failed(s->sock, NR_STAGE_PIPE, errno);
         goto out;
     }
@@ -1128,61 +1230,38 @@ static int start_child(struct shepherd *s, struct request *rq, struct prepped *p
     }
     inbuf_close_fds(&s->in);
     pid_t pid = launch(rq, child_end, errpipe[1], cgroup_procs);
-    close_fd(&cgroup_procs);
     if (pid < 0) {
         send_spawn_failed(s->sock, NR_STAGE_FORK, errno);
         goto out;
     }
-    setpgid(pid, pid); /* also in the child: whichever runs first wins, no race */
-    for (int i = 0; i < 3; i++) close_fd(&child_end[i]);
-    close_fd(&errpipe[1]);
-
-    uint8_t report[8];
-    ssize_t got = 0, n;
-    while ((size_t)got < sizeof report) {
-        n = read(errpipe[0], report + got, sizeof report - (size_t)got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        got += n;
-    }
-    if (got > 0) {
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-        }
-        drop_cgroup(s); /* before the report: a failed call leaves no cgroup */
-        if (got == sizeof report) send_spawn_failed(s->sock, get_u32(report), (int)get_u32(report + 4));
-        else send_spawn_failed(s->sock, NR_STAGE_EXEC, EIO);
-        goto out;
-    }
+    /* Also in the child: whichever runs first wins, no race.  Not for a
+     * terminal: the child runs concurrently (fork), and a group leader's
+     * setsid() would fail; until its setsid, kill(-pid) finds no group and
+     * signal_all() falls back to the pid. */
+    if (!rq->pty) setpgid(pid, pid);
     s->child = pid;
-    uint8_t started[8];
-    int fds[3], nfds = 0;
-    uint32_t mask = 0;
-    for (int i = 0; i < 3; i++) {
-        if (owner_end[i] < 0) continue;
-        mask |= 1u << i;
-        fds[nfds++] = owner_end[i];
-    }
-    put_u32(started, (uint32_t)pid);
-    put_u32(started + 4, mask);
-    if (send_frame(s->sock, NR_OP_STARTED, started, sizeof started, fds, nfds) < 0) owner_lost(s);
+    s->errpipe = errpipe[0];
+    errpipe[0] = -1;
     rc = 0;
 out:
-    for (int i = 0; i < 3; i++) {
-        close_fd(&child_end[i]);
-        close_fd(&owner_end[i]);
-    }
+    for (int i = 0; i < 3; i++) close_fd(&child_end[i]);
     close_fd(&errpipe[0]);
     close_fd(&errpipe[1]);
     close_fd(&cgroup_procs);
+    close_fd(&rq->cwd_fd); /* the child has its copy */
     inbuf_close_fds(&s->in);
-    if (rc != 0) drop_cgroup(s);
+    if (rc != 0) {
+        for (int i = 0; i < 3; i++) close_fd(&s->owner_end[i]);
+        drop_cgroup(s);
+    }
     return rc;
 }
 
 static int run_shepherd(int sock) {
-    struct shepherd s = {.sock = sock, .child = -1, .kill_timeout_ms = 5000};
+    struct shepherd s = {.sock = sock, .child = -1, .kill_timeout_ms = 5000, .errpipe = -1, .owner_end = {-1, -1, -1}};
     struct request rq;
     memset(&rq, 0, sizeof rq);
+    rq.cwd_fd = -1;
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) complain("prctl PR_SET_CHILD_SUBREAPER");
     int flags = fcntl(sock, F_GETFL);
     if (flags < 0 || fcntl(sock, F_SETFL, flags | O_NONBLOCK) < 0) { complain("fcntl O_NONBLOCK"); return 1; }
@@ -1206,6 +1285,8 @@ static int run_shepherd(int sock) {
     prepped_close(&pp);
     request_free(&rq);
     if (rc < 0) rc = supervise(&s);
+    close_fd(&s.errpipe);
+    for (int i = 0; i < 3; i++) close_fd(&s.owner_end[i]);
     free(s.cgroup);
     close_fd(&s.sock);
     free(s.in.buf);
@@ -1258,18 +1339,6 @@ static void reap_shepherds(struct pidset *shepherds) {
         int was_shepherd = pidset_remove(shepherds, pid);
         if (!was_shepherd || !WIFEXITED(status) || WEXITSTATUS(status) != 0) kill_orphans(shepherds);
     }
-}
-
-/* fork() without the atfork machinery.  The server is single-threaded and
- * registers no handlers, so there is nothing for fork() to run; glibc's
- * _Fork (2.34+) skips resetting malloc and stdio locks in the child, which
- * would otherwise write (and so copy) a few pages of libc data per shepherd. */
-static pid_t plain_fork(void) {
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
-    return _Fork();
-#else
-    return fork();
-#endif
 }
 
 struct server {

@@ -1,6 +1,7 @@
 """Process helpers the test files share: waiting on pids with pidfds (no
-polling), process groups from /proc, FIFO lines with a deadline, and
-compiling test builds of the shepherd (or of a shim for it)."""
+polling), process groups from /proc, FIFO lines with a deadline,
+compiling test builds of the shepherd (or of a shim for it), and frozen
+cgroups (a child that hangs before its exec)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import select
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -78,3 +81,45 @@ def read_fifo_line(path: Path, within: float) -> bytes:
         return data
     finally:
         os.close(fd)
+
+
+def cgroup_events(cgroup: Path, key: bytes, within: float) -> None:
+    """Block until ``cgroup``'s cgroup.events shows the line ``key`` (e.g.
+    b"populated 1": a process is somewhere in its subtree).  The kernel
+    notifies each change with POLLPRI, so this waits, never polls."""
+    fd = os.open(cgroup / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLPRI)
+        deadline = time.monotonic() + within
+        while key not in os.pread(fd, 4096, 0).splitlines():
+            left = deadline - time.monotonic()
+            assert left > 0, f"{cgroup}/cgroup.events never showed {key!r} within {within} s"
+            poller.poll(left * 1000)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def frozen_cgroup(name: str) -> Iterator[Path]:
+    """A fresh cgroup ``netrunner/<name>-<our pid>`` under the cgroup2 mount
+    with cgroup.freeze=1: a child joining a leaf under it (``cgroup=
+    "<that>/leaf"``) stops right after joining, before its chdir and exec.
+    Thawed and removed at the end (its leaves must be gone by then).
+    Skips the test without a writable cgroup v2."""
+    from netrunner import CgroupError
+    from netrunner._cgroup import mount_point
+
+    try:
+        base = Path(mount_point()) / "netrunner"
+        base.mkdir(exist_ok=True)
+        parent = base / f"{name}-{os.getpid()}"
+        parent.mkdir()
+    except (OSError, CgroupError) as exc:
+        pytest.skip(f"no writable cgroup v2 here: {exc}")
+    try:
+        (parent / "cgroup.freeze").write_text("1")
+        yield parent
+    finally:
+        (parent / "cgroup.freeze").write_text("0")
+        parent.rmdir()

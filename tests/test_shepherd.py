@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from procs import SHEPHERD_SRC, compile_c
+from procs import SHEPHERD_SRC, cgroup_events, compile_c, frozen_cgroup
 
 import netrunner
 from netrunner import _launch
@@ -186,6 +186,7 @@ def spawn_frame(
     stderr: int = op.STDIO_PIPE,
     kill_timeout: float = 2.0,
     rlimits: list[tuple[int, int, int]] | None = None,
+    cwd_fd: bool = False,
     cgroup: str | None = None,
 ) -> bytes:
     if exe is None:
@@ -203,6 +204,7 @@ def spawn_frame(
             stderr=stderr,
             kill_timeout=kill_timeout,
             rlimits=rlimits or [],
+            cwd_fd=cwd_fd,
             cgroup=None if cgroup is None else os.fsencode(cgroup),
         )
     )
@@ -723,6 +725,88 @@ def test_cwd_and_rlimit_are_applied(variant: Path, tmp_path: Path) -> None:
         assert read_to_eof(started.stdout) == f"{tmp_path}\n77\n".encode()  # type: ignore[arg-type]
         assert_exit_code(sh.expect(Exited), 0)
         sh.assert_clean_exit()
+
+
+def _dir_fd(path: Path) -> int:
+    return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def test_cwd_fd_then_a_relative_cwd(variant: Path, tmp_path: Path) -> None:
+    """FIELD_CWD_FD: fchdir to the last fd sent (after the INHERIT ones),
+    then chdir(FIELD_CWD) from there."""
+    (tmp_path / "sub").mkdir()
+    r, w = os.pipe2(os.O_CLOEXEC)
+    cwd = _dir_fd(tmp_path)
+    try:
+        with direct_shepherd() as sh:
+            sh.send(
+                spawn_frame(["pwd", "-P"], cwd="sub", cwd_fd=True, stdin=op.STDIO_DEVNULL, stdout=op.STDIO_INHERIT),
+                [w, cwd],
+            )
+            os.close(w)
+            w = -1
+            assert isinstance(sh.expect(Started), Started)
+            assert_exit_code(sh.expect(Exited), 0)
+            assert read_to_eof(r) == os.fsencode(os.path.realpath(tmp_path / "sub")) + b"\n"
+            sh.assert_clean_exit()
+    finally:
+        for fd in (r, w, cwd):
+            if fd >= 0:
+                os.close(fd)
+
+
+def test_cwd_fd_failures(variant: Path, tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    not_a_dir = os.open(a_file, os.O_PATH | os.O_CLOEXEC)
+    try:
+        with direct_shepherd() as sh:  # the fd is not a directory
+            sh.send(spawn_frame(["true"], cwd_fd=True), [not_a_dir])
+            assert sh.event() == SpawnFailed(op.STAGE_CHDIR, errno.ENOTDIR)
+            sh.expect_eof()
+            sh.assert_clean_exit()
+    finally:
+        os.close(not_a_dir)
+    with direct_shepherd() as sh:  # no fd came with the request
+        sh.send(spawn_frame(["true"], cwd_fd=True))
+        assert sh.event() == SpawnFailed(op.STAGE_REQUEST, errno.EBADF)
+        sh.expect_eof()
+        sh.assert_clean_exit()
+
+
+@pytest.fixture
+def frozen_leaf() -> Iterator[Path]:
+    """A leaf path under a frozen cgroup: the child stops as it joins it,
+    between its fork and its exec."""
+    with frozen_cgroup("frozen-shepherd") as parent:
+        yield parent / "leaf"
+
+
+def test_stop_reaches_a_child_frozen_before_its_exec(variant: Path, frozen_leaf: Path) -> None:
+    # The shepherd must not sit in vfork while the child hangs before its
+    # exec: it still reads STOP, kills the child, reaps it, removes the leaf.
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["true"], cgroup=frozen_leaf, kill_timeout=30))
+        cgroup_events(frozen_leaf.parent, b"populated 1", PROMPT)
+        sh.send(encode_stop(0.2))
+        # No exec error came: it counts as started, then ended by our stop.
+        assert isinstance(sh.expect(Started), Started)
+        event = sh.expect(Exited)
+        assert isinstance(event, Exited) and os.WIFSIGNALED(event.status), event
+        assert os.WTERMSIG(event.status) in (signal.SIGTERM, signal.SIGKILL), describe(event.status)
+        sh.expect_eof()
+        sh.assert_clean_exit()
+    assert not frozen_leaf.exists()
+
+
+def test_hang_up_reaches_a_child_frozen_before_its_exec(variant: Path, frozen_leaf: Path) -> None:
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["true"], cgroup=frozen_leaf, kill_timeout=0.2))
+        cgroup_events(frozen_leaf.parent, b"populated 1", PROMPT)
+        sh.sock.shutdown(socket.SHUT_WR)  # owner loss
+        sh.expect_eof()  # nobody to report to: no STARTED, no EXITED
+        sh.assert_clean_exit()
+    assert not frozen_leaf.exists()
 
 
 def test_rlimit_failure(variant: Path) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 from . import _opcodes as op
 from ._cgroup import teardown as cgroup_teardown
 from ._drive import POLLIN, POLLOUT, Pending, notify_closing
-from ._errors import CgroupError, ShepherdError
+from ._errors import CgroupError, ShepherdError, TimeoutExpired
 from ._launch import prepare_spare, take_shepherd
 from ._protocol import (
     CgroupStats,
@@ -52,9 +52,11 @@ STDERR_TAIL = 8192
 STDERR_BUFFER = 1 << 20  # unread stderr kept for read_stderr(); older bytes dropped
 STDOUT_BUFFER = 64 << 20  # stdout drained while waiting in write()/wait(); then backpressure
 DRAIN_BUDGET = 16  # reads per pipe per pass, so one flood cannot starve the rest
-HANDSHAKE_TIMEOUT = 30.0
 # The shepherd's own bound on reaping after SIGKILL (3 s), plus slack.
 STOP_BOUND = 4.0
+# Beyond timeout + kill_timeout, how long the shepherd gets to report (the
+# spec's bound for run() is timeout + kill_timeout + 0.5 s).
+REPORT_MARGIN = 0.4
 
 _live: weakref.WeakSet[ChildCore] = weakref.WeakSet()
 
@@ -106,8 +108,9 @@ def spawn_error(failed: SpawnFailed, rq: SpawnRequest) -> BaseException:
     message = os.strerror(failed.errno)
     if failed.stage == op.STAGE_EXEC:
         return OSError(failed.errno, message, os.fsdecode(rq.argv[0]))
-    if failed.stage == op.STAGE_CHDIR and rq.cwd is not None:
-        return OSError(failed.errno, message, os.fsdecode(rq.cwd))
+    if failed.stage == op.STAGE_CHDIR:
+        # Without a cwd it was our own directory (by fd) that failed.
+        return OSError(failed.errno, message, "." if rq.cwd is None else os.fsdecode(rq.cwd))
     if failed.stage in (op.STAGE_CGROUP, op.STAGE_CGROUP_SET) and rq.cgroup is not None:
         what = (
             "setting " + b", ".join(rq.cgroup_set or []).decode()
@@ -152,6 +155,7 @@ class Handshake:
         self._out = memoryview(encode_spawn(rq))
         self._total = len(self._out)
         self._fds = inherit
+        self._with_fds = bool(inherit) or rq.cwd_fd  # the first send carries fds
         self.started: Started | None = None
         self.after: list[Event] = []  # events that arrived with STARTED
         self.ended: str | None = None  # and the connection's end, if it came too
@@ -171,15 +175,28 @@ class Handshake:
         return bool(self._out)
 
     def send(self) -> None:
-        """Write what the socket takes of the request (non-blocking)."""
+        """Write what the socket takes of the request (non-blocking).
+
+        The first send carries the STDIO_INHERIT fds and, last, our cwd as
+        an ``O_PATH`` fd (FIELD_CWD_FD), open only for this call: the
+        shepherd gets its own copy, so ours is closed whatever happens.  An
+        error opening it raises before any byte is sent."""
+        cwd = -1
+        if self._with_fds and self.rq.cwd_fd:
+            cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self._sending = True  # stays set if an interrupt cuts the send short
         try:
-            if self._fds:
-                anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", self._fds).tobytes())]
-                n = self.sock.sendmsg([self._out], anc)
-                self._fds = []
-            else:
-                n = self.sock.send(self._out)
+            try:
+                if self._with_fds:
+                    fds = self._fds if cwd < 0 else [*self._fds, cwd]
+                    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+                    n = self.sock.sendmsg([self._out], anc)
+                    self._with_fds = False
+                else:
+                    n = self.sock.send(self._out)
+            finally:
+                if cwd >= 0:
+                    os.close(cwd)
             self._out = self._out[n:]
         except BlockingIOError:
             pass
@@ -213,16 +230,29 @@ class Starter:
     """Attempt (see :mod:`netrunner._drive`): take a ready shepherd, send the
     SPAWN request, and return the :class:`ChildCore` once STARTED arrives.
 
-    Bounded by ``HANDSHAKE_TIMEOUT``.  If it fails or is abandoned (an
-    exception, a cancelled task), :meth:`abort` releases everything: closing
-    the socket is owner loss, so a child that did start is stopped."""
+    STARTED comes once the child has exec'd, and a child can hang before
+    that (a frozen cgroup, a hung filesystem).  The caller's ``timeout``
+    (``run``, ``stream``) bounds the start too: once it passes, the start
+    is aborted as after an interrupt (the shepherd stops what started:
+    SIGTERM, kill_timeout, SIGKILL) and ``TimeoutExpired`` is raised when
+    the shepherd has hung up, at the latest ``kill_timeout`` +
+    ``REPORT_MARGIN`` after the timeout.  Without a timeout it waits as
+    ``subprocess.Popen`` would, for as long as the exec takes, and stays
+    interruptible (ADR 0009).  If it fails or is abandoned (an exception,
+    a cancelled task), :meth:`begin_abort` and :meth:`abort_attempt` stop
+    whatever did start before the exception goes on."""
 
-    def __init__(self, args: Any, rq: SpawnRequest, *, stderr_complete: bool = False) -> None:
+    def __init__(
+        self, args: Any, rq: SpawnRequest, *, stderr_complete: bool = False, timeout: float | None = None
+    ) -> None:
         self.args = args
         self.rq = rq
         self.stderr_complete = stderr_complete
         self.inherit = [slot for slot, mode in enumerate((rq.stdin, rq.stdout, rq.stderr)) if mode == op.STDIO_INHERIT]
-        self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+        self.timeout = timeout
+        # The caller's timeout counts from here: the start is part of it.
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.timed_out = False  # the deadline passed before STARTED: aborting
         self.hs: Handshake | None = None
         self.abort_deadline = 0.0
         # The core once made: kept until our caller holds it, so an interrupt
@@ -230,6 +260,12 @@ class Starter:
         self.core: ChildCore | None = None
 
     def __call__(self, ready: list[int] | None) -> ChildCore | Pending:
+        if self.timed_out:
+            waiting = self.abort_attempt(ready)
+            if waiting is True:
+                raise self._timeout_error()
+            assert isinstance(waiting, Pending)
+            return waiting
         if self.hs is None:
             got = take_shepherd(bool(self.inherit))
             if isinstance(got, int):
@@ -237,6 +273,8 @@ class Starter:
             self.hs = Handshake(got, self.rq, self.inherit)
         hs = self.hs
         if hs.sending:
+            if self._late():
+                return self._time_up()
             hs.send()
             if not hs.sending:  # this send finished the request (happens once)
                 # The request is out: while its shepherd wakes up and execs
@@ -254,16 +292,38 @@ class Starter:
             if hs.receive_reply() is None:
                 return self._pending([hs.want()])
             core = self.core = ChildCore(self.args, hs, stderr_complete=self.stderr_complete)
+            core.timeout_at = self.deadline
             self.hs = None
         finally:
             if mask is not None:
                 _sigmask(signal.SIG_SETMASK, mask)
         return core
 
+    def _late(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
     def _pending(self, interest: list[tuple[int, int]]) -> Pending:
-        if time.monotonic() >= self.deadline:
-            raise ShepherdError(f"no shepherd answered within {HANDSHAKE_TIMEOUT} s")
+        if self._late():
+            return self._time_up()
         return Pending(interest, self.deadline)
+
+    def _time_up(self) -> Pending:
+        """The caller's timeout passed before the child ran: abort as after
+        an interrupt (nothing sent: nothing to stop), then wait for the
+        shepherd's hang-up within the bound TimeoutExpired promises."""
+        assert self.deadline is not None
+        self.timed_out = True
+        self.begin_abort()
+        if self.hs is None:
+            raise self._timeout_error()
+        self.abort_deadline = self.deadline + self.rq.kill_timeout + REPORT_MARGIN
+        return Pending([(self.hs.sock.fileno(), POLLIN)], self.abort_deadline)
+
+    def _timeout_error(self) -> TimeoutExpired:
+        """What ``run()`` raises on timeout, with the (empty) partial output."""
+        assert self.timeout is not None
+        stdout = b"" if self.rq.stdout == op.STDIO_PIPE else None
+        return TimeoutExpired(self.args, self.timeout, stdout, b"" if self.stderr_complete else None)
 
     def begin_abort(self) -> None:
         """Interrupted mid-handshake: if the request went out, a child may
@@ -397,6 +457,9 @@ class ChildCore:
         self.cgroup = None if hs.rq.cgroup is None else os.fsdecode(hs.rq.cgroup)
         self.lost: str | None = None
         self.forked_away = False
+        # The caller's timeout deadline, counted from before the start
+        # (set by the Starter; RunCore goes on with it).
+        self.timeout_at: float | None = None
         # stdout read ahead while a writer or waiter had to drain it
         self.out_buf = bytearray()
         self.out_eof = False

@@ -19,7 +19,7 @@ HEADER_SIZE = 8
 MAX_PAYLOAD = 67108864  # 64 MiB
 
 # Owner -> shepherd.
-OP_SPAWN = 1  # TLV request; SCM_RIGHTS: one fd per STDIO_INHERIT slot, in slot order
+OP_SPAWN = 1  # TLV request; SCM_RIGHTS: one fd per STDIO_INHERIT slot, in slot order, then FIELD_CWD_FD's
 OP_SIGNAL = 2  # u32 signal number: sent to the child's process group
 OP_STOP = 3  # u32 grace in ms: SIGTERM, wait grace, SIGKILL (0 = SIGKILL now)
 

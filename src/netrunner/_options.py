@@ -131,15 +131,19 @@ _search_memo: dict[tuple[bytes, Any], list[bytes]] = {}
 _NO_PATH = object()  # PATH unset in our own environment: os.get_exec_path's default
 
 
-def cwd(value: Any) -> bytes | None:
-    """The child's cwd: as given, else ours *now* (the child is forked from
-    the fork server, whose own cwd is the one we had when it started)."""
-    if value is not None:
-        return _fsencode(value, "cwd")
-    try:
-        return os.getcwdb()
-    except OSError:
-        return None  # our cwd was removed: the child inherits the server's
+def cwd(value: Any) -> tuple[bytes | None, bool]:
+    """The child's cwd as (path to chdir to, whether to send ours as an fd).
+
+    The child is forked from the fork server, whose cwd is the one we had
+    when it started, so ours goes with each request as an fd (opened at
+    send time), never as a path: ``getcwd`` then ``chdir`` would follow a
+    path that may name another directory by then (renamed, replaced), and
+    would fail where ours was deleted.  A relative ``cwd`` is then resolved
+    from our directory, as ``subprocess`` does; an absolute one needs no fd."""
+    if value is None:
+        return None, True
+    path = _fsencode(value, "cwd")
+    return path, not path.startswith(b"/")
 
 
 _MAX_ID = 0xFFFFFFFE  # uid_t/gid_t; (uid_t)-1 means "leave unchanged" to set*id
@@ -367,11 +371,12 @@ def spawn_request(
     # Looked up last of the checks (a name service may be slow), and still
     # before anything touches the system.
     uid, gid, gids = credentials(user, group, extra_groups)
+    directory, send_cwd = cwd(cwd_)
     request = SpawnRequest(
         argv=arguments,
         env=environment(env),
         executables=executables(arguments[0], env),
-        cwd=cwd(cwd_),
+        cwd=directory,
         stdin=stdio_mode(stdin, stderr=False),
         stdout=stdout,
         stderr=stdio_mode(stderr, stderr=True),
@@ -384,6 +389,7 @@ def spawn_request(
         gid=gid,
         groups=gids,
         no_new_privs=nnp,
+        cwd_fd=send_cwd,
     )
     if leaf is None:
         return request

@@ -213,6 +213,9 @@ class SpawnRequest:
     gid: int | None = None  # setgid in the child
     groups: list[int] | None = None  # setgroups in the child ([]: none at all)
     no_new_privs: bool = False  # PR_SET_NO_NEW_PRIVS in the child
+    # Send our cwd as an fd with the request (FIELD_CWD_FD): the child
+    # fchdir()s to it, then chdir(cwd) if ``cwd`` is relative.
+    cwd_fd: bool = False
 
 
 _env_memo: tuple[list[bytes], bytes] | None = None
@@ -243,6 +246,8 @@ def encode_spawn(rq: SpawnRequest) -> bytes:
     parts.append(_env_fields(rq.env))
     for path in rq.executables:
         field(op.FIELD_EXEC, path)
+    if rq.cwd_fd:
+        field(op.FIELD_CWD_FD, b"")
     if rq.cwd is not None:
         field(op.FIELD_CWD, rq.cwd)
     field(op.FIELD_STDIN, _U32.pack(rq.stdin))

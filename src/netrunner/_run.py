@@ -16,7 +16,7 @@ from typing import Any
 
 from . import _opcodes as op
 from . import _options as options
-from ._core import READ_SIZE, ChildCore, eof_on_eio
+from ._core import READ_SIZE, REPORT_MARGIN, ChildCore, eof_on_eio
 from ._drive import POLLIN, POLLOUT, Pending, drive, settle
 from ._errors import CalledProcessError, OutputLimitExceeded, ShepherdError, TimeoutExpired
 from ._protocol import encode_stop
@@ -29,8 +29,6 @@ EOF_GRACE = 0.5
 # With a cgroup, how long after the exit the shepherd may take to empty and
 # remove it (its own bound is 3 s) before we stop waiting for its hang-up.
 CGROUP_TEARDOWN = 3.5
-# Beyond timeout + kill_timeout, how long the shepherd gets to report.
-REPORT_MARGIN = 0.4
 INPUT_CHUNK = 1 << 20
 INPUT_KINDS = "input must be bytes, str, an iterable of bytes or a binary file"
 OUT_READ = 1 << 20
@@ -164,7 +162,8 @@ class RunCore:
         self.out = _Collector(max_output_size)
         self.timeout = timeout
         now = time.monotonic()
-        self.timeout_at = None if timeout is None else now + timeout
+        # The timeout counts from before the start (the Starter's deadline).
+        self.timeout_at = None if timeout is None else core.timeout_at or now + timeout
         self.giveup_at: float | None = None  # the shepherd must have reported by then
         self.eof_by: float | None = None  # pipes get until then after the exit
         self.hangup_by: float | None = None  # with a cgroup: its removal, until then
@@ -467,7 +466,7 @@ def run(
         umask=umask,
         no_new_privs=no_new_privs,
     )
-    core = start(args, rq, as_is, stderr_complete=capture_stderr)
+    core = start(args, rq, as_is, stderr_complete=capture_stderr, timeout=seconds)
     job: RunCore | None = None
     try:
         job = RunCore(core, input, timeout=seconds, max_output_size=limit, encoding=encoding, errors=errors)

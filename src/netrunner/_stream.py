@@ -270,7 +270,9 @@ def stream(
         kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits, chunk_size=chunk_size,
         user=user, group=group, extra_groups=extra_groups, umask=umask, no_new_privs=no_new_privs,
     )  # fmt: skip
-    return start(args, rq, lambda core: Stream(StreamJob(core, input, timeout=seconds, chunk_size=size), check))
+    return start(
+        args, rq, lambda core: Stream(StreamJob(core, input, timeout=seconds, chunk_size=size), check), timeout=seconds
+    )
 
 
 def prepare_stream(args: Any, *, chunk_size: Any, **options: Any) -> tuple[Any, float | None, int]:

@@ -44,10 +44,18 @@ T = TypeVar("T")
 FAIR_READS = 16
 
 
-async def _start(args: Any, rq: SpawnRequest, wrap: Callable[[ChildCore], T], *, stderr_complete: bool = False) -> T:
-    """The handshake on the loop; ``wrap`` as in :func:`netrunner._sync.start`
-    (cancellation before the owner exists stops and reaps the child)."""
-    starter = Starter(args, rq, stderr_complete=stderr_complete)
+async def _start(
+    args: Any,
+    rq: SpawnRequest,
+    wrap: Callable[[ChildCore], T],
+    *,
+    stderr_complete: bool = False,
+    timeout: float | None = None,
+) -> T:
+    """The handshake on the loop; ``wrap`` and ``timeout`` as in
+    :func:`netrunner._sync.start` (cancellation before the owner exists
+    stops and reaps the child)."""
+    starter = Starter(args, rq, stderr_complete=stderr_complete, timeout=timeout)
     try:
         return wrap(await adrive(starter))
     except BaseException:
@@ -86,7 +94,7 @@ async def run(
         cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits,
         user=user, group=group, extra_groups=extra_groups, umask=umask, no_new_privs=no_new_privs,
     )  # fmt: skip
-    core = await _start(args, rq, as_is, stderr_complete=capture_stderr)
+    core = await _start(args, rq, as_is, stderr_complete=capture_stderr, timeout=seconds)
     job = RunCore(core, input, timeout=seconds, max_output_size=limit, encoding=encoding, errors=errors)
     try:
         await adrive(job.attempt)
@@ -250,6 +258,7 @@ class AsyncStream:
                 self.args,
                 self._rq,
                 lambda core: StreamJob(core, self._input, timeout=self._timeout, chunk_size=self._chunk_size),
+                timeout=self._timeout,
             )
         return self._job
 

@@ -230,8 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             # stderr_complete: nothing read from CMD's stderr is dropped
-            # before it is copied.
-            proc = start(command, rq, Process, stderr_complete=True)
+            # before it is copied; the timeout bounds the start too.
+            proc = start(command, rq, Process, stderr_complete=True, timeout=plan.timeout)
+        except TimeoutExpired:  # CMD never reached its exec in time; it is stopped and reaped
+            return EXIT_TIMEOUT
         except NetRunnerError as exc:  # CgroupError is an OSError too: before the exec errors
             return _fail(str(exc), EXIT_INTERNAL)
         except FileNotFoundError as exc:
