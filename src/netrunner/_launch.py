@@ -351,3 +351,15 @@ def _reap_later(pid: int) -> None:
                 done = old
             if done:
                 _unreaped.discard(old)
+
+
+def forget_reaping_after_fork() -> None:
+    """In a forked child: start the reaping state afresh.  Another thread
+    of the parent may have held ``_unreaped_lock`` at the moment of the
+    fork; in the child nobody would ever release it, and the first spawn
+    (``_start`` calls :func:`_reap_later`) would wait for it for ever.  The
+    pids remembered are the parent's children, not ours, and the threads
+    that would reap them did not come along."""
+    global _unreaped, _unreaped_lock
+    _unreaped = set()
+    _unreaped_lock = threading.Lock()
