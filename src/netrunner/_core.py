@@ -31,7 +31,7 @@ from . import _opcodes as op
 from ._cgroup import teardown as cgroup_teardown
 from ._drive import POLLIN, POLLOUT, Pending, notify_closing
 from ._errors import CgroupError, ShepherdError
-from ._launch import prepare_spare, take_shepherd
+from ._launch import drop_spares, prepare_spare, take_shepherd
 from ._protocol import (
     CgroupStats,
     Decoder,
@@ -65,6 +65,26 @@ def eof_on_eio(exc: OSError) -> bytes:
     if exc.errno == errno.EIO:
         return b""
     raise exc
+
+
+class Ended(str):
+    """Why a shepherd connection ended (a message), and the errno behind it
+    when a socket call said so (0 otherwise): a reset before STARTED means
+    our request was never read, a truncated recvmsg that our fd table is
+    full."""
+
+    errno = 0
+
+    @classmethod
+    def because(cls, why: str, err: int) -> Ended:
+        ended = cls(why)
+        ended.errno = err
+        return ended
+
+
+# Why the fds sent with STARTED never reached us: MSG_CTRUNC on a control
+# buffer large enough for them means the kernel could not install them.
+FD_TABLE_FULL = "our fd table is full: the child's pipe ends could not be received"
 
 
 class Fd:
@@ -116,10 +136,17 @@ def spawn_error(failed: SpawnFailed, rq: SpawnRequest) -> BaseException:
         )
         return CgroupError(failed.errno, f"{message} ({what} cgroup {os.fsdecode(rq.cgroup)})", os.fsdecode(rq.cgroup))
     stage = _STAGE_NAMES.get(failed.stage, f"stage {failed.stage}")
+    if failed.stage == op.STAGE_FORK:
+        # Out of processes or memory: what subprocess raises for the same
+        # fork failure (EAGAIN is a BlockingIOError); the next call may work.
+        return OSError(failed.errno, f"{message} (the shepherd could not fork the child)")
     if failed.stage in (op.STAGE_RLIMIT, op.STAGE_DUP2, op.STAGE_SETPGID, op.STAGE_SIGNALS):
         return OSError(failed.errno, f"{message} (in the child, at {stage})")
     return ShepherdError(f"the shepherd could not start the child ({stage}: {message})")
 
+
+# A peer that is gone, as a send or a receive says it.
+_PEER_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED, errno.ENOTCONN)
 
 _ALL_SIGNALS = signal.valid_signals()
 # The C function: signal.pthread_sigmask turns ~60 ints into enums per call.
@@ -150,6 +177,10 @@ class Handshake:
         self.after: list[Event] = []  # events that arrived with STARTED
         self.ended: str | None = None  # and the connection's end, if it came too
         self._sending = False
+        # No shepherd ever read a byte of this request (the socket's peer was
+        # gone before our first send, or reset with our request unread): no
+        # child can exist, so the spawn may go to a fresh shepherd instead.
+        self.unreached = False
 
     def want(self) -> tuple[int, int]:
         return self.sock.fileno(), (POLLOUT if self._out else 0) | POLLIN
@@ -177,7 +208,11 @@ class Handshake:
             self._out = self._out[n:]
         except BlockingIOError:
             pass
-        except OSError:
+        except OSError as exc:
+            # A spare whose shepherd never existed (the server could not fork
+            # it, or died with it queued) refuses the very first byte.
+            if len(self._out) == self._total and exc.errno in _PEER_GONE:
+                self.unreached = True
             self._out = memoryview(b"")  # the shepherd is gone: the read side will say why
         self._sending = False
 
@@ -197,6 +232,16 @@ class Handshake:
                 self.after.append(event)
         if self.started is None:
             if ended:
+                if isinstance(ended, Ended) and ended.errno == errno.EMFILE:
+                    # The child runs, but its pipe ends were dropped on the way
+                    # in: the caller's abort stops and reaps it before this
+                    # reaches anybody.
+                    raise OSError(errno.EMFILE, f"{os.strerror(errno.EMFILE)} ({ended}; the child was stopped)")
+                if isinstance(ended, Ended) and ended.errno == errno.ECONNRESET:
+                    # Reset with our request unread: the shepherd never had
+                    # all of it, so it started nothing.
+                    self.unreached = True
+                    return None
                 raise ShepherdError(f"{ended} before the child started")
             return None
         self.ended = ended
@@ -222,6 +267,7 @@ class Starter:
         # The core once made: kept until our caller holds it, so an interrupt
         # between here and there still finds the child to stop.
         self.core: ChildCore | None = None
+        self.retried = False
 
     def __call__(self, ready: list[int] | None) -> ChildCore | Pending:
         if self.hs is None:
@@ -232,6 +278,8 @@ class Starter:
         hs = self.hs
         if hs.sending:
             hs.send()
+            if hs.unreached and self._retry():
+                return self(None)
             if not hs.sending:  # this send finished the request (happens once)
                 # The request is out: while its shepherd wakes up and execs
                 # the child, have the server fork the next spawn's shepherd.
@@ -246,6 +294,8 @@ class Starter:
         mask = _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS) if _in_main_thread() else None
         try:
             if hs.receive_reply() is None:
+                if hs.unreached and self._retry():
+                    return self(None)
                 return self._pending([hs.want()])
             core = self.core = ChildCore(self.args, hs, stderr_complete=self.stderr_complete)
             self.hs = None
@@ -253,6 +303,24 @@ class Starter:
             if mask is not None:
                 _sigmask(signal.SIG_SETMASK, mask)
         return core
+
+    def _retry(self) -> bool:
+        """Our request never reached a shepherd (see ``Handshake.unreached``):
+        a stale spare (its server could not fork it and said so before we
+        asked) or a fork server killed with it queued.  Nothing can have
+        started, so drop that socket and go once more to a fresh shepherd
+        (the server is replaced if it is dead).  False after one retry: then
+        the read side's report (the fork failure, the reset) stands."""
+        hs = self.hs
+        if self.retried or hs is None:
+            return False
+        self.retried = True
+        self.hs = None
+        hs.sock.close()
+        for fd in hs.decoder.take_unclaimed_fds():
+            os.close(fd)
+        drop_spares()  # made by the same server: the retry must not take one
+        return True
 
     def _pending(self, interest: list[tuple[int, int]]) -> Pending:
         if time.monotonic() >= self.deadline:
@@ -334,16 +402,21 @@ def receive(sock: socket.socket, decoder: Decoder) -> tuple[list[Event], str | N
     events: list[Event] = []
     while True:
         try:
-            data, anc, _flags, _addr = sock.recvmsg(RECV_SIZE, socket.CMSG_SPACE(4 * 8), socket.MSG_CMSG_CLOEXEC)
+            data, anc, flags, _addr = sock.recvmsg(RECV_SIZE, socket.CMSG_SPACE(4 * 8), socket.MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return events, None
         except OSError as exc:
-            return events, _orphaned(decoder, f"shepherd connection failed: {exc}")
+            return events, _orphaned(decoder, Ended.because(f"shepherd connection failed: {exc}", exc.errno or 0))
         for level, kind, payload in anc:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds = array.array("i")
                 fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
                 decoder.add_fds(fds)
+        if flags & socket.MSG_CTRUNC:
+            # Room for 8 fds and at most 3 sent: the kernel dropped them
+            # because our fd table is full.  The frame that owns them cannot
+            # be decoded; the connection is over (owner loss stops the child).
+            return events, _orphaned(decoder, Ended.because(FD_TABLE_FULL, errno.EMFILE))
         if not data:
             return events, _orphaned(decoder, "the shepherd exited")
         try:

@@ -21,6 +21,7 @@ blocks.
 from __future__ import annotations
 
 import array
+import errno
 import os
 import resource
 import select
@@ -68,6 +69,10 @@ def spawn_helper(mode: str, sock: socket.socket) -> int:
             setsigmask=(),
         )
     except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.ENOMEM):
+            # Out of processes or memory, not a broken install: the error
+            # subprocess raises for the same fork failure.
+            raise OSError(exc.errno, f"{exc.strerror} (starting the shepherd {binary!r})") from exc
         raise ShepherdError(f"cannot start the shepherd {binary!r}: {exc}") from exc
 
 
@@ -263,6 +268,17 @@ class ForkServer:
             if spare is not None:
                 self._ready.append(spare)
 
+    def drop_spares(self) -> None:
+        """Let the ready spare go: a request found that one of this server's
+        shepherds never existed (the server could not fork it, or died with
+        it queued), so the spare made after it may be just as dead.  The
+        next take adopts afresh, and so finds a dead server (and replaces
+        it) instead of another dead spare."""
+        with self._lock:
+            for spare in self._ready:
+                spare.close()
+            self._ready.clear()
+
     def _adopt(self, sock: socket.socket) -> socket.socket | None:
         """A socketpair whose other end the server forks a shepherd for
         (FS_ADOPT, no reply); None if the server's queue is full."""
@@ -302,6 +318,11 @@ FORK_SERVER = ForkServer()
 def prepare_spare() -> None:
     """See :meth:`ForkServer.prepare_spare` (a no-op until a fork server runs)."""
     FORK_SERVER.prepare_spare()
+
+
+def drop_spares() -> None:
+    """See :meth:`ForkServer.drop_spares`."""
+    FORK_SERVER.drop_spares()
 
 
 def take_shepherd(inherits: bool = False) -> socket.socket | int:

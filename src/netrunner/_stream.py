@@ -78,6 +78,7 @@ class StreamJob(RunCore):
 
     def kill_now(self) -> None:
         """Leaving early: SIGKILL the group at once (no kill_timeout wait)."""
+        self.stopping = True  # the reap waits for the exit report, not on unread stdout
         self.input = None
         self.core.end_input()
         self.timeout_at = None
