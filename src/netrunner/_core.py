@@ -8,6 +8,12 @@ stderr and following the shepherd exists exactly once.
 
 fd holders follow trio's rule: closing sets the number to -1, so a closed
 fd is never closed twice or used after another owner reused its number.
+
+Nothing here has a finalizer (``__del__``): a Python finalizer is where a
+KeyboardInterrupt gets lost ("Exception ignored in ..."), since it can
+land on any line of it.  A core that is dropped while its child runs is
+released by C code alone: its fds belong to C objects that close them when
+collected, and closing the shepherd socket is owner loss.
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import socket
 import termios
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,7 +36,7 @@ from . import _opcodes as op
 from ._cgroup import teardown as cgroup_teardown
 from ._drive import POLLIN, POLLOUT, Pending, notify_closing
 from ._errors import CgroupError, ShepherdError
-from ._launch import drop_spares, prepare_spare, take_shepherd
+from ._launch import WeakRegistry, drop_spares, prepare_spare, take_shepherd
 from ._protocol import (
     CgroupStats,
     Decoder,
@@ -56,7 +61,7 @@ HANDSHAKE_TIMEOUT = 30.0
 # The shepherd's own bound on reaping after SIGKILL (3 s), plus slack.
 STOP_BOUND = 4.0
 
-_live: weakref.WeakSet[ChildCore] = weakref.WeakSet()
+_live: WeakRegistry[ChildCore] = WeakRegistry()
 
 
 def eof_on_eio(exc: OSError) -> bytes:
@@ -88,18 +93,50 @@ FD_TABLE_FULL = "our fd table is full: the child's pipe ends could not be receiv
 
 
 class Fd:
-    """An owned fd; ``fd == -1`` once closed."""
+    """An owned fd; ``fd == -1`` once closed.
 
-    __slots__ = ("fd",)
+    The number is also held by a C object that closes it when collected,
+    so dropping a holder that was never closed runs no Python code (a
+    finalizer is where a KeyboardInterrupt would be lost).  That object is
+    an epoll object made with ``select.epoll.fromfd``: any fd may be wrapped,
+    ``close()`` closes it, and collection closes it silently (no "unclosed"
+    warning, whose formatting could call Python code)."""
+
+    __slots__ = ("_owner", "fd")
 
     def __init__(self, fd: int | None) -> None:
-        self.fd = -1 if fd is None else fd
+        self.fd = -1
+        self._owner: select.epoll | None = None
+        if fd is not None:
+            self.adopt(fd)
+
+    def adopt(self, fd: int) -> None:
+        """Own ``fd`` (this holder must be closed)."""
+        self._owner = select.epoll.fromfd(fd)
+        self.fd = fd
+
+    def take_from(self, other: Fd) -> None:
+        """Move ``other``'s fd into this (closed) holder."""
+        self._owner, other._owner = other._owner, None
+        self.fd, other.fd = other.fd, -1
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1
+        owner, self._owner = self._owner, None
         if fd >= 0:
             notify_closing(fd)
-            os.close(fd)
+            if owner is not None:
+                owner.close()
+
+    def drop_after_fork(self) -> None:
+        """In a forked child: close, telling nobody, ignoring errors."""
+        self.fd = -1
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            try:
+                owner.close()
+            except OSError:
+                pass
 
     def __bool__(self) -> bool:
         return self.fd >= 0
@@ -585,12 +622,6 @@ class ChildCore:
         self._close_sock()
         self.close_fds()
 
-    def __del__(self) -> None:
-        # Last line of defence (an interrupt between a spawn and the caller
-        # taking hold of it): drop everything, which stops the child.
-        if not getattr(self, "forked_away", True):
-            self.abandon()
-
     def end_input(self) -> None:
         """The child sees EOF on stdin.  On a terminal that is its EOF
         character (VEOF from its own settings), twice if a line is open:
@@ -606,7 +637,7 @@ class ChildCore:
             # Keep this master fd until the end: closing it here was seen to
             # hang up the terminal now and then (SIGHUP to a child that was
             # about to exit 0 on the EOF).
-            self.pty_hold.fd, self.stdin.fd = fd, -1
+            self.pty_hold.take_from(self.stdin)
             self._wake_writers()
             return
         self.stdin.close()
@@ -616,7 +647,7 @@ class ChildCore:
         """The (fd, events) a sync writer parks on besides the pipes; call
         with the lock held."""
         if self.writer_wake.fd < 0:
-            self.writer_wake.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            self.writer_wake.adopt(os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK))
         return self.writer_wake.fd, POLLIN
 
     def _wake_writers(self) -> None:
@@ -773,19 +804,14 @@ def after_fork_in_child() -> None:
     pipes: the shepherds would never see their owner die, and a child
     would never see stdin EOF.  No locks here: another thread may have held
     them at fork time."""
-    for core in list(_live):
+    for core in _live.alive_after_fork():
         core.forked_away = True
         for holder in (core.stdin, core.stdout, core.stderr, core.pty_hold, core.writer_wake):
-            fd, holder.fd = holder.fd, -1
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            holder.drop_after_fork()
         sock, core.sock = core.sock, None
         if sock is not None:
             try:
-                os.close(sock.detach())
+                sock.close()
             except OSError:
                 pass
         core.lock = threading.RLock()
