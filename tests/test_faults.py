@@ -58,6 +58,7 @@ def exited_within(pid: int, seconds: float) -> bool:
 
 
 # ------------------------------------------------------ fork mid-spawn
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the point (3.12+)
 def test_fork_while_another_thread_holds_the_reaping_lock() -> None:
     # The state a fork can catch mid-use: a thread of ours is inside
     # _reap_later (the fork server is being replaced) when another forks.
