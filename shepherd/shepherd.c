@@ -326,6 +326,13 @@ static int send_frame(int sock, uint16_t op, const uint8_t *payload, uint32_t le
     return 0;
 }
 
+/* A report that cannot reach an owner that is gone (EPIPE, ECONNRESET) is
+ * nobody's news: the child is stopped and reaped all the same, and a line
+ * on the dead owner's stderr would only be noise.  Anything else is said. */
+static void complain_send(const char *what) {
+    if (errno != EPIPE && errno != ECONNRESET) complain(what);
+}
+
 static void send_spawn_failed(int sock, uint32_t stage, int err) {
     uint8_t p[8];
     put_u32(p, stage);
@@ -920,7 +927,7 @@ static void send_cgroup_stats(const struct shepherd *s) {
     uint8_t p[16];
     put_u64(p, (uint64_t)ooms);
     put_u64(p + 8, (uint64_t)peak);
-    if (send_frame(s->sock, NR_OP_CGROUP_STATS, p, sizeof p, NULL, 0) < 0) complain("send CGROUP_STATS");
+    if (send_frame(s->sock, NR_OP_CGROUP_STATS, p, sizeof p, NULL, 0) < 0) complain_send("send CGROUP_STATS");
 }
 
 static int finish(struct shepherd *s) {
@@ -941,7 +948,7 @@ static int finish(struct shepherd *s) {
         put_u64(p + 4, (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec);
         put_u64(p + 12, (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec);
         put_u64(p + 20, (uint64_t)ru.ru_maxrss);
-        if (send_frame(s->sock, NR_OP_EXITED, p, sizeof p, NULL, 0) < 0) complain("send EXITED");
+        if (send_frame(s->sock, NR_OP_EXITED, p, sizeof p, NULL, 0) < 0) complain_send("send EXITED");
     }
     if (s->cgroup) cgroup_teardown(s->cgroup);
     return 0;

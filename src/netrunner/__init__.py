@@ -22,6 +22,7 @@ from ._errors import (
 )
 from ._launch import FORK_SERVER as _FORK_SERVER
 from ._launch import close_owned_after_fork as _close_owned_after_fork
+from ._launch import forget_reaping_after_fork as _forget_reaping_after_fork
 from ._process import Process, spawn
 from ._result import Result
 from ._run import run
@@ -72,6 +73,7 @@ del _public
 def _forget_parent_state() -> None:
     _after_fork_in_child()
     _FORK_SERVER.forget_after_fork()
+    _forget_reaping_after_fork()
     _close_owned_after_fork()
 
 

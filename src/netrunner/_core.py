@@ -8,6 +8,12 @@ stderr and following the shepherd exists exactly once.
 
 fd holders follow trio's rule: closing sets the number to -1, so a closed
 fd is never closed twice or used after another owner reused its number.
+
+Nothing here has a finalizer (``__del__``): a Python finalizer is where a
+KeyboardInterrupt gets lost ("Exception ignored in ..."), since it can
+land on any line of it.  A core that is dropped while its child runs is
+released by C code alone: its fds belong to C objects that close them when
+collected, and closing the shepherd socket is owner loss.
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import socket
 import termios
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,7 +36,7 @@ from . import _opcodes as op
 from ._cgroup import teardown as cgroup_teardown
 from ._drive import POLLIN, POLLOUT, Pending, notify_closing
 from ._errors import CgroupError, ShepherdError, TimeoutExpired
-from ._launch import prepare_spare, take_shepherd
+from ._launch import WeakRegistry, drop_spares, prepare_spare, take_shepherd
 from ._protocol import (
     CgroupStats,
     Decoder,
@@ -58,7 +63,7 @@ STOP_BOUND = 4.0
 # spec's bound for run() is timeout + kill_timeout + 0.5 s).
 REPORT_MARGIN = 0.4
 
-_live: weakref.WeakSet[ChildCore] = weakref.WeakSet()
+_live: WeakRegistry[ChildCore] = WeakRegistry()
 
 
 def eof_on_eio(exc: OSError) -> bytes:
@@ -69,19 +74,71 @@ def eof_on_eio(exc: OSError) -> bytes:
     raise exc
 
 
-class Fd:
-    """An owned fd; ``fd == -1`` once closed."""
+class Ended(str):
+    """Why a shepherd connection ended (a message), and the errno behind it
+    when a socket call said so (0 otherwise): a reset before STARTED means
+    our request was never read, a truncated recvmsg that our fd table is
+    full."""
 
-    __slots__ = ("fd",)
+    errno = 0
+
+    @classmethod
+    def because(cls, why: str, err: int) -> Ended:
+        ended = cls(why)
+        ended.errno = err
+        return ended
+
+
+# Why the fds sent with STARTED never reached us: MSG_CTRUNC on a control
+# buffer large enough for them means the kernel could not install them.
+FD_TABLE_FULL = "our fd table is full: the child's pipe ends could not be received"
+
+
+class Fd:
+    """An owned fd; ``fd == -1`` once closed.
+
+    The number is also held by a C object that closes it when collected,
+    so dropping a holder that was never closed runs no Python code (a
+    finalizer is where a KeyboardInterrupt would be lost).  That object is
+    an epoll object made with ``select.epoll.fromfd``: any fd may be wrapped,
+    ``close()`` closes it, and collection closes it silently (no "unclosed"
+    warning, whose formatting could call Python code)."""
+
+    __slots__ = ("_owner", "fd")
 
     def __init__(self, fd: int | None) -> None:
-        self.fd = -1 if fd is None else fd
+        self.fd = -1
+        self._owner: select.epoll | None = None
+        if fd is not None:
+            self.adopt(fd)
+
+    def adopt(self, fd: int) -> None:
+        """Own ``fd`` (this holder must be closed)."""
+        self._owner = select.epoll.fromfd(fd)
+        self.fd = fd
+
+    def take_from(self, other: Fd) -> None:
+        """Move ``other``'s fd into this (closed) holder."""
+        self._owner, other._owner = other._owner, None
+        self.fd, other.fd = other.fd, -1
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1
+        owner, self._owner = self._owner, None
         if fd >= 0:
             notify_closing(fd)
-            os.close(fd)
+            if owner is not None:
+                owner.close()
+
+    def drop_after_fork(self) -> None:
+        """In a forked child: close, telling nobody, ignoring errors."""
+        self.fd = -1
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            try:
+                owner.close()
+            except OSError:
+                pass
 
     def __bool__(self) -> bool:
         return self.fd >= 0
@@ -121,6 +178,10 @@ def spawn_error(failed: SpawnFailed, rq: SpawnRequest) -> BaseException:
         )
         return CgroupError(failed.errno, f"{message} ({what} cgroup {os.fsdecode(rq.cgroup)})", os.fsdecode(rq.cgroup))
     stage = _STAGE_NAMES.get(failed.stage, f"stage {failed.stage}")
+    if failed.stage == op.STAGE_FORK:
+        # Out of processes or memory: what subprocess raises for the same
+        # fork failure (EAGAIN is a BlockingIOError); the next call may work.
+        return OSError(failed.errno, f"{message} (the shepherd could not fork the child)")
     # As subprocess: the errno's own OSError subclass (PermissionError for
     # EPERM, as a non-root owner asking for another uid gets).
     if failed.stage in (
@@ -129,6 +190,9 @@ def spawn_error(failed: SpawnFailed, rq: SpawnRequest) -> BaseException:
         return OSError(failed.errno, f"{message} (in the child, at {stage})")
     return ShepherdError(f"the shepherd could not start the child ({stage}: {message})")
 
+
+# A peer that is gone, as a send or a receive says it.
+_PEER_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED, errno.ENOTCONN)
 
 _ALL_SIGNALS = signal.valid_signals()
 # The C function: signal.pthread_sigmask turns ~60 ints into enums per call.
@@ -160,6 +224,10 @@ class Handshake:
         self.after: list[Event] = []  # events that arrived with STARTED
         self.ended: str | None = None  # and the connection's end, if it came too
         self._sending = False
+        # No shepherd ever read a byte of this request (the socket's peer was
+        # gone before our first send, or reset with our request unread): no
+        # child can exist, so the spawn may go to a fresh shepherd instead.
+        self.unreached = False
 
     def want(self) -> tuple[int, int]:
         return self.sock.fileno(), (POLLOUT if self._out else 0) | POLLIN
@@ -200,7 +268,11 @@ class Handshake:
             self._out = self._out[n:]
         except BlockingIOError:
             pass
-        except OSError:
+        except OSError as exc:
+            # A spare whose shepherd never existed (the server could not fork
+            # it, or died with it queued) refuses the very first byte.
+            if len(self._out) == self._total and exc.errno in _PEER_GONE:
+                self.unreached = True
             self._out = memoryview(b"")  # the shepherd is gone: the read side will say why
         self._sending = False
 
@@ -220,6 +292,16 @@ class Handshake:
                 self.after.append(event)
         if self.started is None:
             if ended:
+                if isinstance(ended, Ended) and ended.errno == errno.EMFILE:
+                    # The child runs, but its pipe ends were dropped on the way
+                    # in: the caller's abort stops and reaps it before this
+                    # reaches anybody.
+                    raise OSError(errno.EMFILE, f"{os.strerror(errno.EMFILE)} ({ended}; the child was stopped)")
+                if isinstance(ended, Ended) and ended.errno == errno.ECONNRESET:
+                    # Reset with our request unread: the shepherd never had
+                    # all of it, so it started nothing.
+                    self.unreached = True
+                    return None
                 raise ShepherdError(f"{ended} before the child started")
             return None
         self.ended = ended
@@ -258,6 +340,7 @@ class Starter:
         # The core once made: kept until our caller holds it, so an interrupt
         # between here and there still finds the child to stop.
         self.core: ChildCore | None = None
+        self.retried = False
 
     def __call__(self, ready: list[int] | None) -> ChildCore | Pending:
         if self.timed_out:
@@ -276,6 +359,8 @@ class Starter:
             if self._late():
                 return self._time_up()
             hs.send()
+            if hs.unreached and self._retry():
+                return self(None)
             if not hs.sending:  # this send finished the request (happens once)
                 # The request is out: while its shepherd wakes up and execs
                 # the child, have the server fork the next spawn's shepherd.
@@ -290,6 +375,8 @@ class Starter:
         mask = _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS) if _in_main_thread() else None
         try:
             if hs.receive_reply() is None:
+                if hs.unreached and self._retry():
+                    return self(None)
                 return self._pending([hs.want()])
             core = self.core = ChildCore(self.args, hs, stderr_complete=self.stderr_complete)
             core.timeout_at = self.deadline
@@ -301,6 +388,24 @@ class Starter:
 
     def _late(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def _retry(self) -> bool:
+        """Our request never reached a shepherd (see ``Handshake.unreached``):
+        a stale spare (its server could not fork it and said so before we
+        asked) or a fork server killed with it queued.  Nothing can have
+        started, so drop that socket and go once more to a fresh shepherd
+        (the server is replaced if it is dead).  False after one retry: then
+        the read side's report (the fork failure, the reset) stands."""
+        hs = self.hs
+        if self.retried or hs is None:
+            return False
+        self.retried = True
+        self.hs = None
+        hs.sock.close()
+        for fd in hs.decoder.take_unclaimed_fds():
+            os.close(fd)
+        drop_spares()  # made by the same server: the retry must not take one
+        return True
 
     def _pending(self, interest: list[tuple[int, int]]) -> Pending:
         if self._late():
@@ -400,16 +505,21 @@ def receive(sock: socket.socket, decoder: Decoder) -> tuple[list[Event], str | N
     events: list[Event] = []
     while True:
         try:
-            data, anc, _flags, _addr = sock.recvmsg(RECV_SIZE, socket.CMSG_SPACE(4 * 8), socket.MSG_CMSG_CLOEXEC)
+            data, anc, flags, _addr = sock.recvmsg(RECV_SIZE, socket.CMSG_SPACE(4 * 8), socket.MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return events, None
         except OSError as exc:
-            return events, _orphaned(decoder, f"shepherd connection failed: {exc}")
+            return events, _orphaned(decoder, Ended.because(f"shepherd connection failed: {exc}", exc.errno or 0))
         for level, kind, payload in anc:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds = array.array("i")
                 fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
                 decoder.add_fds(fds)
+        if flags & socket.MSG_CTRUNC:
+            # Room for 8 fds and at most 3 sent: the kernel dropped them
+            # because our fd table is full.  The frame that owns them cannot
+            # be decoded; the connection is over (owner loss stops the child).
+            return events, _orphaned(decoder, Ended.because(FD_TABLE_FULL, errno.EMFILE))
         if not data:
             return events, _orphaned(decoder, "the shepherd exited")
         try:
@@ -581,12 +691,6 @@ class ChildCore:
         self._close_sock()
         self.close_fds()
 
-    def __del__(self) -> None:
-        # Last line of defence (an interrupt between a spawn and the caller
-        # taking hold of it): drop everything, which stops the child.
-        if not getattr(self, "forked_away", True):
-            self.abandon()
-
     def end_input(self) -> None:
         """The child sees EOF on stdin.  On a terminal that is its EOF
         character (VEOF from its own settings), twice if a line is open:
@@ -602,7 +706,7 @@ class ChildCore:
             # Keep this master fd until the end: closing it here was seen to
             # hang up the terminal now and then (SIGHUP to a child that was
             # about to exit 0 on the EOF).
-            self.pty_hold.fd, self.stdin.fd = fd, -1
+            self.pty_hold.take_from(self.stdin)
             self._wake_writers()
             return
         self.stdin.close()
@@ -612,7 +716,7 @@ class ChildCore:
         """The (fd, events) a sync writer parks on besides the pipes; call
         with the lock held."""
         if self.writer_wake.fd < 0:
-            self.writer_wake.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            self.writer_wake.adopt(os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK))
         return self.writer_wake.fd, POLLIN
 
     def _wake_writers(self) -> None:
@@ -769,19 +873,14 @@ def after_fork_in_child() -> None:
     pipes: the shepherds would never see their owner die, and a child
     would never see stdin EOF.  No locks here: another thread may have held
     them at fork time."""
-    for core in list(_live):
+    for core in _live.alive_after_fork():
         core.forked_away = True
         for holder in (core.stdin, core.stdout, core.stderr, core.pty_hold, core.writer_wake):
-            fd, holder.fd = holder.fd, -1
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            holder.drop_after_fork()
         sock, core.sock = core.sock, None
         if sock is not None:
             try:
-                os.close(sock.detach())
+                sock.close()
             except OSError:
                 pass
         core.lock = threading.RLock()

@@ -20,7 +20,9 @@ blocks.
 
 from __future__ import annotations
 
+import _socket
 import array
+import errno
 import os
 import resource
 import select
@@ -32,6 +34,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from . import _opcodes as op
 from ._errors import ShepherdError
@@ -88,13 +91,79 @@ def spawn_helper(mode: str, sock: socket.socket) -> int:
             setsigmask=(),
         )
     except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.ENOMEM):
+            # Out of processes or memory, not a broken install: the error
+            # subprocess raises for the same fork failure.
+            raise OSError(exc.errno, f"{exc.strerror} (starting the shepherd {binary!r})") from exc
         raise ShepherdError(f"cannot start the shepherd {binary!r}: {exc}") from exc
+
+
+T = TypeVar("T")
+
+
+class WeakRegistry(Generic[T]):
+    """Objects to find again after a fork, held by weak references *without*
+    callbacks: an object's death then runs no Python code.  (A WeakSet's
+    removal callback is Python, and a KeyboardInterrupt raised inside it is
+    printed as "Exception ignored" and lost.)  Dead references are pruned
+    as the list grows."""
+
+    def __init__(self) -> None:
+        self._refs: list[weakref.ref[T]] = []
+        self._limit = 64
+        self._lock = threading.Lock()
+
+    def add(self, obj: T) -> None:
+        with self._lock:
+            refs = self._refs
+            refs.append(weakref.ref(obj))
+            if len(refs) > self._limit:
+                self._refs = refs = [r for r in refs if r() is not None]
+                self._limit = max(64, 2 * len(refs))
+
+    def alive_after_fork(self) -> list[T]:
+        """In a forked child: the live objects (no lock taken: another thread
+        may have held it at fork time; it is replaced)."""
+        self._lock = threading.Lock()
+        found = [r() for r in self._refs]
+        return [obj for obj in found if obj is not None]
+
+
+class OwnerSocket(socket.socket):
+    """Our end of a shepherd's socketpair, safe to drop while it is open.
+
+    A dropped Process (owner loss on purpose) lets its socket be collected
+    open.  A socket's own finalizer then formats an "unclosed" warning
+    before it closes, and on that path a pending KeyboardInterrupt is run
+    and silently discarded (in a loop dropping open sockets: ~1 interrupt
+    in 5 with socket.socket's Python repr, ~1 in 70 with the C one).
+    So the fd belongs to ``_owner``, an epoll object made with
+    ``select.epoll.fromfd`` whose collection closes it silently in C, and
+    the socket's finalizer is ``socket.detach`` itself, a C function: it
+    only forgets the fd.  No Python code runs when one is collected."""
+
+    __slots__ = ("_owner",)
+    __del__ = _socket.socket.detach
+
+    def __init__(self, family: int, kind: int, fileno: int) -> None:
+        super().__init__(family, kind, 0, fileno)
+        self._owner: select.epoll | None = select.epoll.fromfd(fileno)
+
+    def close(self) -> None:
+        """Close the fd (through its owner, so it is closed exactly once)."""
+        super().detach()
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            owner.close()
+
+    def detach(self) -> int:
+        raise TypeError("an OwnerSocket's fd is closed by close(), never detached")
 
 
 # Every owner-side socket to a shepherd or the server, wherever it is (a
 # spare, a handshake in progress, a live child): a forked interpreter must
 # close them all, or a shepherd never sees its owner die while the fork lives.
-_owned_sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+_owned_sockets: WeakRegistry[socket.socket] = WeakRegistry()
 
 
 def _owned(sock: socket.socket) -> socket.socket:
@@ -104,16 +173,11 @@ def _owned(sock: socket.socket) -> socket.socket:
 
 def close_owned_after_fork() -> None:
     """In a forked child: close every owner-side socket (no locks taken)."""
-    for sock in list(_owned_sockets):
+    for sock in _owned_sockets.alive_after_fork():
         try:
-            fd = sock.detach()
+            sock.close()
         except OSError:
-            continue
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            pass
 
 
 _RLIMITS = tuple(getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_"))
@@ -148,7 +212,10 @@ def _shepherd_pair(hand_over: Callable[[socket.socket], object]) -> socket.socke
     may raise); ours comes back registered for fork safety, non-blocking.
     Our copy of their end is closed whatever happens."""
     # Non-blocking from birth (the shepherd sets its end so anyway).
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    kind = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+    a, b = _socket.socketpair(socket.AF_UNIX, kind)
+    ours = OwnerSocket(socket.AF_UNIX, kind, a.detach())
+    theirs = socket.socket(socket.AF_UNIX, kind, 0, b.detach())
     _owned(ours)
     try:
         hand_over(theirs)
@@ -231,7 +298,7 @@ class ForkServer:
         for sock in [self._sock, *self._ready]:
             if sock is not None:
                 try:
-                    os.close(sock.detach())
+                    sock.close()
                 except OSError:
                     pass
         self._sock = None
@@ -282,6 +349,17 @@ class ForkServer:
                 return  # a dead server is found (and replaced) by the next take
             if spare is not None:
                 self._ready.append(spare)
+
+    def drop_spares(self) -> None:
+        """Let the ready spare go: a request found that one of this server's
+        shepherds never existed (the server could not fork it, or died with
+        it queued), so the spare made after it may be just as dead.  The
+        next take adopts afresh, and so finds a dead server (and replaces
+        it) instead of another dead spare."""
+        with self._lock:
+            for spare in self._ready:
+                spare.close()
+            self._ready.clear()
 
     def _adopt(self, sock: socket.socket) -> socket.socket | None:
         """A socketpair whose other end the server forks a shepherd for
@@ -338,6 +416,11 @@ def prepare_spare() -> None:
     FORK_SERVER.prepare_spare()
 
 
+def drop_spares() -> None:
+    """See :meth:`ForkServer.drop_spares`."""
+    FORK_SERVER.drop_spares()
+
+
 def take_shepherd(inherits: bool = False) -> socket.socket | int:
     """A non-blocking stream socket whose peer is a brand-new shepherd, or
     an fd to wait on for writability (see :meth:`ForkServer.try_take`).
@@ -385,3 +468,15 @@ def _reap_later(pid: int) -> None:
                 done = old
             if done:
                 _unreaped.discard(old)
+
+
+def forget_reaping_after_fork() -> None:
+    """In a forked child: start the reaping state afresh.  Another thread
+    of the parent may have held ``_unreaped_lock`` at the moment of the
+    fork; in the child nobody would ever release it, and the first spawn
+    (``_start`` calls :func:`_reap_later`) would wait for it for ever.  The
+    pids remembered are the parent's children, not ours, and the threads
+    that would reap them did not come along."""
+    global _unreaped, _unreaped_lock
+    _unreaped = set()
+    _unreaped_lock = threading.Lock()

@@ -44,7 +44,13 @@ def _check_size(n: Any) -> None:
 
 
 class ProcessBase:
-    """State, signals and the non-blocking attempts behind every method."""
+    """State, signals and the non-blocking attempts behind every method.
+
+    No ``__del__``: when a Process is collected while its child runs, its
+    core goes with it, and the core's fds and shepherd socket belong to C
+    objects that close them (owner loss: the shepherd runs SIGTERM,
+    kill_timeout, SIGKILL itself).  A finalizer written in Python is where
+    a KeyboardInterrupt would be swallowed."""
 
     def __init__(self, core: ChildCore) -> None:
         self._core = core
@@ -259,13 +265,6 @@ class ProcessBase:
     def _release(self) -> None:
         with self._core.lock:
             self._core.abandon()
-
-    def __del__(self) -> None:
-        core = getattr(self, "_core", None)
-        if core is not None and not core.forked_away:
-            # Never block in a finalizer: dropping the socket is owner loss,
-            # and the shepherd runs the SIGTERM -> SIGKILL escalation itself.
-            core.abandon()
 
     def __repr__(self) -> str:
         core = self._core

@@ -169,6 +169,10 @@ class RunCore:
         self.hangup_by: float | None = None  # with a cgroup: its removal, until then
         self.timed_out = False
         self.over_limit = False
+        # Aborted (an exception is on its way to the caller): stdout is no
+        # longer read or waited on, only the exit report is.  The collector
+        # may be what failed (a MemoryError), and no output is returned.
+        self.stopping = False
         if self.input is None:
             core.end_input()
 
@@ -191,7 +195,7 @@ class RunCore:
         fds: list[tuple[int, int]] = []
         if core.sock is not None:
             fds.append((core.sock.fileno(), POLLIN))
-        if core.stdout.fd >= 0 and (self.collect or not self.timed_out):
+        if core.stdout.fd >= 0 and not self.stopping and (self.collect or not self.timed_out):
             fds.append((core.stdout.fd, POLLIN))
         if core.stderr.fd >= 0:
             fds.append((core.stderr.fd, POLLIN))
@@ -233,7 +237,7 @@ class RunCore:
             core.service_ctl()
             if core.done:
                 ready = None  # reaped: the pipes hold their last bytes and EOF now
-        if self.collect and core.stdout.fd >= 0 and (ready is None or core.stdout.fd in ready):
+        if self.collect and not self.stopping and core.stdout.fd >= 0 and (ready is None or core.stdout.fd in ready):
             self._read_stdout()
         if core.stderr.fd >= 0 and (ready is None or core.stderr.fd in ready):
             core.drain_stderr()
@@ -319,7 +323,9 @@ class RunCore:
     def abort(self) -> None:
         """An exception (or interrupt) is leaving the driver: stop feeding
         input and have the shepherd stop the child; the driver then steps
-        until the exit report arrives (bounded by ``giveup_at``)."""
+        until the exit report arrives (bounded by ``giveup_at``), reading
+        no more output."""
+        self.stopping = True
         self.input = None
         self.core.end_input()
         self.timeout_at = None

@@ -10,6 +10,7 @@ any size runs in bounded memory.  :class:`StreamJob` holds that logic once;
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -28,8 +29,11 @@ class StreamJob(RunCore):
 
     collect = False
 
-    def __init__(self, core: ChildCore, input: Any, *, timeout: float | None, chunk_size: int) -> None:
+    def __init__(self, core: ChildCore, input: Any, *, timeout: float | None, chunk_size: int, grace: float) -> None:
         super().__init__(core, input, timeout=timeout, max_output_size=None, encoding=None, errors=None)
+        # The caller's kill_timeout, for a timeout or a graceful stop; the
+        # shepherd's own (owner loss) is 0, see prepare_stream().
+        core.kill_timeout = grace
         self.chunk_size = chunk_size
         self.ended = False  # the end was reached and the result recorded
 
@@ -78,6 +82,7 @@ class StreamJob(RunCore):
 
     def kill_now(self) -> None:
         """Leaving early: SIGKILL the group at once (no kill_timeout wait)."""
+        self.stopping = True  # the reap waits for the exit report, not on unread stdout
         self.input = None
         self.core.end_input()
         self.timeout_at = None
@@ -169,7 +174,11 @@ class Stream:
 
     Leaving early (``break``, an exception, :meth:`close`, garbage
     collection) SIGKILLs the child's group at once and reaps it.  After
-    exhaustion ``returncode``, ``stderr`` and ``stats`` are set."""
+    exhaustion ``returncode``, ``stderr`` and ``stats`` are set.
+
+    No ``__del__`` (an interrupt landing in a Python finalizer is lost):
+    collection drops the core, whose fds and socket close in C, and the
+    shepherd, told to take no grace on owner loss, SIGKILLs at once."""
 
     def __init__(self, job: StreamJob, check: bool) -> None:
         self._job = job
@@ -231,13 +240,6 @@ class Stream:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        job = getattr(self, "_job", None)
-        if job is not None and not job.ended and not job.core.forked_away:
-            # Never block in a finalizer: ask for SIGKILL and drop the socket.
-            job.kill_now()
-            job.core.abandon()
-
 
 def stream(
     args: Any,
@@ -265,21 +267,31 @@ def stream(
     ``timeout`` bounds the whole stream's wall time (the iteration then
     raises ``TimeoutExpired``); ``check=True`` raises ``CalledProcessError``
     after the last chunk; ``input`` is fed concurrently."""
-    rq, seconds, size = prepare_stream(
+    rq, seconds, size, grace = prepare_stream(
         args, input=input, stderr=stderr, timeout=timeout, cwd=cwd, env=env, pty=pty,
         kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits, chunk_size=chunk_size,
         user=user, group=group, extra_groups=extra_groups, umask=umask, no_new_privs=no_new_privs,
     )  # fmt: skip
     return start(
-        args, rq, lambda core: Stream(StreamJob(core, input, timeout=seconds, chunk_size=size), check), timeout=seconds
+        args,
+        rq,
+        lambda core: Stream(StreamJob(core, input, timeout=seconds, chunk_size=size, grace=grace), check),
+        timeout=seconds,
     )
 
 
-def prepare_stream(args: Any, *, chunk_size: Any, **options: Any) -> tuple[Any, float | None, int]:
-    """Validate ``stream()``'s options (shared with ``aio.stream``)."""
+def prepare_stream(args: Any, *, chunk_size: Any, **options: Any) -> tuple[Any, float | None, int, float]:
+    """Validate ``stream()``'s options (shared with ``aio.stream``).
+
+    Returns the request, the timeout, the chunk size and the caller's
+    ``kill_timeout``.  The request asks the shepherd for no grace on owner
+    loss: a stream that is dropped unfinished (collected, its owner dead)
+    has its group SIGKILLed at once, as leaving one early does, with no
+    Python code run at collection.  A timeout or a graceful stop still
+    sends the caller's ``kill_timeout`` with its STOP."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
         raise TypeError(f"chunk_size must be an int, not {type(chunk_size).__name__}")
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be > 0, not {chunk_size}")
     rq, seconds, _limit, _complete = prepare(args, max_output_size=None, **options)
-    return rq, seconds, chunk_size
+    return dataclasses.replace(rq, kill_timeout=0.0), seconds, chunk_size, rq.kill_timeout

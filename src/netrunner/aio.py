@@ -229,11 +229,17 @@ class AsyncStream:
     then garbage collection, an exception, :meth:`aclose`) SIGKILLs the
     group at once; cancelling the consuming task stops it gracefully
     (SIGTERM, ``kill_timeout``, SIGKILL).  After exhaustion ``returncode``,
-    ``stderr`` and ``stats`` are set."""
+    ``stderr`` and ``stats`` are set.  Collection runs no Python code (no
+    ``__del__``, where an interrupt would be lost): the core's fds and
+    socket close in C, and the shepherd SIGKILLs at once on that owner loss
+    (see ``prepare_stream``)."""
 
-    def __init__(self, args: Any, rq: SpawnRequest, input: Any, timeout: float | None, chunk_size: int, check: bool):
+    def __init__(
+        self, args: Any, rq: SpawnRequest, input: Any, timeout: float | None, chunk_size: int, check: bool, grace: float
+    ):
         self.args = args
         self._rq = rq
+        self._grace = grace
         self._input = input
         self._timeout = timeout
         self._chunk_size = chunk_size
@@ -257,7 +263,9 @@ class AsyncStream:
             self._job = await _start(
                 self.args,
                 self._rq,
-                lambda core: StreamJob(core, self._input, timeout=self._timeout, chunk_size=self._chunk_size),
+                lambda core: StreamJob(
+                    core, self._input, timeout=self._timeout, chunk_size=self._chunk_size, grace=self._grace
+                ),
                 timeout=self._timeout,
             )
         return self._job
@@ -312,14 +320,6 @@ class AsyncStream:
             self.stats = job.core.stats()
             self.returncode = job.core.returncode
 
-    def kill_now(self) -> None:
-        """Non-blocking: SIGKILL the group and let go (for finalizers)."""
-        job = self._job
-        if job is not None and not job.ended and not job.core.forked_away:
-            job.ended = True
-            job.kill_now()
-            job.core.abandon()
-
     async def aclose(self) -> None:
         """Stop the child now (SIGKILL to its group) if it still runs."""
         await uncancellable(self._halt(graceful=False))
@@ -330,13 +330,11 @@ class AsyncStream:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def __del__(self) -> None:
-        self.kill_now()
-
 
 class _AsyncLines:
     """Async iterator of lines over an :class:`AsyncStream` (a class, not an
-    async generator, so dropping it stops the child at once)."""
+    async generator, whose finalizer would run Python code): dropping it,
+    with nothing else holding the stream, stops the child at once."""
 
     def __init__(self, source: AsyncStream) -> None:
         self._source = source
@@ -376,10 +374,6 @@ class _AsyncLines:
             self._ready.reverse()
         return self._ready.pop()
 
-    def __del__(self) -> None:
-        if not self._done:
-            self._source.kill_now()
-
 
 def stream(
     args: Any,
@@ -404,9 +398,9 @@ def stream(
 ) -> AsyncStream:
     """``netrunner.stream`` for ``async for``; validated now, started on
     first iteration (``async with`` only guarantees it is stopped)."""
-    rq, seconds, size = prepare_stream(
+    rq, seconds, size, grace = prepare_stream(
         args, input=input, stderr=stderr, timeout=timeout, cwd=cwd, env=env, pty=pty,
         kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits, chunk_size=chunk_size,
         user=user, group=group, extra_groups=extra_groups, umask=umask, no_new_privs=no_new_privs,
     )  # fmt: skip
-    return AsyncStream(args, rq, input, seconds, size, check)
+    return AsyncStream(args, rq, input, seconds, size, check, grace)
