@@ -948,6 +948,19 @@ static pid_t launch(const struct request *rq, const int child_end[3], int errfd,
     return pid;
 }
 
+/* A pidfd of our (unreaped) child, O_CLOEXEC as every pidfd; -1 on a
+ * kernel without pidfd_open (before 5.3): the owner then does without. */
+static int open_pidfd(pid_t pid) {
+#ifdef SYS_pidfd_open
+    long fd = syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0) return (int)fd;
+    if (errno != ENOSYS) complain("pidfd_open");
+#else
+    (void)pid;
+#endif
+    return -1;
+}
+
 static void drop_cgroup(struct shepherd *s) {
     if (!s->cgroup) return;
     cgroup_teardown(s->cgroup);
@@ -1004,16 +1017,26 @@ static int start_child(struct shepherd *s, struct request *rq, struct prepped *p
     }
     s->child = pid;
     uint8_t started[8];
-    int fds[3], nfds = 0;
+    int fds[4], nfds = 0;
     uint32_t mask = 0;
     for (int i = 0; i < 3; i++) {
         if (owner_end[i] < 0) continue;
         mask |= 1u << i;
         fds[nfds++] = owner_end[i];
     }
+    /* The owner's own hold on the child, for when we are lost or stop
+     * answering: it can then see the child exit and kill it and its group
+     * without trusting a pid.  The child is ours and unreaped, so the pid
+     * cannot name anybody else yet. */
+    int pidfd = open_pidfd(pid);
+    if (pidfd >= 0) {
+        mask |= NR_FDMASK_PIDFD;
+        fds[nfds++] = pidfd;
+    }
     put_u32(started, (uint32_t)pid);
     put_u32(started + 4, mask);
     if (send_frame(s->sock, NR_OP_STARTED, started, sizeof started, fds, nfds) < 0) owner_lost(s);
+    close_fd(&pidfd);
     rc = 0;
 out:
     for (int i = 0; i < 3; i++) {

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import array
 import errno
+import fcntl
 import os
 import select
 import shutil
@@ -541,6 +542,32 @@ def test_the_grace_before_sigkill_is_slept_not_polled(variant: Path) -> None:
     wakeups, ticks = after[0] - before[0], after[1] - before[1]
     assert wakeups <= 6, f"{wakeups} wake-ups during a 1 s grace"
     assert ticks <= 10, f"{ticks} clock ticks of CPU during a 1 s grace"
+
+
+def fdinfo(fd: int) -> dict[str, str]:
+    """/proc/self/fdinfo/FD as a dict."""
+    lines = Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+def test_started_carries_a_pidfd_of_the_child(variant: Path) -> None:
+    # FDMASK_PIDFD: the owner's own hold on the child, for when its shepherd
+    # is lost or stops answering.  It names the child (not a pid that could
+    # be reused), is close-on-exec, and turns readable when the child exits.
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["sleep", "30"], stdin=op.STDIO_DEVNULL))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        assert started.pidfd is not None, "no pidfd in STARTED"
+        assert started.pidfd not in (started.stdin, started.stdout, started.stderr)
+        assert fdinfo(started.pidfd)["Pid"] == str(started.pid)
+        assert fcntl.fcntl(started.pidfd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+        assert not readable(started.pidfd, 0), "the pidfd says a running child exited"
+        sh.send(encode_stop(0))
+        assert_killed_by(sh.expect(Exited), signal.SIGKILL)
+        assert readable(started.pidfd, 0), "the pidfd did not see the child exit"
+        sh.expect_eof()
+        sh.assert_clean_exit()
 
 
 def test_hang_up_stops_a_term_ignoring_child(variant: Path) -> None:
