@@ -1123,6 +1123,12 @@ static void kill_orphans(const struct pidset *shepherds) {
     }
 }
 
+/* SIGCONT every shepherd we have not reaped (so no pid here is reused). */
+static void continue_shepherds(const struct pidset *shepherds) {
+    for (size_t i = 0; i < shepherds->n; i++)
+        if (kill(shepherds->v[i], SIGCONT) < 0) complain("kill SIGCONT");
+}
+
 static void reap_shepherds(struct pidset *shepherds) {
     int status;
     pid_t pid;
@@ -1219,8 +1225,15 @@ static int run_fork_server(int ctl) {
         if (n < 0 && errno != EINTR) { complain("poll"); break; }
         if (n <= 0) continue;
         if (p[0].revents) drain_sigchld_pipe();
-        /* Owner gone: every shepherd sees its own hang-up; wait for them. */
-        if (sv.ctl >= 0 && p[1].revents && serve_fork(&sv) < 0) close_fd(&sv.ctl);
+        /* Owner gone: every shepherd sees its own hang-up; wait for them.
+         * A stopped shepherd would not see it until someone continues it
+         * (nobody may: the kernel's SIGCONT for an orphaned group does not
+         * come when a subreaper in the owner's session adopts us), so
+         * continue every live one now; each then stops its child. */
+        if (sv.ctl >= 0 && p[1].revents && serve_fork(&sv) < 0) {
+            close_fd(&sv.ctl);
+            continue_shepherds(&sv.shepherds);
+        }
     }
     free(sv.shepherds.v);
     return 0;

@@ -13,6 +13,7 @@ Synchronisation is by fds only (sockets, pipes, pidfds with deadlines);
 from __future__ import annotations
 
 import array
+import contextlib
 import errno
 import fcntl
 import os
@@ -1056,6 +1057,33 @@ def test_fork_server_kills_what_a_killed_shepherd_left(variant: Path) -> None:
                     os.close(fd)
         sh.expect_eof()
         fs.ctl.close()
+        status = fs.wait()
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
+
+
+def test_fork_server_continues_a_stopped_shepherd_when_its_owner_leaves(variant: Path) -> None:
+    # The owner goes (both its sockets close) while a shepherd is SIGSTOPped:
+    # the server SIGCONTs its live shepherds on its own EOF, so the stopped
+    # one sees its hang-up and stops its child (no kernel orphaned-group
+    # SIGCONT here: the server's parent, us, lives on in the same session).
+    with fork_server() as fs:
+        sh = fs.new_shepherd()
+        started = start_ready(sh, TERM_IGNORING, kill_timeout=0.5)
+        shepherd_pid = proc_stat(started.pid)[1]
+        assert shepherd_pid in fs.shepherds()
+        child = pidfd(started.pid)
+        # Once kill() returns the stop is pending: the shepherd runs no code
+        # of its own again before a SIGCONT, so it cannot see the hang-up.
+        os.kill(shepherd_pid, signal.SIGSTOP)
+        try:
+            sh.hang_up()
+            fs.ctl.close()
+            assert wait_dead(child, PROMPT), "a stopped shepherd kept its child after the owner left"
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # gone: it did its job
+                os.kill(shepherd_pid, signal.SIGCONT)
+            if child is not None:
+                os.close(child)
         status = fs.wait()
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import select
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -320,3 +323,51 @@ def test_wait_with_a_frozen_shepherd_after_the_child_exited_is_bounded() -> None
             assert "the child had already exited" in message, message
             assert pid_gone(roles["grandchild"], within=2.0), "the grandchild in the child's group survived"
             assert elapsed < NUDGE_AFTER + SILENT_BOUND + TAKEOVER_GRACE + SLACK
+
+
+# ------------------------- 4. owner SIGKILLed with its shepherd stopped
+@pytest.mark.slow
+def test_owner_sigkill_with_a_stopped_shepherd_under_a_subreaper(tmp_path: Path) -> None:
+    # A subreaper in the owner's session adopts the fork server, so the
+    # kernel sends no orphaned-group SIGCONT; the fork server continues its
+    # shepherds itself when its owner's channel closes.
+    kill_timeout = 0.5
+    read_end, write_end = os.pipe()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)}
+    with open(tmp_path / "owner.stderr", "wb") as err:
+        wrapper = subprocess.Popen(
+            [sys.executable, str(HELPERS / "subreaper.py"), str(write_end), "--", sys.executable,
+             str(HELPERS / "promise_owner.py"), str(write_end), str(kill_timeout), "sleep"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, pass_fds=(write_end,), env=env,
+        )  # fmt: skip
+    os.close(write_end)
+    shepherd = 0
+    watch: list[int] = []
+    try:
+        data = b""
+        deadline = time.monotonic() + BOUND
+        while not data.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            assert left > 0 and select.select([read_end], [], [], left)[0], (tmp_path / "owner.stderr").read_text()
+            chunk = os.read(read_end, 65536)
+            assert chunk, (tmp_path / "owner.stderr").read_text()
+            data += chunk
+        report = json.loads(data)
+        (child,) = report["pids"]["sleep:child"]
+        (shepherd,) = report["shepherds"]
+        watch = [os.pidfd_open(child)]
+        os.kill(shepherd, signal.SIGSTOP)
+        killed_at = time.monotonic()
+        os.kill(report["owner"], signal.SIGKILL)
+        gone = select.select(watch, [], [], kill_timeout + 1.0 + SLACK)[0]
+        assert gone, f"the child outlived its owner by {time.monotonic() - killed_at:.1f} s (shepherd stopped)"
+    finally:
+        for fd in watch:
+            os.close(fd)
+        os.close(read_end)
+        if shepherd:
+            with contextlib.suppress(OSError):
+                os.kill(shepherd, signal.SIGCONT)
+        assert wrapper.stdin is not None
+        wrapper.stdin.close()
+        wrapper.wait(BOUND)
