@@ -371,3 +371,41 @@ def test_owner_sigkill_with_a_stopped_shepherd_under_a_subreaper(tmp_path: Path)
         assert wrapper.stdin is not None
         wrapper.stdin.close()
         wrapper.wait(BOUND)
+
+
+# ---------------------------------------------- 5. fork server stopped
+def test_a_stopped_fork_server_does_not_stall_spawns(fresh_fork_server: None) -> None:
+    # The spare is taken at once; the next spawn's shepherd is never forked
+    # by a stopped server.  Each spawn is bounded by the nudge (SIGCONT to
+    # the server) instead of the 30 s handshake bound.
+    assert netrunner.run(["true"]).returncode == 0  # a server, and a spare, exist
+    server = FORK_SERVER.pid
+    os.kill(server, signal.SIGSTOP)
+    try:
+
+        def three() -> list[int]:
+            return [netrunner.run(["echo", str(i)]).returncode for i in range(3)]
+
+        rcs, error, elapsed = bounded(three)
+        assert error is None, repr(error)
+        assert rcs == [0, 0, 0]
+        assert elapsed < 3 * NUDGE_AFTER + SLACK
+    finally:
+        os.kill(server, signal.SIGCONT)
+
+
+def test_a_stopped_spare_shepherd_does_not_stall_a_spawn(fresh_fork_server: None) -> None:
+    # The whole group of the fork server is stopped: the server and the
+    # spare shepherd it forked ahead of need (whether or not that fork is
+    # done yet), so the spawn's request reaches a stopped shepherd.  The
+    # handshake's nudge continues the server and its children.
+    assert netrunner.run(["true"]).returncode == 0
+    server = FORK_SERVER.pid
+    os.killpg(server, signal.SIGSTOP)
+    try:
+        rc, error, elapsed = bounded(lambda: netrunner.run(["sh", "-c", "exit 3"]).returncode)
+        assert error is None, repr(error)
+        assert rc == 3
+        assert elapsed < NUDGE_AFTER + SLACK
+    finally:
+        os.killpg(server, signal.SIGCONT)

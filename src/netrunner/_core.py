@@ -31,7 +31,7 @@ from . import _opcodes as op
 from ._cgroup import teardown as cgroup_teardown
 from ._drive import POLLIN, POLLOUT, Pending, notify_closing
 from ._errors import CgroupError, ShepherdError
-from ._launch import prepare_spare, take_shepherd
+from ._launch import prepare_spare, take_shepherd, wake_fork_server
 from ._protocol import (
     CgroupStats,
     Decoder,
@@ -228,7 +228,11 @@ class Starter:
         self.rq = rq
         self.stderr_complete = stderr_complete
         self.inherit = [slot for slot, mode in enumerate((rq.stdin, rq.stdout, rq.stderr)) if mode == op.STDIO_INHERIT]
-        self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+        now = time.monotonic()
+        self.deadline = now + HANDSHAKE_TIMEOUT
+        # No STARTED by then: SIGCONT the fork server and its shepherds, in
+        # case one of them is stopped (harmless if not); once only.
+        self.nudge_at: float | None = now + NUDGE_AFTER
         self.hs: Handshake | None = None
         self.abort_deadline = 0.0
         # The core once made: kept until our caller holds it, so an interrupt
@@ -267,9 +271,13 @@ class Starter:
         return core
 
     def _pending(self, interest: list[tuple[int, int]]) -> Pending:
-        if time.monotonic() >= self.deadline:
+        now = time.monotonic()
+        if now >= self.deadline:
             raise ShepherdError(f"no shepherd answered within {HANDSHAKE_TIMEOUT} s")
-        return Pending(interest, self.deadline)
+        if self.nudge_at is not None and now >= self.nudge_at:
+            self.nudge_at = None
+            wake_fork_server()
+        return Pending(interest, self.deadline if self.nudge_at is None else self.nudge_at)
 
     def begin_abort(self) -> None:
         """Interrupted mid-handshake: if the request went out, a child may
