@@ -38,7 +38,7 @@ from netrunner._launch import FORK_SERVER
 
 HELPERS = Path(__file__).resolve().parent / "helpers"
 SRC = str(Path(netrunner.__file__).resolve().parent.parent)
-SLACK = 1.5  # scheduling noise on a loaded 2-core machine
+SLACK = 3.0  # scheduling noise on a loaded 2-core machine
 BOUND = 20.0  # what "never returns" is cut off at
 
 

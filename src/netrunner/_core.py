@@ -587,12 +587,14 @@ class ChildCore:
         exit on its pidfd, and act on a deadline that passed."""
         if self.done:
             return
-        now = time.monotonic()
         fd = self.pidfd.fd
-        if not self.child_dead and fd >= 0 and ready is not None and fd in ready:
+        if ready and not self.child_dead and fd >= 0 and fd in ready:
             self.child_dead = True
             if self.verify_by is None:
-                self.nudge_at = now + NUDGE_AFTER
+                self.nudge_at = time.monotonic() + NUDGE_AFTER
+        if self.nudge_at is None and self.report_by is None and self.verify_by is None:
+            return  # nothing due: the common case, no clock read
+        now = time.monotonic()
         if self.verify_by is not None:
             if (self.child_dead and (self.eager or self.sock is None)) or now >= self.verify_by:
                 self._conclude(now)
