@@ -1004,6 +1004,19 @@ static int reap_child(const struct shepherd *s, int64_t deadline) {
     }
 }
 
+/* A pidfd of our (unreaped) child, O_CLOEXEC as every pidfd; -1 on a
+ * kernel without pidfd_open (before 5.3): the owner then does without. */
+static int open_pidfd(pid_t pid) {
+#ifdef SYS_pidfd_open
+    long fd = syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0) return (int)fd;
+    if (errno != ENOSYS) complain("pidfd_open");
+#else
+    (void)pid;
+#endif
+    return -1;
+}
+
 /* The child's error pipe is readable.  A report means it failed before
  * exec (it is exiting: reap it, clean up, report SPAWN_FAILED; returns the
  * shepherd's exit code).  EOF means the exec closed the pipe, or the child
@@ -1029,16 +1042,26 @@ static int resolve_start(struct shepherd *s) {
     }
     if (!s->owner_gone) {
         uint8_t started[8];
-        int fds[3], nfds = 0;
+        int fds[4], nfds = 0;
         uint32_t mask = 0;
         for (int i = 0; i < 3; i++) {
             if (s->owner_end[i] < 0) continue;
             mask |= 1u << i;
             fds[nfds++] = s->owner_end[i];
         }
+        /* The owner's own hold on the child, for when we are lost or stop
+         * answering: it can then see the child exit and kill it and its
+         * group without trusting a pid.  The child is ours and unreaped
+         * (even if it already exited), so the pid names nobody else yet. */
+        int pidfd = open_pidfd(s->child);
+        if (pidfd >= 0) {
+            mask |= NR_FDMASK_PIDFD;
+            fds[nfds++] = pidfd;
+        }
         put_u32(started, (uint32_t)s->child);
         put_u32(started + 4, mask);
         if (send_frame(s->sock, NR_OP_STARTED, started, sizeof started, fds, nfds) < 0) owner_lost(s);
+        close_fd(&pidfd);
     }
     for (int i = 0; i < 3; i++) close_fd(&s->owner_end[i]);
     return -1;
@@ -1339,6 +1362,12 @@ static void kill_orphans(const struct pidset *shepherds) {
     }
 }
 
+/* SIGCONT every shepherd we have not reaped (so no pid here is reused). */
+static void continue_shepherds(const struct pidset *shepherds) {
+    for (size_t i = 0; i < shepherds->n; i++)
+        if (kill(shepherds->v[i], SIGCONT) < 0) complain("kill SIGCONT");
+}
+
 static void reap_shepherds(struct pidset *shepherds) {
     int status;
     pid_t pid;
@@ -1423,8 +1452,15 @@ static int run_fork_server(int ctl) {
         if (n < 0 && errno != EINTR) { complain("poll"); break; }
         if (n <= 0) continue;
         if (p[0].revents) drain_sigchld_pipe();
-        /* Owner gone: every shepherd sees its own hang-up; wait for them. */
-        if (sv.ctl >= 0 && p[1].revents && serve_fork(&sv) < 0) close_fd(&sv.ctl);
+        /* Owner gone: every shepherd sees its own hang-up; wait for them.
+         * A stopped shepherd would not see it until someone continues it
+         * (nobody may: the kernel's SIGCONT for an orphaned group does not
+         * come when a subreaper in the owner's session adopts us), so
+         * continue every live one now; each then stops its child. */
+        if (sv.ctl >= 0 && p[1].revents && serve_fork(&sv) < 0) {
+            close_fd(&sv.ctl);
+            continue_shepherds(&sv.shepherds);
+        }
     }
     free(sv.shepherds.v);
     return 0;

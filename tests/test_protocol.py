@@ -59,7 +59,7 @@ def exited_frame(status: int, utime: int, stime: int, maxrss: int) -> bytes:
     return raw_frame(op.OP_EXITED, struct.pack("<iqqq", status, utime, stime, maxrss))
 
 
-MASK_BITS = (op.FDMASK_STDIN, op.FDMASK_STDOUT, op.FDMASK_STDERR)
+MASK_BITS = (op.FDMASK_STDIN, op.FDMASK_STDOUT, op.FDMASK_STDERR, op.FDMASK_PIDFD)
 I32 = st.integers(-(2**31), 2**31 - 1)
 I64 = st.integers(-(2**63), 2**63 - 1)
 
@@ -71,7 +71,7 @@ def messages(draw: st.DrawFn) -> tuple[bytes, Started | SpawnFailed | Exited, in
     kind = draw(st.sampled_from(["started", "failed", "exited"]))
     if kind == "started":
         pid = draw(st.integers(1, 2**31 - 1))
-        mask = draw(st.integers(0, 7))
+        mask = draw(st.integers(0, 15))
         slots = []
         n = 0
         for bit in MASK_BITS:
@@ -106,7 +106,10 @@ def streams(draw: st.DrawFn) -> tuple[bytes, list[object], list[int]]:
             fds += mine
             event = Started(
                 event.pid,
-                *(None if slot is None else mine[slot] for slot in (event.stdin, event.stdout, event.stderr)),
+                *(
+                    None if slot is None else mine[slot]
+                    for slot in (event.stdin, event.stdout, event.stderr, event.pidfd)
+                ),
             )
         expected.append(event)
     return data, expected, fds
@@ -242,7 +245,7 @@ BAD_FRAMES = {
     "exited-long": raw_frame(op.OP_EXITED, b"\0" * 29),
     "started-pid-zero": started_frame(0, 0),
     "started-pid-negative": started_frame(-5, 0),
-    "started-bad-mask": started_frame(10, 8),
+    "started-bad-mask": started_frame(10, 16),
 }
 
 
@@ -313,16 +316,17 @@ def test_arbitrary_bytes_only_ever_raise_protocol_error(blob: bytes, data_st: st
 # ------------------------------------------------------------------ fds
 
 
-@pytest.mark.parametrize("mask", range(8))
+@pytest.mark.parametrize("mask", range(16))
 def test_fds_are_handed_out_in_mask_order(mask: int) -> None:
+    # stdin, stdout, stderr, then the child's pidfd (FDMASK_PIDFD).
     decoder = Decoder()
-    decoder.add_fds([30, 31, 32])
+    decoder.add_fds([30, 31, 32, 33])
     (event,) = decoder.feed(started_frame(99, mask))
     expected = []
-    queue = [30, 31, 32]
+    queue = [30, 31, 32, 33]
     for bit in MASK_BITS:
         expected.append(queue.pop(0) if mask & bit else None)
-    assert (event.stdin, event.stdout, event.stderr) == tuple(expected)
+    assert (event.stdin, event.stdout, event.stderr, event.pidfd) == tuple(expected)
     # What the frame did not claim stays for the driver to close.
     assert decoder.take_unclaimed_fds() == queue
     assert decoder.take_unclaimed_fds() == []
@@ -345,7 +349,7 @@ def test_fds_added_in_pieces_before_the_frame_completes() -> None:
     assert decoder.feed(data[3:]) == [Started(5, 40, 41, 42)]
 
 
-@pytest.mark.parametrize(("mask", "have"), [(1, 0), (7, 2), (6, 1), (5, 1)])
+@pytest.mark.parametrize(("mask", "have"), [(1, 0), (7, 2), (6, 1), (5, 1), (15, 3), (8, 0)])
 def test_missing_fds_is_a_protocol_error(mask: int, have: int) -> None:
     decoder = Decoder()
     decoder.add_fds(range(200, 200 + have))

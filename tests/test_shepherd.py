@@ -13,7 +13,9 @@ Synchronisation is by fds only (sockets, pipes, pidfds with deadlines);
 from __future__ import annotations
 
 import array
+import contextlib
 import errno
+import fcntl
 import os
 import select
 import shutil
@@ -568,6 +570,32 @@ def test_the_grace_before_sigkill_is_slept_not_polled(variant: Path) -> None:
     wakeups, ticks = after[0] - before[0], after[1] - before[1]
     assert wakeups <= 6, f"{wakeups} wake-ups during a 1 s grace"
     assert ticks <= 10, f"{ticks} clock ticks of CPU during a 1 s grace"
+
+
+def fdinfo(fd: int) -> dict[str, str]:
+    """/proc/self/fdinfo/FD as a dict."""
+    lines = Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+def test_started_carries_a_pidfd_of_the_child(variant: Path) -> None:
+    # FDMASK_PIDFD: the owner's own hold on the child, for when its shepherd
+    # is lost or stops answering.  It names the child (not a pid that could
+    # be reused), is close-on-exec, and turns readable when the child exits.
+    with direct_shepherd() as sh:
+        sh.send(spawn_frame(["sleep", "30"], stdin=op.STDIO_DEVNULL))
+        started = sh.expect(Started)
+        assert isinstance(started, Started)
+        assert started.pidfd is not None, "no pidfd in STARTED"
+        assert started.pidfd not in (started.stdin, started.stdout, started.stderr)
+        assert fdinfo(started.pidfd)["Pid"] == str(started.pid)
+        assert fcntl.fcntl(started.pidfd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+        assert not readable(started.pidfd, 0), "the pidfd says a running child exited"
+        sh.send(encode_stop(0))
+        assert_killed_by(sh.expect(Exited), signal.SIGKILL)
+        assert readable(started.pidfd, 0), "the pidfd did not see the child exit"
+        sh.expect_eof()
+        sh.assert_clean_exit()
 
 
 def test_hang_up_stops_a_term_ignoring_child(variant: Path) -> None:
@@ -1274,6 +1302,33 @@ def test_fork_server_kills_what_a_killed_shepherd_left(variant: Path) -> None:
                     os.close(fd)
         sh.expect_eof()
         fs.ctl.close()
+        status = fs.wait()
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
+
+
+def test_fork_server_continues_a_stopped_shepherd_when_its_owner_leaves(variant: Path) -> None:
+    # The owner goes (both its sockets close) while a shepherd is SIGSTOPped:
+    # the server SIGCONTs its live shepherds on its own EOF, so the stopped
+    # one sees its hang-up and stops its child (no kernel orphaned-group
+    # SIGCONT here: the server's parent, us, lives on in the same session).
+    with fork_server() as fs:
+        sh = fs.new_shepherd()
+        started = start_ready(sh, TERM_IGNORING, kill_timeout=0.5)
+        shepherd_pid = proc_stat(started.pid)[1]
+        assert shepherd_pid in fs.shepherds()
+        child = pidfd(started.pid)
+        # Once kill() returns the stop is pending: the shepherd runs no code
+        # of its own again before a SIGCONT, so it cannot see the hang-up.
+        os.kill(shepherd_pid, signal.SIGSTOP)
+        try:
+            sh.hang_up()
+            fs.ctl.close()
+            assert wait_dead(child, PROMPT), "a stopped shepherd kept its child after the owner left"
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # gone: it did its job
+                os.kill(shepherd_pid, signal.SIGCONT)
+            if child is not None:
+                os.close(child)
         status = fs.wait()
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, describe(status)
 

@@ -29,14 +29,14 @@ import socket
 import termios
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from . import _opcodes as op
 from ._cgroup import teardown as cgroup_teardown
 from ._drive import POLLIN, POLLOUT, Pending, notify_closing
 from ._errors import CgroupError, ShepherdError, TimeoutExpired
-from ._launch import WeakRegistry, drop_spares, prepare_spare, take_shepherd
+from ._launch import WeakRegistry, drop_spares, prepare_spare, take_shepherd, wake_fork_server
 from ._protocol import (
     CgroupStats,
     Decoder,
@@ -59,9 +59,18 @@ STDOUT_BUFFER = 64 << 20  # stdout drained while waiting in write()/wait(); then
 DRAIN_BUDGET = 16  # reads per pipe per pass, so one flood cannot starve the rest
 # The shepherd's own bound on reaping after SIGKILL (3 s), plus slack.
 STOP_BOUND = 4.0
-# Beyond timeout + kill_timeout, how long the shepherd gets to report (the
-# spec's bound for run() is timeout + kill_timeout + 0.5 s).
+# Beyond a STOP's grace, how long the shepherd gets to report before the
+# owner takes over (SIGCONT it, kill the child and its group itself).
 REPORT_MARGIN = 0.4
+# Watcher failure (docs/decisions/0010-watcher-failure.md).  The child's
+# pidfd said it exited but no EXITED came: SIGCONT the shepherd after
+# NUDGE_AFTER, and take over SILENT_BOUND later (its own leftover reaping
+# may take 3 s).  After our own SIGKILL, the child has TAKEOVER_GRACE to be
+# seen dead (and a continued shepherd to report after all).
+NUDGE_AFTER = 1.0
+SILENT_BOUND = STOP_BOUND
+TAKEOVER_GRACE = 1.0
+PIDFD_SIGNAL_PROCESS_GROUP = 4  # pidfd_send_signal flag, Linux 6.9
 
 _live: WeakRegistry[ChildCore] = WeakRegistry()
 
@@ -331,10 +340,14 @@ class Starter:
         self.rq = rq
         self.stderr_complete = stderr_complete
         self.inherit = [slot for slot, mode in enumerate((rq.stdin, rq.stdout, rq.stderr)) if mode == op.STDIO_INHERIT]
+        now = time.monotonic()
         self.timeout = timeout
         # The caller's timeout counts from here: the start is part of it.
-        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.deadline = None if timeout is None else now + timeout
         self.timed_out = False  # the deadline passed before STARTED: aborting
+        # No STARTED by then: SIGCONT the fork server and its shepherds, in
+        # case one of them is stopped (harmless if not); once only.
+        self.nudge_at: float | None = now + NUDGE_AFTER
         self.hs: Handshake | None = None
         self.abort_deadline = 0.0
         # The core once made: kept until our caller holds it, so an interrupt
@@ -410,7 +423,11 @@ class Starter:
     def _pending(self, interest: list[tuple[int, int]]) -> Pending:
         if self._late():
             return self._time_up()
-        return Pending(interest, self.deadline)
+        if self.nudge_at is not None and time.monotonic() >= self.nudge_at:
+            self.nudge_at = None
+            wake_fork_server()
+        wake = [d for d in (self.deadline, self.nudge_at) if d is not None]
+        return Pending(interest, min(wake) if wake else None)
 
     def _time_up(self) -> Pending:
         """The caller's timeout passed before the child ran: abort as after
@@ -490,9 +507,8 @@ class Starter:
             return
         hs.sock.close()
         if hs.started is not None:
-            for fd in (hs.started.stdin, hs.started.stdout, hs.started.stderr):
-                if fd is not None:
-                    os.close(fd)
+            for fd in hs.started.fds():
+                os.close(fd)
         for fd in hs.decoder.take_unclaimed_fds():
             os.close(fd)
 
@@ -536,6 +552,53 @@ def _orphaned(decoder: Decoder, why: str) -> str:
     for fd in decoder.take_unclaimed_fds():
         os.close(fd)
     return why
+
+
+def _exited(pidfd: int) -> bool:
+    """The process behind ``pidfd`` has exited (zombie or reaped)."""
+    return bool(select.select([pidfd], [], [], 0)[0])
+
+
+def _unreaped(pidfd: int) -> bool:
+    """Signal 0 reaches a process until it is reaped, zombies included."""
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _kill_child_and_group(pidfd: int, pgid: int) -> None:
+    """SIGKILL the child and its process group through its pidfd, so no
+    recycled pid is ever hit.  The group flag (Linux 6.9) addresses the
+    group by the child's own struct pid, which still names it after the
+    child is reaped; without it, killpg only while the child is unreaped
+    (its zombie pins the group id)."""
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass  # exited and reaped already
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL, None, PIDFD_SIGNAL_PROCESS_GROUP)
+        return
+    except ProcessLookupError:
+        return  # nobody left in the group
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            return
+    if _unreaped(pidfd):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def _cgroup_teardown_off_the_loop(leaf: str) -> None:
@@ -594,6 +657,21 @@ class ChildCore:
         self.started_at = time.monotonic()
         self.ended_at: float | None = None
         self.lock = threading.RLock()
+        # Watching the watcher (docs/decisions/0010-watcher-failure.md): our
+        # own hold on the child, and what we do when its shepherd is lost
+        # or stops answering.
+        self.pidfd = Fd(started.pidfd)
+        self.shepherd_pidfd = Fd(None)  # found only when needed (SIGCONT)
+        self.shepherd_pid: int | None = None
+        self.child_dead = False  # the pidfd said the child exited (no EXITED yet)
+        self.nudge_at: float | None = None  # exit seen, no report: SIGCONT (then take over) at
+        self.nudged = False
+        self.report_by: float | None = None  # a STOP's report is due by then
+        self.report_what = ""
+        self.takeover: str | None = None  # why the owner acts itself
+        self.dead_before = False  # the child had exited before our SIGKILL
+        self.eager = False  # conclude once the child is dead, without waiting for EXITED
+        self.verify_by: float | None = None  # our SIGKILL is out: conclude by then
         _live.add(self)
         self._apply(hs.after, hs.ended)
 
@@ -650,16 +728,159 @@ class ChildCore:
                 break
         if ended is not None:
             self._close_sock()
-            if self.exited is None:
-                self.lost = ended
-                self.ended_at = time.monotonic()
-                if self.cgroup is not None:
-                    # The shepherd died with the child's cgroup in place:
-                    # nobody else will empty and remove it.  That may wait
-                    # (bounded, 3 s) for the leaf to empty: fine for a sync
-                    # caller, never on an event loop's thread.
-                    _cgroup_teardown_off_the_loop(self.cgroup)
+            if self.exited is None and self.lost is None:
+                # Nobody reports on the child any more: what we say about it
+                # is what we verify ourselves.
+                self.take_over(f"shepherd lost ({ended})", eager=True)
         return bool(events) or ended is not None
+
+    # ------------------------------------------------ watching the watcher
+    def watch_interest(self) -> list[tuple[int, int]]:
+        """The child's pidfd while its exit is still to be seen."""
+        if self.pidfd.fd >= 0 and not self.child_dead and not self.done:
+            return [(self.pidfd.fd, POLLIN)]
+        return []
+
+    def due(self, deadline: float | None) -> float | None:
+        """``deadline``, or the watchdog's next one if that is sooner."""
+        if self.done:
+            return deadline
+        for d in (self.nudge_at, self.report_by, self.verify_by):
+            if d is not None and (deadline is None or d < deadline):
+                deadline = d
+        return deadline
+
+    def expect_report(self, within: float, what: str) -> None:
+        """A STOP went out: if no EXITED came ``within`` seconds, take over."""
+        by = time.monotonic() + within
+        if not self.done and (self.report_by is None or by < self.report_by):
+            self.report_by = by
+            self.report_what = f"within {within:g} s of {what}"
+
+    def tend(self, ready: Collection[int] | None) -> None:
+        """The watchdog's non-blocking step, for the fds that fired (call
+        with the lock held, after :meth:`service_ctl`): notice the child's
+        exit on its pidfd, and act on a deadline that passed."""
+        if self.done:
+            return
+        fd = self.pidfd.fd
+        if ready and not self.child_dead and fd >= 0 and fd in ready:
+            self.child_dead = True
+            if self.verify_by is None:
+                self.nudge_at = time.monotonic() + NUDGE_AFTER
+        if self.nudge_at is None and self.report_by is None and self.verify_by is None:
+            return  # nothing due: the common case, no clock read
+        now = time.monotonic()
+        if self.verify_by is not None:
+            if (self.child_dead and (self.eager or self.sock is None)) or now >= self.verify_by:
+                self._conclude(now)
+            return
+        if self.nudge_at is not None and now >= self.nudge_at:
+            if not self.nudged:
+                # The child exited a while ago and its shepherd said nothing:
+                # a stopped shepherd reports as soon as it runs again.
+                self.nudged = True
+                self.wake_shepherd()
+                self.nudge_at = now + SILENT_BOUND
+            else:
+                self.take_over(
+                    f"the shepherd{self.shepherd_name()} did not report the child's exit within "
+                    f"{NUDGE_AFTER + SILENT_BOUND:g} s, even after SIGCONT"
+                )
+        elif self.report_by is not None and now >= self.report_by:
+            self.take_over(f"no exit report from the shepherd{self.shepherd_name()} {self.report_what}")
+
+    def take_over(self, why: str, *, eager: bool = False) -> None:
+        """The shepherd is lost or silent: SIGCONT it (if it is still
+        there), SIGKILL the child and its group ourselves through the
+        pidfd, and conclude once the child is seen dead (``eager``, or the
+        shepherd is gone) or an EXITED comes after all, bounded by
+        ``TAKEOVER_GRACE``."""
+        if self.done or self.verify_by is not None:
+            return
+        now = time.monotonic()
+        self.takeover = why
+        self.eager = eager
+        self.nudge_at = self.report_by = None
+        self.verify_by = now + TAKEOVER_GRACE
+        if self.sock is not None:
+            self.wake_shepherd()
+        fd = self.pidfd.fd
+        if fd < 0:
+            self._conclude(now)
+            return
+        if not self.child_dead and _exited(fd):
+            self.child_dead = True
+        self.dead_before = self.child_dead
+        _kill_child_and_group(fd, self.pid)
+        if self.child_dead and (eager or self.sock is None):
+            self._conclude(now)
+
+    def _conclude(self, now: float) -> None:
+        """End of a take-over: say only what we verified; let the shepherd
+        go (closing the socket is owner loss, should it ever run again)."""
+        fd = self.pidfd.fd
+        if fd < 0:
+            what = "the owner has no pidfd of the child (no pidfd_open), so it could neither check nor kill it"
+        else:
+            if not self.child_dead and _exited(fd):
+                self.child_dead = True
+            if self.dead_before:
+                what = "the child had already exited; the owner sent SIGKILL to what was left of its process group"
+            elif self.child_dead:
+                what = f"the owner killed the child (pid {self.pid}) and its process group"
+            else:
+                what = (
+                    f"the owner sent SIGKILL to the child (pid {self.pid}) and its process group, "
+                    f"but the child had not exited {TAKEOVER_GRACE:g} s later"
+                )
+        self.lost = f"{self.takeover}; {what}"
+        self.verify_by = None
+        self.ended_at = now
+        self._close_sock()
+        if self.cgroup is not None:
+            # Nobody else will empty and remove the child's leaf now.  That
+            # may wait (bounded, 3 s) for it to empty: fine for a sync
+            # caller, never on an event loop's thread.
+            _cgroup_teardown_off_the_loop(self.cgroup)
+
+    def wake_shepherd(self) -> None:
+        """SIGCONT our shepherd, in case it was stopped (harmless if not)."""
+        fd = self._find_shepherd()
+        if fd >= 0:
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGCONT)
+            except OSError:
+                pass
+
+    def _find_shepherd(self) -> int:
+        """A pidfd of the shepherd: the child's parent, read while the child
+        is unreaped and re-read after opening it, so the pidfd names the
+        parent, not a recycled pid.  (SO_PEERCRED cannot say: our socketpair
+        was made by us.)  -1 if it cannot be found any more."""
+        if self.shepherd_pidfd.fd >= 0:
+            return self.shepherd_pidfd.fd
+        child = self.pidfd.fd
+        if child < 0 or self.sock is None:
+            return -1
+        ppid = _parent_of(self.pid)
+        if ppid is None or ppid <= 1 or ppid == os.getpid():
+            return -1
+        try:
+            fd = os.pidfd_open(ppid)
+        except OSError:
+            return -1
+        if _parent_of(self.pid) != ppid or not _unreaped(child):
+            os.close(fd)
+            return -1
+        self.shepherd_pidfd.adopt(fd)
+        self.shepherd_pid = ppid
+        return fd
+
+    def shepherd_name(self) -> str:
+        """The shepherd as `` (pid S)`` for messages, once it can be found."""
+        self._find_shepherd()
+        return "" if self.shepherd_pid is None else f" (pid {self.shepherd_pid})"
 
     def send(self, data: bytes) -> None:
         """A command to the shepherd; dropped if it is already gone."""
@@ -726,6 +947,8 @@ class ChildCore:
             os.eventfd_write(self.writer_wake.fd, 1)
 
     def close_fds(self) -> None:
+        self.pidfd.close()
+        self.shepherd_pidfd.close()
         self.pty_hold.close()
         self.stdin.close()
         self._wake_writers()
@@ -856,7 +1079,7 @@ class ChildCore:
     def interest(self, *, stdout: bool, stdin: bool) -> list[tuple[int, int]]:
         """fds worth waiting on: the shepherd and stderr always, stdout and
         stdin when the caller needs them."""
-        out = []
+        out = self.watch_interest()
         if self.sock is not None:
             out.append((self.sock.fileno(), POLLIN))
         if self.stderr.fd >= 0:
@@ -875,7 +1098,16 @@ def after_fork_in_child() -> None:
     them at fork time."""
     for core in _live.alive_after_fork():
         core.forked_away = True
-        for holder in (core.stdin, core.stdout, core.stderr, core.pty_hold, core.writer_wake):
+        holders = (
+            core.stdin,
+            core.stdout,
+            core.stderr,
+            core.pty_hold,
+            core.writer_wake,
+            core.pidfd,
+            core.shepherd_pidfd,
+        )
+        for holder in holders:
             holder.drop_after_fork()
         sock, core.sock = core.sock, None
         if sock is not None:

@@ -376,6 +376,24 @@ class ForkServer:
         except BlockingIOError:
             return None
 
+    def wake(self) -> None:
+        """SIGCONT the server and its children (our shepherds, spares
+        included): a spawn got no answer for a while, and a stopped one
+        would never give it (harmless to those that run)."""
+        pid = self.pid
+        if not pid:
+            return
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                children = [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            children = []
+        for target in [pid, *children]:
+            try:
+                os.kill(target, signal.SIGCONT)
+            except OSError:
+                pass
+
     def close(self, timeout: float = 10.0) -> None:
         """Let the server go: it exits once its shepherds are done.  Waits
         up to ``timeout`` for that and reaps it (else it is reaped later)."""
@@ -419,6 +437,11 @@ def prepare_spare() -> None:
 def drop_spares() -> None:
     """See :meth:`ForkServer.drop_spares`."""
     FORK_SERVER.drop_spares()
+
+
+def wake_fork_server() -> None:
+    """See :meth:`ForkServer.wake` (a no-op without a fork server)."""
+    FORK_SERVER.wake()
 
 
 def take_shepherd(inherits: bool = False) -> socket.socket | int:

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import _opcodes as op
 from . import _options as options
-from ._core import ChildCore
+from ._core import REPORT_MARGIN, ChildCore
 from ._drive import POLLIN, Pending, drive
 from ._errors import ShepherdError, TimeoutExpired
 from ._protocol import SpawnRequest, encode_signal, encode_stop
@@ -71,6 +71,7 @@ class ProcessBase:
         with core.lock:
             if not core.done:
                 core.service_ctl()
+                core.tend(None)
         return core
 
     @property
@@ -96,6 +97,7 @@ class ProcessBase:
         core = self._core
         if core.sock is not None and (ready is None or core.sock.fileno() in ready):
             core.service_ctl()
+        core.tend(ready)
         if core.stderr.fd >= 0 and (ready is None or core.stderr.fd in ready):
             core.drain_stderr()
         if buffer_stdout and core.stdout.fd >= 0 and (ready is None or core.stdout.fd in ready):
@@ -110,7 +112,7 @@ class ProcessBase:
                 if ready is None and core.out_starved and not core.out_buf:
                     # The last read found the pipe empty (a request/response
                     # peer): wait first instead of paying for another EAGAIN.
-                    return Pending(core.interest(stdout=True, stdin=False), deadline)
+                    return Pending(core.interest(stdout=True, stdin=False), core.due(deadline))
                 data = core.read_stdout(n)
                 if data is not None:
                     return data
@@ -118,14 +120,14 @@ class ProcessBase:
                 self._housekeeping(ready if ready is not None else [], buffer_stdout=False)
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"no output from pid {core.pid} within {timeout} s")
-                return Pending(core.interest(stdout=True, stdin=False), deadline)
+                return Pending(core.interest(stdout=True, stdin=False), core.due(deadline))
 
         return attempt
 
     def _read_stderr_attempt(self, n: int, deadline: float | None, timeout: float | None) -> Any:
         core = self._core
 
-        def attempt(_ready: list[int] | None) -> bytes | Pending:
+        def attempt(ready: list[int] | None) -> bytes | Pending:
             with core.lock:
                 core.check_owner()
                 core.drain_stderr()
@@ -134,9 +136,10 @@ class ProcessBase:
                 if core.err_eof:
                     return b""
                 core.service_ctl()
+                core.tend(ready)
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"no stderr output from pid {core.pid} within {timeout} s")
-                return Pending(core.interest(stdout=False, stdin=False), deadline)
+                return Pending(core.interest(stdout=False, stdin=False), core.due(deadline))
 
         return attempt
 
@@ -169,7 +172,7 @@ class ProcessBase:
                 interest = core.interest(stdout=True, stdin=True)
                 if wakeable:
                     interest.append(core.writer_wakeup())
-                return Pending(interest, None)
+                return Pending(interest, core.due(None))
 
         return attempt
 
@@ -196,10 +199,10 @@ class ProcessBase:
                         return rc
                     return Pending([(sock.fileno(), POLLIN)], hangup_by)
                 if core.lost is not None:
-                    raise ShepherdError(f"pid {core.pid}: {core.lost}; the child was killed")
+                    raise ShepherdError(f"pid {core.pid}: {core.lost}")
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutExpired(core.args, timeout if timeout is not None else 0.0)
-                return Pending(core.interest(stdout=True, stdin=False), deadline)
+                return Pending(core.interest(stdout=True, stdin=False), core.due(deadline))
 
         return attempt
 
@@ -215,6 +218,9 @@ class ProcessBase:
             core.service_ctl()
             if not core.done:
                 core.send(encode_stop(grace))
+                # A shepherd that does not report by then is stopped or
+                # wedged: the owner then kills the child itself (verified).
+                core.expect_report(grace + REPORT_MARGIN, f"stop(grace={grace:g})")
 
     def _stop_failed(self, grace: float) -> ShepherdError:
         core = self._core

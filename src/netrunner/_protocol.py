@@ -27,6 +27,9 @@ _EXITED = struct.Struct("<iqqq")
 _CGROUP_STATS = struct.Struct("<qq")
 _TLV = struct.Struct("<HI")
 _RLIMIT = struct.Struct("<IQQ")
+# STARTED's fds, in the order they arrive.
+_STARTED_BITS = (op.FDMASK_STDIN, op.FDMASK_STDOUT, op.FDMASK_STDERR, op.FDMASK_PIDFD)
+_STARTED_MASK = op.FDMASK_STDIN | op.FDMASK_STDOUT | op.FDMASK_STDERR | op.FDMASK_PIDFD
 
 
 class ProtocolError(Exception):
@@ -35,12 +38,19 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True)
 class Started:
-    """The child runs; ``fds`` are the owner's ends, by ``FDMASK_*`` order."""
+    """The child runs; ``fds`` are the owner's ends, by ``FDMASK_*`` order,
+    and ``pidfd`` the owner's own hold on the child (None on a kernel
+    without ``pidfd_open``)."""
 
     pid: int
     stdin: int | None
     stdout: int | None
     stderr: int | None
+    pidfd: int | None = None
+
+    def fds(self) -> list[int]:
+        """Every fd that came with it, in arrival order."""
+        return [fd for fd in (self.stdin, self.stdout, self.stderr, self.pidfd) if fd is not None]
 
 
 @dataclass(frozen=True)
@@ -133,25 +143,25 @@ class Decoder:
             # back their fds so the driver's take_unclaimed_fds() closes them.
             for event in reversed(events):
                 if isinstance(event, Started):
-                    self._fds.extendleft(fd for fd in (event.stderr, event.stdout, event.stdin) if fd is not None)
+                    self._fds.extendleft(reversed(event.fds()))
             raise
         return events
 
     def _event(self, opcode: int, payload: bytes) -> Event:
         if opcode == op.OP_STARTED and len(payload) == _STARTED.size:
             pid, mask = _STARTED.unpack(payload)
-            if mask & ~7 or pid <= 0:
+            if mask & ~_STARTED_MASK or pid <= 0:
                 raise ProtocolError(f"bad STARTED pid={pid} mask={mask:#x}")
             if len(self._fds) < bin(mask).count("1"):
                 # (checked before taking any, so the unclaimed fds stay whole)
                 raise ProtocolError("STARTED names more fds than arrived")
             slots: list[int | None] = []
-            for bit in (op.FDMASK_STDIN, op.FDMASK_STDOUT, op.FDMASK_STDERR):
+            for bit in _STARTED_BITS:
                 if mask & bit:
                     slots.append(self._fds.popleft())
                 else:
                     slots.append(None)
-            return Started(pid, slots[0], slots[1], slots[2])
+            return Started(pid, slots[0], slots[1], slots[2], slots[3])
         if opcode == op.OP_SPAWN_FAILED and len(payload) == _SPAWN_FAILED.size:
             stage, err = _SPAWN_FAILED.unpack(payload)
             return SpawnFailed(stage, err)

@@ -167,6 +167,7 @@ class RunCore:
         self.giveup_at: float | None = None  # the shepherd must have reported by then
         self.eof_by: float | None = None  # pipes get until then after the exit
         self.hangup_by: float | None = None  # with a cgroup: its removal, until then
+        self.stop_sent_at = 0.0
         self.timed_out = False
         self.over_limit = False
         # Aborted (an exception is on its way to the caller): stdout is no
@@ -192,7 +193,7 @@ class RunCore:
     def wants(self) -> tuple[list[tuple[int, int]], float | None]:
         """fds to wait on, and the next deadline."""
         core = self.core
-        fds: list[tuple[int, int]] = []
+        fds = core.watch_interest()
         if core.sock is not None:
             fds.append((core.sock.fileno(), POLLIN))
         if core.stdout.fd >= 0 and not self.stopping and (self.collect or not self.timed_out):
@@ -202,7 +203,7 @@ class RunCore:
         if core.stdin.fd >= 0:
             fds.append((core.stdin.fd, POLLOUT))
         deadlines = [d for d in (self.timeout_at, self.giveup_at, self.eof_by, self.hangup_by) if d is not None]
-        return fds, min(deadlines) if deadlines else None
+        return fds, core.due(min(deadlines) if deadlines else None)
 
     def attempt(self, ready: list[int] | None) -> bool | Pending:
         """Drive to the end (see :mod:`netrunner._drive`): True once the
@@ -233,10 +234,12 @@ class RunCore:
         wake-up, which is most of the cost when a producer writes little
         chunks (upstream lesson 18)."""
         core = self.core
+        was_done = core.done
         if core.sock is not None and (ready is None or core.sock.fileno() in ready):
             core.service_ctl()
-            if core.done:
-                ready = None  # reaped: the pipes hold their last bytes and EOF now
+        core.tend(ready)
+        if core.done and not was_done:
+            ready = None  # reaped: the pipes hold their last bytes and EOF now
         if self.collect and not self.stopping and core.stdout.fd >= 0 and (ready is None or core.stdout.fd in ready):
             self._read_stdout()
         if core.stderr.fd >= 0 and (ready is None or core.stderr.fd in ready):
@@ -245,7 +248,9 @@ class RunCore:
             self._write_stdin()
         self._check_time()
         if core.done and self.eof_by is None:
-            self.eof_by = time.monotonic() + EOF_GRACE
+            # After a timeout nothing is waited for once the child is dead
+            # (the bound is the promise); otherwise the pipes get a grace.
+            self.eof_by = time.monotonic() + (0.0 if self.timed_out else EOF_GRACE)
             self.hangup_by = self.eof_by + CGROUP_TEARDOWN
 
     def _read_stdout(self) -> None:
@@ -305,20 +310,27 @@ class RunCore:
         if not core.done:
             core.send(encode_stop(grace))
         if self.giveup_at is None:
-            self.giveup_at = time.monotonic() + grace + REPORT_MARGIN + 3.0
+            self.stop_sent_at = time.monotonic()
+            self.giveup_at = self.stop_sent_at + grace + REPORT_MARGIN + 3.0
 
     def _check_time(self) -> None:
         now = time.monotonic()
-        if self.timeout_at is not None and now >= self.timeout_at and not self.core.done:
+        core = self.core
+        if self.timeout_at is not None and now >= self.timeout_at and not core.done:
             self.timed_out = True
             self.timeout_at = None
-            self._stop(self.core.kill_timeout)
+            self._stop(core.kill_timeout)
             # The promise: back within timeout + kill_timeout + 0.5 s.
-            self.giveup_at = now + self.core.kill_timeout + REPORT_MARGIN
-        if self.giveup_at is not None and now >= self.giveup_at and not self.core.done:
-            self.core.abandon()
-            self.core.lost = "no exit report after SIGKILL"
-            self.eof_by = now
+            self.giveup_at = now + core.kill_timeout + REPORT_MARGIN
+        if self.giveup_at is not None and now >= self.giveup_at and not core.done:
+            # No report: the shepherd is stopped, wedged or gone.  Kill the
+            # child and its group ourselves and return once it is seen dead
+            # (bounded), never while it may still run.
+            what = "the timeout" if self.timed_out else "STOP"
+            self.giveup_at = None
+            waited = now - self.stop_sent_at
+            name = core.shepherd_name()
+            core.take_over(f"no exit report from the shepherd{name} within {waited:.1f} s of {what}", eager=True)
 
     def abort(self) -> None:
         """An exception (or interrupt) is leaving the driver: stop feeding
@@ -340,6 +352,9 @@ class RunCore:
         core.abandon()
         stdout: Any = self.out.value()
         stderr: Any = bytes(core.err_buf) if core.stderr_complete else None
+        if core.exited is None and not core.child_dead:
+            # Not even a timeout is reported while the child may still run.
+            raise ShepherdError(f"pid {core.pid}: {core.lost}")
         # Partial output stays bytes even in text mode, as subprocess's
         # TimeoutExpired does: it may end inside a multi-byte character.
         if self.over_limit:
@@ -352,7 +367,7 @@ class RunCore:
             stdout = _decode(stdout, encoding, errors)
             stderr = None if stderr is None else _decode(stderr, encoding, errors)
         if core.exited is None:
-            raise ShepherdError(f"pid {core.pid}: {core.lost}; the child was killed")
+            raise ShepherdError(f"pid {core.pid}: {core.lost}")
         rc = core.returncode
         assert rc is not None
         stats = core.stats()

@@ -102,11 +102,13 @@ class StreamJob(RunCore):
         # exhausted stream that is kept around holds no fd.
         core.abandon()
         stderr = bytes(core.err_buf)
+        if core.exited is None and not core.child_dead:
+            raise ShepherdError(f"pid {core.pid}: {core.lost}")
         if self.timed_out:
             assert self.timeout is not None
             raise TimeoutExpired(core.args, self.timeout, None, stderr)
         if core.exited is None:
-            raise ShepherdError(f"pid {core.pid}: {core.lost}; the child was killed")
+            raise ShepherdError(f"pid {core.pid}: {core.lost}")
         rc = core.returncode
         assert rc is not None
         if check and rc != 0:
