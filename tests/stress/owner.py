@@ -286,6 +286,10 @@ def exhaust(fd: int, what: str) -> None:
         os.setgid(65534)
         os.setuid(65534)
         out["next_run_as_nobody"] = try_run()
+        if out["next_run_as_nobody"] != "ok":  # e.g. the shepherd's path is not executable for nobody
+            out["skipped"] = f"cannot spawn as nobody: {out['next_run_as_nobody']}"
+            report(fd, out)
+            return
     gc.collect()
     base = fd_count()
     held: list[netrunner.Process] = []
@@ -373,8 +377,13 @@ def sigint(fd: int, seconds: str) -> None:
             while time.monotonic() < end:
                 netrunner.run(["true"], timeout=20)
                 runs += 1
-        except KeyboardInterrupt:
-            say(fd, b"caught %d %d\n" % (fd_count(), runs))
+        except KeyboardInterrupt as exc:
+            tb = exc.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            code = tb.tb_frame.f_code if tb is not None else None
+            where = f"{Path(code.co_filename).name}:{code.co_name}" if code is not None else "?"
+            say(fd, b"caught %d %d %s\n" % (fd_count(), runs, where.encode()))
     say(fd, b"end %d\n" % runs)
 
 
