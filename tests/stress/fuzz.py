@@ -41,9 +41,10 @@ FLAGS = [
     "-fno-omit-frame-pointer",
     "-fsanitize=fuzzer,address,undefined",
     "-fno-sanitize-recover=all",
+    # Warnings shown, not fatal: the shepherd's warning gate is the gcc
+    # build's; a clang-only warning must not stop the fuzzing.
     "-Wall",
     "-Wextra",
-    "-Werror",
 ]
 
 
