@@ -639,7 +639,7 @@ __attribute__((noreturn)) static void child_fail(int errfd, uint32_t stage, int 
 }
 
 __attribute__((noreturn)) static void exec_child(const struct request *rq, const int child_end[3], int errfd,
-                                                 int cgroup_procs) {
+                                                 int cgroup_procs, pid_t shepherd) {
     /* A forked copy of the shepherd: nothing written here reaches it. */
     int stdio[3] = {child_end[0], child_end[1], child_end[2]};
     sigset_t empty;
@@ -698,6 +698,13 @@ __attribute__((noreturn)) static void exec_child(const struct request *rq, const
     if (rq->set_uid && syscall(SYS_setresuid, rq->uid, rq->uid, rq->uid) < 0)
         child_fail(errfd, NR_STAGE_CREDENTIALS, errno);
     if (rq->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) child_fail(errfd, NR_STAGE_PRCTL, errno);
+    /* Should this shepherd die without finishing (SIGKILL: its normal exit
+     * comes only after the child is reaped), the kernel kills the child at
+     * once, even with no fork server left to sweep.  Set after the ids
+     * change (which clears it); an exec of a set-id program clears it too.
+     * The shepherd may have died before the prctl: then we go. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) child_fail(errfd, NR_STAGE_PRCTL, errno);
+    if (getppid() != shepherd) _exit(127);
     /* Like CPython's _posixsubprocess: remember the first error that is not
      * "no such file", so a PATH entry without the program does not hide a
      * later one that exists but is not executable. */
@@ -1221,8 +1228,9 @@ static pid_t launch(const struct request *rq, const int child_end[3], int errfd,
     sigset_t all, saved;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, &saved);
+    pid_t me = getpid();
     pid_t pid = plain_fork();
-    if (pid == 0) exec_child(rq, child_end, errfd, cgroup_procs);
+    if (pid == 0) exec_child(rq, child_end, errfd, cgroup_procs, me);
     int err = errno;
     sigprocmask(SIG_SETMASK, &saved, NULL);
     errno = err;

@@ -187,12 +187,30 @@ def test_lost_shepherd_without_its_fork_server_the_owner_kills_the_child_and_its
     assert isinstance(error, netrunner.ShepherdError), "wait() did not raise ShepherdError"
     message = str(error)
     assert "shepherd lost" in message, message
-    assert f"the owner killed the child (pid {pid}) and its process group" in message, message
+    # The child itself died with its shepherd (PR_SET_PDEATHSIG), so the
+    # owner found it dead and killed what was left of its group.
+    assert (
+        f"the owner killed the child (pid {pid}) and its process group" in message
+        or "the child had already exited; the owner sent SIGKILL to what was left of its process group" in message
+    ), message
     assert "the child was killed" not in message
     # Verified dead when wait() raised; the grandchild of its group too.
     assert pid_gone(pid, within=0), f"the child {pid} survived its lost shepherd"
     assert pid_gone(roles["grandchild"], within=2.0), "the grandchild in the child's group survived"
     assert time.monotonic() - started < BOUND
+
+
+def test_a_child_dies_with_its_shepherd_even_with_no_fork_server_and_a_passive_owner(
+    fresh_fork_server: None,
+) -> None:
+    # Both watchers SIGKILLed and the owner calls nothing: nobody is left to
+    # act but the kernel, which kills the child when its parent, the
+    # shepherd, dies (PR_SET_PDEATHSIG, set just before the exec).
+    with netrunner.spawn(["sleep", "60"], stdin="devnull") as p:
+        kill_watchers(p.pid)
+        assert pid_gone(p.pid, within=BOUND), "the child outlived both of its watchers"
+        with pytest.raises(netrunner.ShepherdError, match="the child had already exited"):
+            p.wait(timeout=BOUND)
 
 
 def kill_watchers(child: int) -> None:

@@ -721,6 +721,10 @@ class ChildCore:
             if isinstance(event, Exited) and self.exited is None:
                 self.exited = event
                 self.ended_at = time.monotonic()
+                # Reaped: our own hold on the child (and on its shepherd)
+                # has nothing left to watch; a kept Process keeps no pidfd.
+                self.pidfd.close()
+                self.shepherd_pidfd.close()
             elif isinstance(event, CgroupStats):
                 self.cgroup_stats = event
             else:

@@ -178,7 +178,11 @@ def watcher(fd: int, case: str) -> None:
         out["survivors_after_3s"] = len(left)
         out["tree_gone_s"] = None if left else last - t
         out["wait"], out["wait_s"] = timed_wait(p, 10)
-        for pid in left:  # the known gap: nobody is left to kill them
+        # wait() found its shepherd lost: the owner kills what it knows
+        # itself (the child's pidfd and group) before it says so.
+        left, _ = wait_pids([p.pid, grandchild], time.monotonic() + 2)
+        out["survivors_after_wait"] = len(left)
+        for pid in left:
             os.kill(pid, signal.SIGKILL)
         out["next_runs"] = [try_run() for _ in range(3)]
     elif case == "shepherd-stop":
@@ -192,7 +196,10 @@ def watcher(fd: int, case: str) -> None:
             out["live_child_io"] = outcome(exc)
         out["stop"], out["stop_s"] = bounded(lambda: p.stop(grace=0), 30)
         t = time.monotonic()
-        os.kill(shepherd, signal.SIGCONT)
+        try:
+            os.kill(shepherd, signal.SIGCONT)
+        except ProcessLookupError:
+            pass  # the owner continued it itself, and it is done
         left, last = wait_pids([p.pid, shepherd], t + 10)
         out["gone_after_cont_s"] = None if left else last - t
         out["next_run"] = try_run()
@@ -343,9 +350,10 @@ def exhaust(fd: int, what: str) -> None:
     counted = min(fds_after_failure, fds_before_failure) >= 0
     out["fds_leaked_by_failed_call"] = fds_after_failure - fds_before_failure if counted else None
     out["next_run"] = try_run()
-    for p in held:
-        p.kill()
-    out["held_reaped"] = sorted({p.wait(timeout=30) for p in held})
+    for proc in held:
+        proc.kill()
+    out["held_reaped"] = sorted({proc.wait(timeout=30) for proc in held})
+    proc = None  # (the loop variable would keep the last Process alive)
     del held, seen
     gc.collect()
     out["fds_after_minus_before"] = fd_count() - base
