@@ -9,6 +9,7 @@ shepherd comes from) is not even started, and no marked process exists.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import math
 import os
@@ -26,6 +27,7 @@ from conftest import marked_processes
 
 import netrunner
 from netrunner._launch import FORK_SERVER
+from netrunner._opcodes import MAX_PAYLOAD
 
 TOUCH = shutil.which("touch") or "/usr/bin/touch"
 
@@ -350,6 +352,68 @@ def test_signal_module_value_is_accepted() -> None:
     with netrunner.spawn(["sleep", "60"]) as p:
         p.send_signal(signal.Signals.SIGTERM)
         assert p.wait(timeout=10) == -signal.SIGTERM
+
+
+# ----------------------------- sizes checked before a shepherd is taken
+def _call_front_end(front: str, args: list[str], **options: Any) -> None:
+    """Start ``args`` through ``front`` (streams are iterated: aio.stream
+    starts on first use)."""
+    from netrunner import aio
+
+    if front == "run":
+        netrunner.run(args, **options)
+    elif front == "spawn":
+        netrunner.spawn(args, **options).close()
+    elif front == "stream":
+        for _ in netrunner.stream(args, **options):
+            pass
+    elif front == "aio.run":
+        asyncio.run(aio.run(args, **options))
+    elif front == "aio.spawn":
+
+        async def spawn() -> None:
+            await (await aio.spawn(args, **options)).aclose()
+
+        asyncio.run(spawn())
+    else:
+
+        async def stream() -> None:
+            async for _ in aio.stream(args, **options):
+                pass
+
+        asyncio.run(stream())
+
+
+_OVERSIZED = {
+    # an rlimit the protocol's u64 cannot carry (was struct.error after the
+    # spare shepherd was taken)
+    "rlimit-2**64": {"rlimits": {"RLIMIT_NOFILE": (2**64, 2**64)}},
+    "rlimit-hard-over-2**64": {"rlimits": {"RLIMIT_CORE": (0, 2**64 + 5)}},
+    # a request over MAX_PAYLOAD (was refused only after taking the spare)
+    "env-over-64-mib": {"env": {"BIG": "x" * (MAX_PAYLOAD + 1)}},
+    "argv-over-64-mib": {"extra": ["y" * (MAX_PAYLOAD + 1)]},
+}
+
+
+@pytest.mark.parametrize("front", ["run", "spawn", "stream", "aio.run", "aio.spawn", "aio.stream"])
+@pytest.mark.parametrize("case", list(_OVERSIZED))
+def test_oversized_values_are_refused_without_using_up_the_spare(tmp_path: Path, front: str, case: str) -> None:
+    sentinel = tmp_path / "started"
+    options = dict(_OVERSIZED[case])
+    args = [TOUCH, str(sentinel), *options.pop("extra", [])]
+    netrunner.run(["true"])  # a live fork server with a spare shepherd waiting
+    server, spares = FORK_SERVER.pid, list(FORK_SERVER._ready)
+    assert server and len(spares) == 1
+    with pytest.raises(ValueError):
+        _call_front_end(front, args, **options)
+    # The same spare still waits (its socket untouched), the same server
+    # runs, nothing was started, and the next spawn takes that spare.
+    assert FORK_SERVER.pid == server
+    assert list(FORK_SERVER._ready) == spares and spares[0].fileno() >= 0
+    assert marked_processes() == {}
+    assert not sentinel.exists()
+    assert netrunner.run([TOUCH, str(sentinel)]).returncode == 0
+    assert sentinel.exists()
 
 
 # ------------------------------------------------ Process method arguments

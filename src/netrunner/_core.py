@@ -139,11 +139,11 @@ class Handshake:
     and returns the :class:`ChildCore` once the child runs.  It raises the
     exec error, or :class:`ShepherdError` if the shepherd disappears."""
 
-    def __init__(self, sock: socket.socket, rq: SpawnRequest, inherit: list[int]) -> None:
+    def __init__(self, sock: socket.socket, rq: SpawnRequest, inherit: list[int], request: bytes) -> None:
         self.sock = sock
         self.rq = rq
         self.decoder = Decoder()
-        self._out = memoryview(encode_spawn(rq))
+        self._out = memoryview(request)
         self._total = len(self._out)
         self._fds = inherit
         self.started: Started | None = None
@@ -216,6 +216,9 @@ class Starter:
         self.rq = rq
         self.stderr_complete = stderr_complete
         self.inherit = [slot for slot, mode in enumerate((rq.stdin, rq.stdout, rq.stderr)) if mode == op.STDIO_INHERIT]
+        # Encoded before a shepherd is taken: a request the protocol cannot
+        # carry (over MAX_PAYLOAD) is a ValueError that costs no spare.
+        self.request = encode_spawn(rq)
         self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         self.hs: Handshake | None = None
         self.abort_deadline = 0.0
@@ -228,7 +231,7 @@ class Starter:
             got = take_shepherd(bool(self.inherit))
             if isinstance(got, int):
                 return self._pending([(got, POLLOUT)])
-            self.hs = Handshake(got, self.rq, self.inherit)
+            self.hs = Handshake(got, self.rq, self.inherit, self.request)
         hs = self.hs
         if hs.sending:
             hs.send()
