@@ -24,6 +24,7 @@ import termios
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -65,6 +66,76 @@ def eof_on_eio(exc: OSError) -> bytes:
     if exc.errno == errno.EIO:
         return b""
     raise exc
+
+
+class TailBuffer:
+    """The newest ``limit`` bytes of a stream, oldest dropped first, and how
+    many were dropped.
+
+    A deque of the chunks as read: dropping from the front never copies
+    what is kept (a bytearray trimmed at the front re-copies the whole
+    buffer every few reads once it is full), so capturing any amount costs
+    ``limit`` plus one chunk of memory, and one join at the end."""
+
+    __slots__ = ("_chunks", "_size", "dropped", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._chunks: deque[bytes | memoryview] = deque()
+        self._size = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bool__(self) -> bool:
+        return self._size > 0
+
+    def append(self, data: bytes) -> None:
+        if not data:
+            return
+        self._chunks.append(data)
+        self._size += len(data)
+        over = self._size - self.limit
+        while over > 0:
+            first = self._chunks[0]
+            if len(first) <= over:
+                self._chunks.popleft()
+                cut = len(first)
+            else:
+                self._chunks[0] = memoryview(first)[over:]  # no copy
+                cut = over
+            self._size -= cut
+            self.dropped += cut
+            over -= cut
+
+    def take(self, n: int) -> bytes:
+        """Up to ``n`` of the oldest bytes kept, removed from the buffer."""
+        parts: list[bytes | memoryview] = []
+        want = n
+        while want > 0 and self._chunks:
+            first = self._chunks[0]
+            if len(first) <= want:
+                parts.append(self._chunks.popleft())
+                want -= len(first)
+            else:
+                view = memoryview(first)
+                parts.append(view[:want])
+                self._chunks[0] = view[want:]
+                want = 0
+        data = b"".join(parts)
+        self._size -= len(data)
+        return data
+
+    def value(self) -> bytes:
+        """Everything kept, as one bytes object (joined once, then reused)."""
+        if len(self._chunks) == 1 and isinstance(self._chunks[0], bytes):
+            return self._chunks[0]
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        if data:
+            self._chunks.append(data)
+        return data
 
 
 class Fd:
@@ -211,10 +282,9 @@ class Starter:
     exception, a cancelled task), :meth:`abort` releases everything: closing
     the socket is owner loss, so a child that did start is stopped."""
 
-    def __init__(self, args: Any, rq: SpawnRequest, *, stderr_complete: bool = False) -> None:
+    def __init__(self, args: Any, rq: SpawnRequest) -> None:
         self.args = args
         self.rq = rq
-        self.stderr_complete = stderr_complete
         self.inherit = [slot for slot, mode in enumerate((rq.stdin, rq.stdout, rq.stderr)) if mode == op.STDIO_INHERIT]
         # Encoded before a shepherd is taken: a request the protocol cannot
         # carry (over MAX_PAYLOAD) is a ValueError that costs no spare.
@@ -250,7 +320,7 @@ class Starter:
         try:
             if hs.receive_reply() is None:
                 return self._pending([hs.want()])
-            core = self.core = ChildCore(self.args, hs, stderr_complete=self.stderr_complete)
+            core = self.core = ChildCore(self.args, hs)
             self.hs = None
         finally:
             if mask is not None:
@@ -377,7 +447,7 @@ def _cgroup_teardown_off_the_loop(leaf: str) -> None:
 class ChildCore:
     """State and non-blocking steps for one running child."""
 
-    def __init__(self, args: Any, hs: Handshake, *, stderr_complete: bool = False) -> None:
+    def __init__(self, args: Any, hs: Handshake) -> None:
         started = hs.started
         assert started is not None
         self.args = args
@@ -407,12 +477,11 @@ class ChildCore:
         # a parked write() raises at once (upstream lesson 14).
         self.writer_wake = Fd(None)
         self.line_open = False  # the last byte written to a terminal was not a newline
-        # stderr: unread bytes (bounded or complete) and the last 8 KiB
-        self.stderr_complete = stderr_complete
-        self.err_buf = bytearray()
+        # stderr: unread bytes (the newest STDERR_BUFFER, or what run()
+        # sets: see TailBuffer) and the last 8 KiB for error messages
+        self.err_buf = TailBuffer(STDERR_BUFFER)
         self.err_tail = bytearray()
         self.err_eof = not self.stderr
-        self.err_dropped = 0
         self.bytes_in = self.bytes_out = self.bytes_err = 0
         self.read_count = self.write_count = 0
         self.started_at = time.monotonic()
@@ -452,6 +521,7 @@ class ChildCore:
             max_rss=None if ex is None else ex.maxrss_kib * 1024,
             oom_kills=None if cg is None or cg.oom_kills < 0 else cg.oom_kills,
             memory_peak=None if cg is None or cg.memory_peak < 0 else cg.memory_peak,
+            stderr_dropped=self.err_buf.dropped,
         )
 
     # -------------------------------------------------------- shepherd
@@ -589,11 +659,7 @@ class ChildCore:
 
     def _keep_stderr(self, data: bytes) -> None:
         self.bytes_err += len(data)
-        self.err_buf += data
-        if not self.stderr_complete and len(self.err_buf) > STDERR_BUFFER:
-            drop = len(self.err_buf) - STDERR_BUFFER
-            del self.err_buf[:drop]
-            self.err_dropped += drop
+        self.err_buf.append(data)
         tail = self.err_tail
         if len(data) >= STDERR_TAIL:
             tail[:] = data[-STDERR_TAIL:]
@@ -603,9 +669,7 @@ class ChildCore:
                 del tail[: len(tail) - STDERR_TAIL]
 
     def take_stderr(self, n: int) -> bytes:
-        data = bytes(self.err_buf[:n])
-        del self.err_buf[:n]
-        return data
+        return self.err_buf.take(n)
 
     def read_stdout(self, n: int) -> bytes | None:
         """Up to ``n`` bytes of stdout; b"" at EOF; None if none yet."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import _opcodes as op
 from . import _options as options
-from ._core import READ_SIZE, ChildCore, eof_on_eio
+from ._core import READ_SIZE, ChildCore, TailBuffer, eof_on_eio
 from ._drive import POLLIN, POLLOUT, Pending, drive, settle
 from ._errors import CalledProcessError, OutputLimitExceeded, ShepherdError, TimeoutExpired
 from ._protocol import encode_stop
@@ -34,6 +34,10 @@ REPORT_MARGIN = 0.4
 INPUT_CHUNK = 1 << 20
 INPUT_KINDS = "input must be bytes, str, an iterable of bytes or a binary file"
 OUT_READ = 1 << 20
+# Captured stderr of run()/stream() without max_output_size: its last 64 MiB
+# (a flood must not take the owner's memory with it; Stats.stderr_dropped
+# counts the rest).
+STDERR_CAPTURE = 64 << 20
 
 
 class _Input:
@@ -158,10 +162,15 @@ class RunCore:
         max_output_size: int | None,
         encoding: str | None,
         errors: str | None,
+        capture_stderr: bool = True,
     ) -> None:
         self.core = core
         self.input = None if input is None else _Input(input, encoding, errors)
         self.out = _Collector(max_output_size)
+        # stderr is bounded like stdout (by max_output_size, else
+        # STDERR_CAPTURE), keeping the tail: the end says what went wrong.
+        self.capture_stderr = capture_stderr
+        core.err_buf = TailBuffer(STDERR_CAPTURE if max_output_size is None else max_output_size)
         self.timeout = timeout
         now = time.monotonic()
         self.timeout_at = None if timeout is None else now + timeout
@@ -331,7 +340,7 @@ class RunCore:
         core = self.core
         core.close_fds()
         stdout: Any = self.out.value()
-        stderr: Any = bytes(core.err_buf) if core.stderr_complete else None
+        stderr: Any = core.err_buf.value() if self.capture_stderr else None
         # Partial output stays bytes even in text mode, as subprocess's
         # TimeoutExpired does: it may end inside a multi-byte character.
         if self.over_limit:
@@ -444,10 +453,18 @@ def run(
         limits=limits,
         rlimits=rlimits,
     )
-    core = start(args, rq, as_is, stderr_complete=capture_stderr)
+    core = start(args, rq, as_is)
     job: RunCore | None = None
     try:
-        job = RunCore(core, input, timeout=seconds, max_output_size=limit, encoding=encoding, errors=errors)
+        job = RunCore(
+            core,
+            input,
+            timeout=seconds,
+            max_output_size=limit,
+            encoding=encoding,
+            errors=errors,
+            capture_stderr=capture_stderr,
+        )
         drive(job.attempt)
     except BaseException:
         # Never leave before the child is reaped: stop it and wait (bounded

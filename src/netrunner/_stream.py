@@ -87,7 +87,7 @@ class StreamJob(RunCore):
         """After the end: returncode, captured stderr, stats, without
         raising (a stream records them even when :meth:`outcome` raises)."""
         core = self.core
-        return core.returncode, bytes(core.err_buf), core.stats()
+        return core.returncode, core.err_buf.value(), core.stats()
 
     def outcome(self, check: bool) -> tuple[int, bytes, Stats]:
         """After the end: returncode, captured stderr, stats; raises like
@@ -96,7 +96,7 @@ class StreamJob(RunCore):
         # The child is reaped: let go of the shepherd socket too, so an
         # exhausted stream that is kept around holds no fd.
         core.abandon()
-        stderr = bytes(core.err_buf)
+        stderr = core.err_buf.value()
         if self.timed_out:
             assert self.timeout is not None
             raise TimeoutExpired(core.args, self.timeout, None, stderr)

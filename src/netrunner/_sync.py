@@ -16,14 +16,14 @@ __all__ = ["start"]
 T = TypeVar("T")
 
 
-def start(args: Any, rq: SpawnRequest, wrap: Callable[[ChildCore], T], *, stderr_complete: bool = False) -> T:
+def start(args: Any, rq: SpawnRequest, wrap: Callable[[ChildCore], T]) -> T:
     """Run the handshake to completion (bounded) and return ``wrap(core)``.
 
     ``wrap`` makes the caller's owner of the live core (a ``Process``, a
     stream job): it runs inside the same guard as the handshake, so an
     interrupt before the owner exists still stops and reaps the child
     before the exception goes on, instead of leaving it to a finalizer."""
-    starter = Starter(args, rq, stderr_complete=stderr_complete)
+    starter = Starter(args, rq)
     try:
         return wrap(drive(starter))
     except BaseException:

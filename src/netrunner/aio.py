@@ -44,10 +44,10 @@ T = TypeVar("T")
 FAIR_READS = 16
 
 
-async def _start(args: Any, rq: SpawnRequest, wrap: Callable[[ChildCore], T], *, stderr_complete: bool = False) -> T:
+async def _start(args: Any, rq: SpawnRequest, wrap: Callable[[ChildCore], T]) -> T:
     """The handshake on the loop; ``wrap`` as in :func:`netrunner._sync.start`
     (cancellation before the owner exists stops and reaps the child)."""
-    starter = Starter(args, rq, stderr_complete=stderr_complete)
+    starter = Starter(args, rq)
     try:
         return wrap(await adrive(starter))
     except BaseException:
@@ -80,8 +80,16 @@ async def run(
         args, input=input, timeout=timeout, max_output_size=max_output_size, stderr=stderr,
         cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits,
     )  # fmt: skip
-    core = await _start(args, rq, as_is, stderr_complete=capture_stderr)
-    job = RunCore(core, input, timeout=seconds, max_output_size=limit, encoding=encoding, errors=errors)
+    core = await _start(args, rq, as_is)
+    job = RunCore(
+        core,
+        input,
+        timeout=seconds,
+        max_output_size=limit,
+        encoding=encoding,
+        errors=errors,
+        capture_stderr=capture_stderr,
+    )
     try:
         await adrive(job.attempt)
     except BaseException:
