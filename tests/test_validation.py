@@ -72,6 +72,10 @@ def _run_cases(sentinel: str) -> list[tuple[str, type[BaseException], Callable[[
         ("max-output-negative", ValueError, lambda: run(cmd, max_output_size=-1)),
         ("max-output-float", TypeError, lambda: run(cmd, max_output_size=1.5)),
         ("input-wrong-type", TypeError, lambda: run(cmd, input=12345)),
+        ("input-unencodable", UnicodeEncodeError, lambda: run(cmd, input="é", encoding="ascii")),
+        ("input-lone-surrogate", UnicodeEncodeError, lambda: run(cmd, input="\ud800")),
+        ("encoding-unknown", LookupError, lambda: run(cmd, input=b"", encoding="no-such-codec")),
+        ("errors-unknown", LookupError, lambda: run(cmd, errors="no-such-handler")),
         ("rlimit-unknown", ValueError, lambda: run(cmd, rlimits={"RLIMIT_BOGUS": (1, 1)})),
         ("rlimit-negative", ValueError, lambda: run(cmd, rlimits={"RLIMIT_NOFILE": (-5, 64)})),
         ("rlimit-soft-over-hard", ValueError, lambda: run(cmd, rlimits={"RLIMIT_NOFILE": (65, 64)})),
@@ -135,6 +139,33 @@ def test_run_refuses_bad_input_before_starting(tmp_path: Path, fresh_fork_server
 @pytest.mark.parametrize("case_id", _SPAWN_IDS)
 def test_spawn_refuses_bad_input_before_starting(tmp_path: Path, fresh_fork_server: None, case_id: str) -> None:
     _assert_refused_before_start(tmp_path, _spawn_cases, case_id)
+
+
+@pytest.mark.parametrize("front", ["aio.run", "stream", "aio.stream"])
+def test_input_that_cannot_be_encoded_is_refused_before_starting(
+    tmp_path: Path, fresh_fork_server: None, front: str
+) -> None:
+    # (run() is in the table above.)  aio.run used to start the child and
+    # raise UnicodeEncodeError while it ran on until garbage collection.
+    from netrunner import aio
+
+    sentinel = tmp_path / "started"
+    cmd = [TOUCH, str(sentinel)]
+
+    def call() -> None:
+        if front == "aio.run":
+            asyncio.run(aio.run(cmd, input="é", encoding="ascii"))
+        elif front == "stream":
+            netrunner.stream(cmd, input="\ud800")
+        else:
+            aio.stream(cmd, input="\ud800")
+
+    assert FORK_SERVER.pid == 0
+    with pytest.raises(UnicodeEncodeError):
+        call()
+    assert FORK_SERVER.pid == 0
+    assert marked_processes() == {}
+    assert not sentinel.exists()
 
 
 def test_valid_call_of_the_same_shape_does_run(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ drives the same core from the event loop.
 
 from __future__ import annotations
 
+import codecs
 import io
 import os
 import time
@@ -156,16 +157,14 @@ class RunCore:
     def __init__(
         self,
         core: ChildCore,
-        input: Any,
+        source: _Input | None,
         *,
         timeout: float | None,
         max_output_size: int | None,
-        encoding: str | None,
-        errors: str | None,
         capture_stderr: bool = True,
     ) -> None:
         self.core = core
-        self.input = None if input is None else _Input(input, encoding, errors)
+        self.input = source
         self.out = _Collector(max_output_size)
         # stderr is bounded like stdout (by max_output_size, else
         # STDERR_CAPTURE), keeping the tail: the end says what went wrong.
@@ -365,11 +364,6 @@ class RunCore:
         return result
 
 
-def as_is(core: ChildCore) -> ChildCore:
-    """run() owns its core itself, inside its own guard (see :func:`run`)."""
-    return core
-
-
 def _decode(data: bytes, encoding: str | None, errors: str | None) -> str:
     text = data.decode(encoding or "utf-8", errors or "strict")
     # subprocess's text mode uses universal newlines; match it.
@@ -390,14 +384,21 @@ def prepare(
     cgroup: Any,
     limits: Any,
     rlimits: Any,
-) -> tuple[Any, float | None, int | None, bool]:
-    """Validate run()'s options; returns (request, timeout, limit, stderr complete).
-    The request comes last: with a cgroup it creates the parents."""
+    encoding: Any = None,
+    errors: Any = None,
+) -> tuple[Any, float | None, int | None, bool, _Input | None]:
+    """Validate run()'s options; returns (request, timeout, limit, stderr
+    captured, input source).  Input is bad input like any other: a str that
+    ``encoding`` cannot encode, or an unknown codec or error handler, raises
+    here, before anything starts.  The request comes last: with a cgroup it
+    creates the parents."""
     seconds = options.seconds(timeout, "timeout")
     limit = options.size(max_output_size, "max_output_size")
-    if input is not None and not isinstance(input, (str, bytes, bytearray, memoryview, io.IOBase)):
-        if not hasattr(input, "read") and not isinstance(input, Iterable):
-            raise TypeError(f"{INPUT_KINDS}, not {type(input).__name__}")
+    if encoding is not None:
+        codecs.lookup(encoding)  # LookupError (TypeError) now, not after the run
+    if errors is not None:
+        codecs.lookup_error(errors)
+    source = None if input is None else _Input(input, encoding, errors)
     rq = options.spawn_request(
         args,
         stdin="devnull" if input is None else "pipe",
@@ -412,7 +413,7 @@ def prepare(
         limits=limits,
     )
     # A terminal merges stderr into its output: nothing separate to capture.
-    return rq, seconds, limit, rq.stderr == op.STDIO_PIPE and rq.pty is None
+    return rq, seconds, limit, rq.stderr == op.STDIO_PIPE and rq.pty is None, source
 
 
 def run(
@@ -439,7 +440,7 @@ def run(
     Input is written while output is read, so no size deadlocks; on
     ``timeout`` the group gets SIGTERM, then SIGKILL after ``kill_timeout``;
     any exception (KeyboardInterrupt included) stops the child first."""
-    rq, seconds, limit, capture_stderr = prepare(
+    rq, seconds, limit, capture_stderr, source = prepare(
         args,
         input=input,
         timeout=timeout,
@@ -452,26 +453,22 @@ def run(
         cgroup=cgroup,
         limits=limits,
         rlimits=rlimits,
+        encoding=encoding,
+        errors=errors,
     )
-    core = start(args, rq, as_is)
-    job: RunCore | None = None
+    # The job is made inside start()'s guard: an exception (or interrupt)
+    # before it exists still stops and reaps the child first.
+    job = start(
+        args,
+        rq,
+        lambda core: RunCore(core, source, timeout=seconds, max_output_size=limit, capture_stderr=capture_stderr),
+    )
     try:
-        job = RunCore(
-            core,
-            input,
-            timeout=seconds,
-            max_output_size=limit,
-            encoding=encoding,
-            errors=errors,
-            capture_stderr=capture_stderr,
-        )
         drive(job.attempt)
     except BaseException:
         # Never leave before the child is reaped: stop it and wait (bounded
         # by the shepherd's own escalation).  A second interrupt while we
         # wait drops the socket, which makes the shepherd finish the job.
-        if job is None:  # interrupted before the job existed: stop the child all the same
-            job = RunCore(core, None, timeout=None, max_output_size=None, encoding=None, errors=None)
-        settle(job.abort, job.reap_attempt, core.abandon)
+        settle(job.abort, job.reap_attempt, job.core.abandon)
         raise
     return job.result(text or encoding is not None or errors is not None, encoding, errors, check)

@@ -18,7 +18,7 @@ from typing import Any
 from ._core import ChildCore, eof_on_eio
 from ._drive import Pending, drive
 from ._errors import CalledProcessError, ShepherdError, TimeoutExpired
-from ._run import RunCore, prepare
+from ._run import RunCore, _Input, prepare
 from ._stats import Stats
 from ._sync import start
 
@@ -28,8 +28,8 @@ class StreamJob(RunCore):
 
     collect = False
 
-    def __init__(self, core: ChildCore, input: Any, *, timeout: float | None, chunk_size: int) -> None:
-        super().__init__(core, input, timeout=timeout, max_output_size=None, encoding=None, errors=None)
+    def __init__(self, core: ChildCore, source: _Input | None, *, timeout: float | None, chunk_size: int) -> None:
+        super().__init__(core, source, timeout=timeout, max_output_size=None)
         self.chunk_size = chunk_size
         self.ended = False  # the end was reached and the result recorded
 
@@ -260,18 +260,18 @@ def stream(
     ``timeout`` bounds the whole stream's wall time (the iteration then
     raises ``TimeoutExpired``); ``check=True`` raises ``CalledProcessError``
     after the last chunk; ``input`` is fed concurrently."""
-    rq, seconds, size = prepare_stream(
+    rq, seconds, size, source = prepare_stream(
         args, input=input, stderr=stderr, timeout=timeout, cwd=cwd, env=env, pty=pty,
         kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits, chunk_size=chunk_size,
     )  # fmt: skip
-    return start(args, rq, lambda core: Stream(StreamJob(core, input, timeout=seconds, chunk_size=size), check))
+    return start(args, rq, lambda core: Stream(StreamJob(core, source, timeout=seconds, chunk_size=size), check))
 
 
-def prepare_stream(args: Any, *, chunk_size: Any, **options: Any) -> tuple[Any, float | None, int]:
+def prepare_stream(args: Any, *, chunk_size: Any, **options: Any) -> tuple[Any, float | None, int, _Input | None]:
     """Validate ``stream()``'s options (shared with ``aio.stream``)."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
         raise TypeError(f"chunk_size must be an int, not {type(chunk_size).__name__}")
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be > 0, not {chunk_size}")
-    rq, seconds, _limit, _complete = prepare(args, max_output_size=None, **options)
-    return rq, seconds, chunk_size
+    rq, seconds, _limit, _complete, source = prepare(args, max_output_size=None, **options)
+    return rq, seconds, chunk_size, source

@@ -29,7 +29,7 @@ from ._errors import CalledProcessError, TimeoutExpired
 from ._process import STOP_MARGIN, ProcessBase, _check_size, deadline_of, prepare_spawn
 from ._protocol import SpawnRequest
 from ._result import Result
-from ._run import RunCore, as_is, prepare
+from ._run import RunCore, _Input, prepare
 from ._stats import Stats
 from ._stream import LineSplitter, StreamJob, prepare_stream
 
@@ -76,24 +76,22 @@ async def run(
 ) -> Result:
     """``netrunner.run`` on the event loop (``input`` iterables are pulled
     on the loop, so they must not block)."""
-    rq, seconds, limit, capture_stderr = prepare(
+    rq, seconds, limit, capture_stderr, source = prepare(
         args, input=input, timeout=timeout, max_output_size=max_output_size, stderr=stderr,
         cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits,
+        encoding=encoding, errors=errors,
     )  # fmt: skip
-    core = await _start(args, rq, as_is)
-    job = RunCore(
-        core,
-        input,
-        timeout=seconds,
-        max_output_size=limit,
-        encoding=encoding,
-        errors=errors,
-        capture_stderr=capture_stderr,
+    # Made inside _start()'s guard, as in the sync run(): no window in which
+    # an exception leaves a running child to the garbage collector.
+    job = await _start(
+        args,
+        rq,
+        lambda core: RunCore(core, source, timeout=seconds, max_output_size=limit, capture_stderr=capture_stderr),
     )
     try:
         await adrive(job.attempt)
     except BaseException:
-        await asettle(job.abort, job.reap_attempt, core.abandon)
+        await asettle(job.abort, job.reap_attempt, job.core.abandon)
         raise
     return job.result(text or encoding is not None or errors is not None, encoding, errors, check)
 
@@ -219,10 +217,12 @@ class AsyncStream:
     (SIGTERM, ``kill_timeout``, SIGKILL).  After exhaustion ``returncode``,
     ``stderr`` and ``stats`` are set."""
 
-    def __init__(self, args: Any, rq: SpawnRequest, input: Any, timeout: float | None, chunk_size: int, check: bool):
+    def __init__(
+        self, args: Any, rq: SpawnRequest, source: _Input | None, timeout: float | None, chunk_size: int, check: bool
+    ):
         self.args = args
         self._rq = rq
-        self._input = input
+        self._input = source
         self._timeout = timeout
         self._chunk_size = chunk_size
         self._check = check
@@ -386,8 +386,8 @@ def stream(
 ) -> AsyncStream:
     """``netrunner.stream`` for ``async for``; validated now, started on
     first iteration (``async with`` only guarantees it is stopped)."""
-    rq, seconds, size = prepare_stream(
+    rq, seconds, size, source = prepare_stream(
         args, input=input, stderr=stderr, timeout=timeout, cwd=cwd, env=env, pty=pty,
         kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits, chunk_size=chunk_size,
     )  # fmt: skip
-    return AsyncStream(args, rq, input, seconds, size, check)
+    return AsyncStream(args, rq, source, seconds, size, check)
