@@ -10,15 +10,17 @@ import io
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import pid_gone, read_fifo_line
+from procs import pid_gone, read_fifo_line, silent_pipe
 
 import netrunner
 
@@ -256,6 +258,59 @@ def test_input_chunk_of_wrong_type_raises_and_child_is_gone() -> None:
 
     with pytest.raises(TypeError):
         netrunner.run(["cat"], input=chunks(), timeout=60)
+
+
+# --------------------------------------- input that may block: a pipe, a socket
+@pytest.mark.parametrize("front", ["run", "stream"])
+def test_a_silent_input_pipe_does_not_defeat_the_timeout(front: str) -> None:
+    # The input's writer stays open and says nothing: reading it in the
+    # caller's thread blocked past the timeout (still blocked at 10 s with
+    # timeout=1).  It is now read only when poll says it is readable.
+    timeout, kill_timeout = 1.0, 0.5
+    with silent_pipe() as quiet:
+        started = time.monotonic()
+        with pytest.raises(netrunner.TimeoutExpired):
+            if front == "run":
+                netrunner.run(["cat"], input=quiet, timeout=timeout, kill_timeout=kill_timeout)
+            else:
+                for _ in netrunner.stream(["cat"], input=quiet, timeout=timeout, kill_timeout=kill_timeout):
+                    pass
+        elapsed = time.monotonic() - started
+    assert elapsed <= timeout + kill_timeout + 0.5, f"took {elapsed:.2f} s"
+
+
+def test_a_child_that_ends_without_reading_a_silent_input_pipe_returns_at_once() -> None:
+    # No timeout at all: the child's end is the end, whatever the input does.
+    with silent_pipe() as quiet:
+        started = time.monotonic()
+        result = netrunner.run(["sh", "-c", "echo done"], input=quiet)
+        elapsed = time.monotonic() - started
+    assert (result.returncode, result.stdout) == (0, b"done\n")
+    assert elapsed < 5, f"took {elapsed:.2f} s"
+
+
+def test_input_from_a_pipe_and_a_socket_written_meanwhile_arrives_whole() -> None:
+    data = os.urandom(3 * MiB)
+    r, w = os.pipe()
+    ours, theirs = socket.socketpair()
+
+    def write_both() -> None:
+        with os.fdopen(w, "wb") as out:
+            for i in range(0, len(data), 100_000):
+                out.write(data[i : i + 100_000])
+                out.flush()
+        with theirs:
+            theirs.sendall(data)
+
+    writer = threading.Thread(target=write_both)
+    writer.start()
+    try:
+        with os.fdopen(r, "rb") as pipe_in:
+            assert netrunner.run(["cat"], input=pipe_in, timeout=60).stdout == data
+        with ours, ours.makefile("rb") as socket_in:
+            assert netrunner.run(["cat"], input=socket_in, timeout=60).stdout == data
+    finally:
+        writer.join()
 
 
 # ------------------------------------------------------------ stderr flood

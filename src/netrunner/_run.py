@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import io
 import os
+import stat
 import time
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any
@@ -41,9 +42,40 @@ OUT_READ = 1 << 20
 STDERR_CAPTURE = 64 << 20
 
 
+def _pollable(value: Any) -> tuple[int, Any]:
+    """For a file object whose reads may block (a pipe, a socket, a
+    terminal): its fd, for the driver to wait on, and the call that reads at
+    most once from it (so a read after readiness cannot block).  ``(-1,
+    None)`` for everything else: regular files and devices such as
+    ``/dev/zero`` never block (and ``epoll`` refuses them), and an object
+    without a usable ``fileno()`` can only be pulled as it is."""
+    try:
+        fd = value.fileno()
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, OSError, ValueError, TypeError):  # io.UnsupportedOperation is both
+        return -1, None
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or (stat.S_ISCHR(mode) and os.isatty(fd))):
+        return -1, None
+    if isinstance(value, io.RawIOBase):
+        return fd, value.read  # one read(2)
+    if hasattr(value, "read1"):
+        return fd, value.read1  # buffered data first, else at most one read(2)
+    binary = getattr(value, "buffer", None)  # a text file: its bytes, not re-encoded
+    if binary is not None and hasattr(binary, "read1"):
+        return fd, binary.read1
+    return -1, None
+
+
 class _Input:
     """The ``input`` argument as a source of byte chunks, pulled lazily so
-    a generator of any size streams through without being materialised."""
+    a generator of any size streams through without being materialised.
+
+    A file object on a pipe, socket or terminal is *polled*: ``fd`` is what
+    the driver waits on (``poll``, or the event loop), and it is read only
+    once that fd is readable, so a writer that goes quiet cannot block the
+    caller's thread (or the loop) past ``timeout``.  Everything else is
+    pulled in the caller's thread as it stands: iterables and objects
+    without such an fd must not block."""
 
     def __init__(self, value: Any, encoding: str | None, errors: str | None) -> None:
         self._encoding = encoding or "utf-8"
@@ -51,21 +83,40 @@ class _Input:
         self._chunks: Iterator[Any] | None = None
         self._file: Any = None
         self.view = memoryview(b"")
+        self.fd = -1  # polled sources: wait for this to be readable
+        self.readable = False  # the driver saw fd readable since the last read
+        self._read_once: Any = None
         if isinstance(value, str):
             self.view = memoryview(value.encode(self._encoding, self._errors))
         elif isinstance(value, (bytes, bytearray, memoryview)):
             self.view = memoryview(value).cast("B")
         elif hasattr(value, "read"):
             self._file = value
+            self.fd, self._read_once = _pollable(value)
         elif isinstance(value, Iterable):
             self._chunks = iter(value)
         else:
             raise TypeError(f"{INPUT_KINDS}, not {type(value).__name__}")
 
+    @property
+    def waiting(self) -> bool:
+        """A polled source with nothing in hand: wait for its fd first."""
+        return self.fd >= 0 and not self.view and not self.readable
+
     def next(self) -> memoryview | None:
-        """The unwritten remainder, refilled from the source; None at end."""
+        """The unwritten remainder, refilled from the source; None at end;
+        empty when a polled source has nothing to give right now."""
         while not self.view:
-            if self._file is not None:
+            if self._read_once is not None:
+                if not self.readable:
+                    return self.view
+                self.readable = False  # one read per readiness: a second may block
+                data = self._read_once(INPUT_CHUNK)
+                if data is None:  # a non-blocking raw file with nothing after all
+                    return self.view
+                if not data:
+                    return None
+            elif self._file is not None:
                 data = self._file.read(INPUT_CHUNK)
                 if not data:
                     return None
@@ -205,7 +256,11 @@ class RunCore:
         if core.stderr.fd >= 0:
             fds.append((core.stderr.fd, POLLIN))
         if core.stdin.fd >= 0:
-            fds.append((core.stdin.fd, POLLOUT))
+            source = self.input
+            if source is not None and source.waiting:
+                fds.append((source.fd, POLLIN))  # the input's writer first
+            else:
+                fds.append((core.stdin.fd, POLLOUT))
         deadlines = [d for d in (self.timeout_at, self.giveup_at, self.eof_by, self.hangup_by) if d is not None]
         return fds, min(deadlines) if deadlines else None
 
@@ -246,7 +301,12 @@ class RunCore:
             self._read_stdout()
         if core.stderr.fd >= 0 and (ready is None or core.stderr.fd in ready):
             core.drain_stderr()
-        if core.stdin.fd >= 0 and (ready is None or core.stdin.fd in ready):
+        source = self.input
+        fed = source is not None and source.fd >= 0 and ready is not None and source.fd in ready
+        if fed:
+            assert source is not None
+            source.readable = True
+        if core.stdin.fd >= 0 and (ready is None or fed or core.stdin.fd in ready):
             self._write_stdin()
         self._check_time()
         if core.done and self.eof_by is None:
@@ -295,6 +355,8 @@ class RunCore:
             if view is None:
                 core.end_input()
                 return
+            if not view:
+                return  # a polled source with nothing yet: wants() waits for it
             try:
                 n = core.write_stdin(view[:INPUT_CHUNK])
             except BrokenPipeError:
