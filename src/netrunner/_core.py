@@ -471,6 +471,9 @@ class ChildCore:
         # pty mode: stdin and stdout are two fds on the terminal's master
         self.pty = hs.rq.pty is not None
         self.pty_hold = Fd(None)  # the master's stdin fd after end_input()
+        # The terminal's EOF character(s) still to write: end_input() queues
+        # them when the terminal's input is full, flush_eof() writes them.
+        self.eof_pending = b""
         # An eventfd made for the first sync writer that has to wait: poll
         # does not return when another thread closes an fd it waits on, so
         # close_stdin() (and closing everything) signals this instead, and
@@ -595,22 +598,54 @@ class ChildCore:
         """The child sees EOF on stdin.  On a terminal that is its EOF
         character (VEOF from its own settings), twice if a line is open:
         the first only ends the line; closing our end would not do (the
-        other fd keeps the master open) and hanging up would lose output."""
+        other fd keeps the master open) and hanging up would lose output.
+
+        That EOF is data, and the terminal's input can be full: what does
+        not fit now stays in ``eof_pending`` (writes are refused from here
+        on) and :meth:`flush_eof` writes it once there is room.  Dropping
+        it hung ``run(["cat"], input=<big>, pty=True)`` for ever."""
         fd = self.stdin.fd
         if fd >= 0 and self.pty:
-            try:
-                eof = termios.tcgetattr(fd)[6][termios.VEOF]
-                os.write(fd, eof * (2 if self.line_open else 1))
-            except OSError:
-                pass  # the terminal is gone: nobody is left to read it
-            # Keep this master fd until the end: closing it here was seen to
-            # hang up the terminal now and then (SIGHUP to a child that was
-            # about to exit 0 on the EOF).
-            self.pty_hold.fd, self.stdin.fd = fd, -1
+            if not self.eof_pending:  # (not queued already by an earlier call)
+                try:
+                    eof = termios.tcgetattr(fd)[6][termios.VEOF]
+                except OSError:
+                    eof = b""  # the terminal is gone: nobody is left to read it
+                self.eof_pending = eof * (2 if self.line_open else 1)
+                if not self.eof_pending:
+                    self._hold_master()
+            self.flush_eof()
             self._wake_writers()
             return
         self.stdin.close()
         self._wake_writers()
+
+    def flush_eof(self) -> bool:
+        """Write what the terminal takes of a pending EOF (non-blocking);
+        True once none is pending (written, or nobody is left to read it)."""
+        if not self.eof_pending:
+            return True
+        fd = self.stdin.fd
+        if fd >= 0 and not self.done:
+            try:
+                n = os.write(fd, self.eof_pending)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                n = len(self.eof_pending)  # the terminal is gone
+            self.eof_pending = self.eof_pending[n:]
+            if self.eof_pending:
+                return False
+        self.eof_pending = b""
+        self._hold_master()
+        return True
+
+    def _hold_master(self) -> None:
+        # Keep this master fd until the end, out of the stdin slot: closing
+        # it was seen to hang up the terminal now and then (SIGHUP to a
+        # child that was about to exit 0 on the EOF).
+        if self.stdin.fd >= 0:
+            self.pty_hold.fd, self.stdin.fd = self.stdin.fd, -1
 
     def writer_wakeup(self) -> tuple[int, int]:
         """The (fd, events) a sync writer parks on besides the pipes; call
@@ -626,6 +661,7 @@ class ChildCore:
             os.eventfd_write(self.writer_wake.fd, 1)
 
     def close_fds(self) -> None:
+        self.eof_pending = b""
         self.pty_hold.close()
         self.stdin.close()
         self._wake_writers()
@@ -729,7 +765,7 @@ class ChildCore:
         """Write some of ``data``; None if the pipe is full.
         BrokenPipeError once the child's end is gone."""
         fd = self.stdin.fd
-        if fd < 0:
+        if fd < 0 or self.eof_pending:
             raise BrokenPipeError(errno.EPIPE, "stdin is closed")
         while True:
             try:
@@ -749,7 +785,12 @@ class ChildCore:
     # -------------------------------------------------------- readiness
     def interest(self, *, stdout: bool, stdin: bool) -> list[tuple[int, int]]:
         """fds worth waiting on: the shepherd and stderr always, stdout and
-        stdin when the caller needs them."""
+        stdin when the caller needs them, and the terminal while an EOF is
+        pending.  That EOF is written first if there is room now, so every
+        wait that follows carries it (and a writable terminal is never
+        waited on without writing it: no busy loop)."""
+        if self.eof_pending and not self.flush_eof():
+            stdin = True
         out = []
         if self.sock is not None:
             out.append((self.sock.fileno(), POLLIN))

@@ -347,12 +347,16 @@ class RunCore:
 
     def _write_stdin(self) -> None:
         core = self.core
+        if core.eof_pending:  # a terminal's EOF that did not fit yet
+            core.flush_eof()
+            return
         source = self.input
         if source is None or core.stdin.fd < 0:
             return
         for _ in range(16):
             view = source.next()
             if view is None:
+                self.input = None  # (a polled source's fd is not waited on again)
                 core.end_input()
                 return
             if not view:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from ._core import ChildCore, Starter
 from ._drive import adrive, asettle, uncancellable
-from ._errors import CalledProcessError, TimeoutExpired
+from ._errors import CalledProcessError, NetRunnerError, TimeoutExpired
 from ._process import STOP_MARGIN, ProcessBase, _check_size, deadline_of, prepare_spawn
 from ._protocol import SpawnRequest
 from ._result import Result
@@ -101,6 +101,28 @@ class AsyncProcess(ProcessBase):
     coroutines; cancelling one of them stops the child (see module doc)."""
 
     _reads = 0
+    _eof_task: asyncio.Task[None] | None = None
+
+    def close_stdin(self) -> None:
+        """The child sees EOF on stdin (not a coroutine: it never waits).
+
+        On a terminal (``pty=True``) whose input is full, the EOF
+        character is queued, never dropped: a task on the running loop
+        writes it as soon as the terminal has room (and every method that
+        waits on this process writes it too), draining stdout meanwhile."""
+        super().close_stdin()
+        if self._core.eof_pending and self._eof_task is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop: the next coroutine of this process writes it
+            self._eof_task = loop.create_task(self._write_eof())
+
+    async def _write_eof(self) -> None:
+        try:
+            await adrive(self._eof_attempt())
+        except (OSError, NetRunnerError):
+            pass  # the child or its shepherd is gone: nobody reads the EOF
 
     async def _fair(self, attempt: Any) -> Any:
         """``adrive(attempt)``, yielding to the loop first every
