@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import select
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import read_fifo_line
+from procs import pid_gone, read_fifo_line
 
 import netrunner
 from netrunner import aio
@@ -232,6 +233,29 @@ def test_async_close_stdin_queues_the_eof_until_there_is_room(
             assert await p.wait(timeout=10) == 0
 
     asyncio.run(main())
+
+
+def test_an_async_process_dropped_while_its_eof_waits_is_still_collected_and_stopped(tmp_path: Path) -> None:
+    # The task that writes the queued EOF must not keep the AsyncProcess
+    # alive: dropping it stops the child, as for any AsyncProcess.
+    child = Quiet(tmp_path, "sleep 60")
+
+    async def main() -> tuple[int, asyncio.Task[None]]:
+        p = await aio.spawn(child.args, pty=True, env=child.env, kill_timeout=0.5)
+        child.wait_ready()
+        termios.tcflow(p._core.stdin.fd, termios.TCOOFF)  # no room, for good
+        p.close_stdin()
+        task = p._eof_task
+        assert task is not None and not task.done()
+        pid = p.pid
+        del p
+        gc.collect()
+        await asyncio.wait_for(task, 10)  # the child's fds closed: it ends
+        return pid, task
+
+    pid, task = asyncio.run(main())
+    assert task.exception() is None
+    assert pid_gone(pid, 10)
 
 
 def test_run_input_goes_through_the_line_discipline() -> None:

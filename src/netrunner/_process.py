@@ -14,6 +14,7 @@ import signal
 import struct
 import termios
 import time
+import weakref
 from typing import Any
 
 from . import _opcodes as op
@@ -246,14 +247,19 @@ class ProcessBase:
 
     def _eof_attempt(self) -> Any:
         """Attempt: None once the terminal took the pending EOF (or the
-        child is gone); meanwhile stdout is drained, as in write()."""
+        child is gone); meanwhile stdout is drained, as in write().  It
+        holds this object weakly: an AsyncProcess dropped while its EOF
+        waits is still collected, which stops the child (and ends this)."""
         core = self._core
+        owner = weakref.ref(self)
 
         def attempt(ready: list[int] | None) -> Pending | None:
             with core.lock:
-                if core.flush_eof():
+                process = owner()
+                if process is None or core.flush_eof():
                     return None
-                self._housekeeping(ready if ready is not None else [], buffer_stdout=True)
+                process._housekeeping(ready if ready is not None else [], buffer_stdout=True)
+                del process
                 if core.flush_eof():
                     return None
                 return Pending(core.interest(stdout=True, stdin=True), None)

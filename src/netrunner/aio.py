@@ -74,8 +74,9 @@ async def run(
     limits: Any = None,
     rlimits: Any = None,
 ) -> Result:
-    """``netrunner.run`` on the event loop (``input`` iterables are pulled
-    on the loop, so they must not block)."""
+    """``netrunner.run`` on the event loop.  An ``input`` file object on a
+    pipe, socket or terminal is waited on by the loop; iterables (and other
+    file objects) are pulled on the loop, so they must not block."""
     rq, seconds, limit, capture_stderr, source = prepare(
         args, input=input, timeout=timeout, max_output_size=max_output_size, stderr=stderr,
         cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits,
@@ -116,13 +117,8 @@ class AsyncProcess(ProcessBase):
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 return  # no loop: the next coroutine of this process writes it
-            self._eof_task = loop.create_task(self._write_eof())
-
-    async def _write_eof(self) -> None:
-        try:
-            await adrive(self._eof_attempt())
-        except (OSError, NetRunnerError):
-            pass  # the child or its shepherd is gone: nobody reads the EOF
+            # (The task holds the attempt, which holds us weakly.)
+            self._eof_task = loop.create_task(_write_eof(self._eof_attempt()))
 
     async def _fair(self, attempt: Any) -> Any:
         """``adrive(attempt)``, yielding to the loop first every
@@ -199,6 +195,14 @@ class AsyncProcess(ProcessBase):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+async def _write_eof(attempt: Any) -> None:
+    """A queued terminal EOF, written once there is room (see close_stdin)."""
+    try:
+        await adrive(attempt)
+    except (OSError, NetRunnerError):
+        pass  # the child or its shepherd is gone: nobody reads the EOF
 
 
 async def _finish(task: asyncio.Future[Any]) -> None:
