@@ -5,14 +5,17 @@ cgroups (a child that hangs before its exec)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -28,6 +31,31 @@ def compile_c(out: Path, what: str, args: list[str]) -> Path:
     if proc.returncode != 0:
         pytest.fail(f"building the {what} failed:\n{proc.stdout}{proc.stderr}")
     return out
+
+
+@contextlib.contextmanager
+def silent_pipe(bound: float = 15.0) -> Iterator[BinaryIO]:
+    """The read end of a pipe, as a file object, whose writer stays open
+    and writes nothing while the block runs.  Its writer is closed when the
+    block ends, or after ``bound`` seconds at the latest (a condition
+    waited on with a deadline): code that wrongly blocks in a read then
+    sees EOF, so a test of it fails on its time bound instead of hanging."""
+    r, w = os.pipe()
+    done = threading.Event()
+
+    def close_writer() -> None:
+        done.wait(bound)
+        os.close(w)
+
+    closer = threading.Thread(target=close_writer, name="silent-pipe-writer")
+    closer.start()
+    reader = os.fdopen(r, "rb")
+    try:
+        yield reader
+    finally:
+        done.set()
+        closer.join()
+        reader.close()
 
 
 def pid_gone(pid: int, within: float) -> bool:

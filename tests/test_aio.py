@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from procs import assert_group_gone
+from procs import assert_group_gone, silent_pipe
 
 import netrunner
 from netrunner import aio
@@ -307,6 +307,27 @@ def test_run_input_kinds(tmp_path: Path) -> None:
         return outs
 
     assert arun(main()) == [b"bytes", "strs ✓".encode(), b"iter", b"bio", b"ba", b"from a file"]
+
+
+@pytest.mark.parametrize("front", ["run", "stream"])
+def test_a_silent_input_pipe_neither_blocks_the_loop_nor_defeats_the_timeout(front: str) -> None:
+    # Reading the quiet pipe on the loop blocked it (the heartbeat fixture
+    # fails a stall of 100 ms); the pipe is now waited on with add_reader.
+    timeout, kill_timeout = 1.0, 0.5
+
+    async def main(quiet: Any) -> None:
+        if front == "run":
+            await aio.run(["cat"], input=quiet, timeout=timeout, kill_timeout=kill_timeout)
+        else:
+            async for _ in aio.stream(["cat"], input=quiet, timeout=timeout, kill_timeout=kill_timeout):
+                pass
+
+    with silent_pipe() as quiet:
+        started = time.monotonic()
+        with pytest.raises(netrunner.TimeoutExpired):
+            arun(main(quiet))
+        elapsed = time.monotonic() - started
+    assert elapsed <= timeout + kill_timeout + 0.5, f"took {elapsed:.2f} s"
 
 
 def test_run_input_generator_64_mib_fed_concurrently() -> None:

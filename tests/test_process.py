@@ -691,3 +691,4 @@ def test_unread_stderr_is_kept_bounded_while_every_byte_is_counted() -> None:
         assert len(kept) == MiB
         assert kept.endswith(b"tail")
         assert p.stats.bytes_err == 8 * MiB + 4
+        assert p.stats.stderr_dropped == 7 * MiB + 4

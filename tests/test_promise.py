@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import json
 import os
 import select
@@ -24,7 +25,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -532,46 +533,77 @@ def test_keyboard_interrupt_at_any_point_of_the_spawn_stops_the_child() -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-class _InterruptedWrap:
-    """Stands in for the owner object a spawn wraps its live core in, and
-    raises KeyboardInterrupt as it is being made: the last spot between
-    a child that runs and a caller that holds it.  It first waits for the
-    child to say it ignores SIGTERM, so only a stop that waits out
-    kill_timeout (and the SIGKILL) can have it gone by the time we look."""
+def _interrupt_when_ready(fifo: Path) -> Callable[..., Any]:
+    """A stand-in for one step between a child that runs and a caller that
+    holds it: it waits until the child says it ignores SIGTERM (so only a
+    stop that waits out kill_timeout and sends SIGKILL can have it gone by
+    the time we look), then raises KeyboardInterrupt."""
 
-    def __init__(self, core: Any, *args: object, **kwargs: object) -> None:
-        seen = b""
-        deadline = time.monotonic() + 15.0
-        while b"ready" not in seen and time.monotonic() < deadline:
-            select.select([core.stdout.fd], [], [], deadline - time.monotonic())
-            with contextlib.suppress(BlockingIOError):
-                seen += os.read(core.stdout.fd, 4096)
-        assert b"ready" in seen, seen
+    def interrupt(*_args: object, **_kwargs: object) -> Any:
+        assert read_fifo_line(fifo, 15) == b"ready\n"
         raise KeyboardInterrupt
 
+    return interrupt
 
-def _interrupt_the_wrap(kind: str, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
-    from netrunner import _process, _stream, aio
 
-    args = ["sh", "-c", 'trap "" TERM; echo ready; exec sleep 60']
-    if kind == "spawn":
-        monkeypatch.setattr(_process, "Process", _InterruptedWrap)
-        netrunner.spawn(args, env=env, kill_timeout=0.3)
-    elif kind == "stream":
-        monkeypatch.setattr(_stream, "StreamJob", _InterruptedWrap)
-        netrunner.stream(args, env=env, kill_timeout=0.3)
+# What each front end runs from the moment the request is out until the
+# caller holds its object: the spare shepherd for the next spawn is asked
+# for, the core is made from STARTED, then the caller's own object(s).
+_HANDOVER = ["_core.prepare_spare", "_core.ChildCore"]
+_OWNER_OBJECTS = {
+    "run": ["_run.RunCore"],
+    "aio.run": ["aio.RunCore"],
+    "stream": ["_stream.StreamJob", "_stream.Stream"],
+    "aio.stream": ["aio.StreamJob"],
+    "spawn": ["_process.Process"],
+    "aio.spawn": ["aio.AsyncProcess"],
+}
+_WINDOWS = [(front, point) for front, objects in _OWNER_OBJECTS.items() for point in _HANDOVER + objects]
+
+
+def _start_through(front: str, args: list[str], env: dict[str, str]) -> None:
+    from netrunner import aio
+
+    options: dict[str, Any] = {"env": env, "kill_timeout": 0.3}
+    if front == "run":
+        netrunner.run(args, input=b"", **options)
+    elif front == "stream":
+        for _ in netrunner.stream(args, **options):
+            pass
+    elif front == "spawn":
+        netrunner.spawn(args, **options).close()
+    elif front == "aio.run":
+        asyncio.run(aio.run(args, input="in", **options))
+    elif front == "aio.stream":
+
+        async def consume() -> None:
+            async for _ in aio.stream(args, **options):
+                pass
+
+        asyncio.run(consume())
     else:
-        monkeypatch.setattr(aio, "AsyncProcess", _InterruptedWrap)
-        asyncio.run(aio.spawn(args, env=env, kill_timeout=0.3))
+
+        async def spawn() -> None:
+            await (await aio.spawn(args, **options)).aclose()
+
+        asyncio.run(spawn())
 
 
-@pytest.mark.parametrize("kind", ["spawn", "stream", "aio.spawn"])
+@pytest.mark.parametrize(("front", "point"), _WINDOWS, ids=[f"{f}-{p}" for f, p in _WINDOWS])
 def test_an_interrupt_before_the_caller_holds_the_child_stops_it_first(
-    kind: str, monkeypatch: pytest.MonkeyPatch
+    front: str, point: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    token, env = with_token()
+    # Every front end, every step of the hand-over: the exception reaches
+    # us only once the TERM-ignoring child is stopped (SIGKILL after
+    # kill_timeout) and reaped, never left to the garbage collector.
+    fifo = tmp_path / "ready"
+    os.mkfifo(fifo)
+    token, env = with_token({"NR_FIFO": str(fifo)})
+    module, name = point.split(".")
+    monkeypatch.setattr(importlib.import_module(f"netrunner.{module}"), name, _interrupt_when_ready(fifo))
+    args = ["sh", "-c", 'trap "" TERM; echo ready > "$NR_FIFO"; exec sleep 60']
     with pytest.raises(KeyboardInterrupt):
-        _interrupt_the_wrap(kind, monkeypatch, env)
+        _start_through(front, args, env)
     left = carrying(token)
     assert not left, f"KeyboardInterrupt reached the caller while {left} ran"
 

@@ -5,14 +5,21 @@ lost; the window size is the child's to read and ours to change."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import select
 import subprocess
 import sys
+import termios
 import textwrap
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from procs import pid_gone, read_fifo_line
 
 import netrunner
 from netrunner import aio
@@ -82,6 +89,173 @@ def test_close_stdin_sends_the_terminals_eof_even_mid_line() -> None:
         assert p.wait() == 0  # cat saw EOF, not a hang-up
     # the terminal's echo and cat's copy interleave as they like
     assert out.count(b"line\r\n") == 2 and out.count(b"partial") == 2
+
+
+# ------------------------------------- the EOF waits for room, never dropped
+LINE = b"y" * 63 + b"\n"
+LINES = LINE * 100
+
+
+class Quiet:
+    """A pty child that turns echo off (so its output is only its own), then
+    says ``ready`` through a FIFO and execs ``command``."""
+
+    def __init__(self, tmp_path: Path, command: str) -> None:
+        self.ready = tmp_path / "ready"
+        os.mkfifo(self.ready)
+        self.env = {**os.environ, "NR_READY": str(self.ready)}
+        self.args = ["sh", "-c", 'stty -echo; echo ready > "$NR_READY"; exec ' + command]
+
+    def wait_ready(self) -> None:
+        assert read_fifo_line(self.ready, 15) == b"ready\n"
+
+
+@pytest.fixture
+def no_room_for_the_eof(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """``stop(master)``: from now on every write to that terminal fails with
+    EAGAIN, exactly as when its input is full (``tcflow(TCOOFF)``: flow
+    control on our side of it), until ``end_input()`` has made its attempt
+    at writing the EOF; then it takes input again (``TCOON``).  The hook is
+    ``_wake_writers()``, which ``end_input()`` calls right after that
+    attempt, in the old code as in the new: deterministic, where filling
+    the terminal for real is not (the kernel moves its input on in a
+    worker, so room comes back at moments of its own)."""
+    from netrunner import _core
+
+    stopped: list[int] = []
+    wake = _core.ChildCore._wake_writers
+
+    def wake_then_resume(core: _core.ChildCore) -> None:
+        wake(core)
+        while stopped:
+            termios.tcflow(stopped.pop(), termios.TCOON)
+
+    monkeypatch.setattr(_core.ChildCore, "_wake_writers", wake_then_resume)
+
+    def stop(master: int) -> None:
+        termios.tcflow(master, termios.TCOOFF)
+        with pytest.raises(BlockingIOError):
+            os.write(master, b"?")  # (nothing is written: the terminal is stopped)
+        stopped.append(master)
+
+    return stop
+
+
+def our_terminal_master() -> int:
+    """The master fd of the one terminal this process holds right now."""
+    masters = []
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{name}") == "/dev/ptmx":
+                masters.append(int(name))
+    assert masters, "no terminal master among our fds"
+    return masters[0]
+
+
+def _run_through(front: str, args: list[str], feed: Iterator[bytes], env: dict[str, str]) -> tuple[int, bytes]:
+    options: dict[str, Any] = {"input": feed, "pty": True, "env": env, "timeout": 10, "kill_timeout": 0.5}
+    if front == "run":
+        r = netrunner.run(args, **options)
+        return r.returncode, r.stdout
+    if front == "stream":
+        s = netrunner.stream(args, **options)
+        out = b"".join(s)
+        assert s.returncode is not None
+        return s.returncode, out
+
+    async def main() -> tuple[int, bytes]:
+        if front == "aio.run":
+            r = await aio.run(args, **options)
+            return r.returncode, bytes(r.stdout)
+        s = aio.stream(args, **options)
+        out = b"".join([chunk async for chunk in s])
+        assert s.returncode is not None
+        return s.returncode, out
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("front", ["run", "stream", "aio.run", "aio.stream"])
+def test_the_input_writers_eof_waits_for_room_in_the_terminal(
+    front: str, tmp_path: Path, no_room_for_the_eof: Callable[[int], None]
+) -> None:
+    # The EOF after the input was one os.write whose EAGAIN was swallowed:
+    # when the input had just filled the terminal, cat never saw its EOF
+    # (run(["cat"], input=<50 MiB>, pty=True) hung in 4 of 10 trials).
+    child = Quiet(tmp_path, "cat")
+
+    def feed() -> Iterator[bytes]:
+        child.wait_ready()
+        yield LINES
+        no_room_for_the_eof(our_terminal_master())  # all of it went in; the EOF finds no room
+
+    returncode, out = _run_through(front, child.args, feed(), child.env)
+    assert returncode == 0  # cat saw the EOF (it used to time out)
+    assert out == LINES.replace(b"\n", b"\r\n")  # cat's copy
+
+
+def test_close_stdin_waits_for_room_in_the_terminal(tmp_path: Path, no_room_for_the_eof: Callable[[int], None]) -> None:
+    child = Quiet(tmp_path, "wc -c")
+    with netrunner.spawn(child.args, pty=True, env=child.env, kill_timeout=0.5) as p:
+        child.wait_ready()
+        p.write(LINES)
+        no_room_for_the_eof(p._core.stdin.fd)
+        p.close_stdin()  # waits for room (it used to drop the EOF)
+        assert int(read_all(p)) == len(LINES)
+        assert p.wait(timeout=10) == 0
+
+
+def test_async_close_stdin_queues_the_eof_until_there_is_room(
+    tmp_path: Path, no_room_for_the_eof: Callable[[int], None]
+) -> None:
+    child = Quiet(tmp_path, "wc -c")
+
+    async def main() -> None:
+        async with await aio.spawn(child.args, pty=True, env=child.env, kill_timeout=0.5) as p:
+            child.wait_ready()
+            await p.write(LINES)
+            waiting = asyncio.Event()
+
+            async def read_all_output() -> bytes:
+                out = b""
+                waiting.set()  # (read() registers its wait before we run again)
+                while chunk := await p.read(timeout=10):
+                    out += chunk
+                return out
+
+            # Another task already waits for output, which wc gives only
+            # after the EOF: the queued EOF must get out without its help.
+            reader = asyncio.ensure_future(read_all_output())
+            await waiting.wait()
+            no_room_for_the_eof(p._core.stdin.fd)
+            p.close_stdin()  # not a coroutine: the EOF is queued, never dropped
+            assert int(await reader) == len(LINES)
+            assert await p.wait(timeout=10) == 0
+
+    asyncio.run(main())
+
+
+def test_an_async_process_dropped_while_its_eof_waits_is_still_collected_and_stopped(tmp_path: Path) -> None:
+    # The task that writes the queued EOF must not keep the AsyncProcess
+    # alive: dropping it stops the child, as for any AsyncProcess.
+    child = Quiet(tmp_path, "sleep 60")
+
+    async def main() -> tuple[int, asyncio.Task[None]]:
+        p = await aio.spawn(child.args, pty=True, env=child.env, kill_timeout=0.5)
+        child.wait_ready()
+        termios.tcflow(p._core.stdin.fd, termios.TCOOFF)  # no room, for good
+        p.close_stdin()
+        task = p._eof_task
+        assert task is not None and not task.done()
+        pid = p.pid
+        del p
+        gc.collect()
+        await asyncio.wait_for(task, 10)  # the child's fds closed: it ends
+        return pid, task
+
+    pid, task = asyncio.run(main())
+    assert task.exception() is None
+    assert pid_gone(pid, 10)
 
 
 def test_run_input_goes_through_the_line_discipline() -> None:

@@ -4,13 +4,16 @@ process-tree rule as run() users see it."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import open_fds
-from procs import pid_gone, read_fifo_line
+from procs import pid_gone, read_fifo_line, silent_pipe
 
 import netrunner
 from netrunner._launch import FORK_SERVER
@@ -99,7 +102,7 @@ def test_stderr_inherit(mode: Any, capfd: pytest.CaptureFixture[str]) -> None:
 
 
 def test_stderr_captured_completely_like_subprocess() -> None:
-    """run() keeps all of stderr (not only a tail), as subprocess does."""
+    """Below its bound, run() keeps all of stderr, as subprocess does."""
     script = "i=0; while [ $i -lt 3000 ]; do echo line-$i >&2; i=$((i+1)); done"
     ours = netrunner.run(["sh", "-c", script])
     theirs = subprocess.run(["sh", "-c", script], capture_output=True)
@@ -259,6 +262,59 @@ def test_input_chunk_of_wrong_type_raises_and_child_is_gone() -> None:
         netrunner.run(["cat"], input=chunks(), timeout=60)
 
 
+# --------------------------------------- input that may block: a pipe, a socket
+@pytest.mark.parametrize("front", ["run", "stream"])
+def test_a_silent_input_pipe_does_not_defeat_the_timeout(front: str) -> None:
+    # The input's writer stays open and says nothing: reading it in the
+    # caller's thread blocked past the timeout (still blocked at 10 s with
+    # timeout=1).  It is now read only when poll says it is readable.
+    timeout, kill_timeout = 1.0, 0.5
+    with silent_pipe() as quiet:
+        started = time.monotonic()
+        with pytest.raises(netrunner.TimeoutExpired):
+            if front == "run":
+                netrunner.run(["cat"], input=quiet, timeout=timeout, kill_timeout=kill_timeout)
+            else:
+                for _ in netrunner.stream(["cat"], input=quiet, timeout=timeout, kill_timeout=kill_timeout):
+                    pass
+        elapsed = time.monotonic() - started
+    assert elapsed <= timeout + kill_timeout + 0.5, f"took {elapsed:.2f} s"
+
+
+def test_a_child_that_ends_without_reading_a_silent_input_pipe_returns_at_once() -> None:
+    # No timeout at all: the child's end is the end, whatever the input does.
+    with silent_pipe() as quiet:
+        started = time.monotonic()
+        result = netrunner.run(["sh", "-c", "echo done"], input=quiet)
+        elapsed = time.monotonic() - started
+    assert (result.returncode, result.stdout) == (0, b"done\n")
+    assert elapsed < 5, f"took {elapsed:.2f} s"
+
+
+def test_input_from_a_pipe_and_a_socket_written_meanwhile_arrives_whole() -> None:
+    data = os.urandom(3 * MiB)
+    r, w = os.pipe()
+    ours, theirs = socket.socketpair()
+
+    def write_both() -> None:
+        with os.fdopen(w, "wb") as out:
+            for i in range(0, len(data), 100_000):
+                out.write(data[i : i + 100_000])
+                out.flush()
+        with theirs:
+            theirs.sendall(data)
+
+    writer = threading.Thread(target=write_both)
+    writer.start()
+    try:
+        with os.fdopen(r, "rb") as pipe_in:
+            assert netrunner.run(["cat"], input=pipe_in, timeout=60).stdout == data
+        with ours, ours.makefile("rb") as socket_in:
+            assert netrunner.run(["cat"], input=socket_in, timeout=60).stdout == data
+    finally:
+        writer.join()
+
+
 # ------------------------------------------------------------ stderr flood
 def test_stderr_flood_while_stdout_produced() -> None:
     script = "i=0; while [ $i -lt 50 ]; do head -c 100000 /dev/zero >&2; echo out-$i; i=$((i+1)); done"
@@ -273,6 +329,88 @@ def test_stderr_flood_then_stdout() -> None:
     result = netrunner.run(["sh", "-c", "head -c 5000000 /dev/urandom >&2; echo done"], timeout=60)
     assert result.stdout == b"done\n"
     assert len(result.stderr) == 5_000_000
+
+
+# ------------------------------------------------- stderr capture bounded
+def _seq(n: int) -> bytes:
+    return b"".join(b"%d\n" % i for i in range(1, n + 1))
+
+
+def _captured(front: str, args: list[str], **options: Any) -> tuple[bytes, bytes, netrunner.Stats]:
+    """(stdout, stderr, stats) of ``args`` run through ``front``."""
+    from netrunner import aio
+
+    if front == "run":
+        r = netrunner.run(args, timeout=120, **options)
+        return r.stdout, r.stderr, r.stats
+    if front == "aio.run":
+        r = asyncio.run(aio.run(args, timeout=120, **options))
+        return r.stdout, r.stderr, r.stats
+    if front == "stream":
+        s = netrunner.stream(args, timeout=120, **options)
+        out = b"".join(s)
+        assert s.stderr is not None and s.stats is not None
+        return out, s.stderr, s.stats
+
+    async def consume() -> tuple[bytes, bytes, netrunner.Stats]:
+        s = aio.stream(args, timeout=120, **options)
+        out = b"".join([chunk async for chunk in s])
+        assert s.stderr is not None and s.stats is not None
+        return out, s.stderr, s.stats
+
+    return asyncio.run(consume())
+
+
+@pytest.mark.parametrize("front", ["run", "aio.run", "stream", "aio.stream"])
+def test_captured_stderr_keeps_its_last_64_mib_and_counts_the_rest(front: str) -> None:
+    # 64 MiB of zeros, then 100000 numbered lines: more than the default
+    # bound, so the kept tail is the end of the zeros and every line.
+    lines = _seq(100000)
+    script = "head -c 67108864 /dev/zero >&2; seq 1 100000 >&2; echo out"
+    out, err, stats = _captured(front, ["sh", "-c", script])
+    assert out == b"out\n"
+    assert len(err) == 64 * MiB
+    assert err.endswith(lines) and err.count(0) == 64 * MiB - len(lines)
+    assert stats.stderr_dropped == len(lines)
+    assert stats.bytes_err == 64 * MiB + len(lines)
+
+
+@pytest.mark.parametrize("front", ["run", "aio.run"])
+def test_max_output_size_bounds_captured_stderr_too(front: str) -> None:
+    lines = _seq(400000)
+    out, err, stats = _captured(front, ["sh", "-c", "seq 1 400000 >&2; echo out"], max_output_size=MiB)
+    assert out == b"out\n"
+    assert err == lines[-MiB:]
+    assert stats.stderr_dropped == len(lines) - MiB
+    assert stats.bytes_err == len(lines)
+
+
+@pytest.mark.parametrize("bound", [None, MiB])
+def test_a_400_mb_stderr_flood_leaves_the_owner_in_bounded_memory(bound: int | None) -> None:
+    # The owner is a Python process of its own, so its peak RSS is its own
+    # (this one's has seen everything the suite did).  Before the bound it
+    # peaked at ~785 MiB; now the tail (64 MiB, or max_output_size) plus
+    # one copy of it to return.
+    code = (
+        "import resource, sys, netrunner\n"
+        "bound = eval(sys.argv[1])\n"
+        "r = netrunner.run(['sh', '-c', 'head -c 400000000 /dev/zero >&2'], max_output_size=bound, timeout=120)\n"
+        "dropped = getattr(r.stats, 'stderr_dropped', -1)\n"
+        "print(len(r.stderr), dropped, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+    )
+    src = str(Path(netrunner.__file__).resolve().parents[1])
+    owner = netrunner.run(
+        [sys.executable, "-c", code, repr(bound)],
+        env={**os.environ, "PYTHONPATH": src},
+        timeout=180,
+        check=True,
+    )
+    kept, dropped, peak = map(int, owner.stdout.split())
+    tail = 64 * MiB if bound is None else bound
+    # The interpreter and netrunner take ~25 MiB; allow 64 MiB on top of
+    # the two copies of the tail (400 MB would be far above either bound).
+    assert peak < 2 * tail + 64 * MiB, f"owner peaked at {peak / MiB:.0f} MiB"
+    assert (kept, dropped) == (tail, 400_000_000 - tail)
 
 
 # ------------------------------------------------------------------- check
@@ -461,6 +599,8 @@ STATS_FIELDS = {
     # cgroup memory accounting (None without cgroup= and a memory controller)
     "oom_kills",
     "memory_peak",
+    # captured stderr beyond its bound (the tail is kept)
+    "stderr_dropped",
 }
 
 

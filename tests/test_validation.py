@@ -9,6 +9,7 @@ shepherd comes from) is not even started, and no marked process exists.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import math
 import os
@@ -26,6 +27,7 @@ from conftest import marked_processes
 
 import netrunner
 from netrunner._launch import FORK_SERVER
+from netrunner._opcodes import MAX_PAYLOAD
 
 TOUCH = shutil.which("touch") or "/usr/bin/touch"
 
@@ -70,6 +72,10 @@ def _run_cases(sentinel: str) -> list[tuple[str, type[BaseException], Callable[[
         ("max-output-negative", ValueError, lambda: run(cmd, max_output_size=-1)),
         ("max-output-float", TypeError, lambda: run(cmd, max_output_size=1.5)),
         ("input-wrong-type", TypeError, lambda: run(cmd, input=12345)),
+        ("input-unencodable", UnicodeEncodeError, lambda: run(cmd, input="é", encoding="ascii")),
+        ("input-lone-surrogate", UnicodeEncodeError, lambda: run(cmd, input="\ud800")),
+        ("encoding-unknown", LookupError, lambda: run(cmd, input=b"", encoding="no-such-codec")),
+        ("errors-unknown", LookupError, lambda: run(cmd, errors="no-such-handler")),
         ("rlimit-unknown", ValueError, lambda: run(cmd, rlimits={"RLIMIT_BOGUS": (1, 1)})),
         ("rlimit-negative", ValueError, lambda: run(cmd, rlimits={"RLIMIT_NOFILE": (-5, 64)})),
         ("rlimit-soft-over-hard", ValueError, lambda: run(cmd, rlimits={"RLIMIT_NOFILE": (65, 64)})),
@@ -133,6 +139,33 @@ def test_run_refuses_bad_input_before_starting(tmp_path: Path, fresh_fork_server
 @pytest.mark.parametrize("case_id", _SPAWN_IDS)
 def test_spawn_refuses_bad_input_before_starting(tmp_path: Path, fresh_fork_server: None, case_id: str) -> None:
     _assert_refused_before_start(tmp_path, _spawn_cases, case_id)
+
+
+@pytest.mark.parametrize("front", ["aio.run", "stream", "aio.stream"])
+def test_input_that_cannot_be_encoded_is_refused_before_starting(
+    tmp_path: Path, fresh_fork_server: None, front: str
+) -> None:
+    # (run() is in the table above.)  aio.run used to start the child and
+    # raise UnicodeEncodeError while it ran on until garbage collection.
+    from netrunner import aio
+
+    sentinel = tmp_path / "started"
+    cmd = [TOUCH, str(sentinel)]
+
+    def call() -> None:
+        if front == "aio.run":
+            asyncio.run(aio.run(cmd, input="é", encoding="ascii"))
+        elif front == "stream":
+            netrunner.stream(cmd, input="\ud800")
+        else:
+            aio.stream(cmd, input="\ud800")
+
+    assert FORK_SERVER.pid == 0
+    with pytest.raises(UnicodeEncodeError):
+        call()
+    assert FORK_SERVER.pid == 0
+    assert marked_processes() == {}
+    assert not sentinel.exists()
 
 
 def test_valid_call_of_the_same_shape_does_run(tmp_path: Path) -> None:
@@ -350,6 +383,68 @@ def test_signal_module_value_is_accepted() -> None:
     with netrunner.spawn(["sleep", "60"]) as p:
         p.send_signal(signal.Signals.SIGTERM)
         assert p.wait(timeout=10) == -signal.SIGTERM
+
+
+# ----------------------------- sizes checked before a shepherd is taken
+def _call_front_end(front: str, args: list[str], **options: Any) -> None:
+    """Start ``args`` through ``front`` (streams are iterated: aio.stream
+    starts on first use)."""
+    from netrunner import aio
+
+    if front == "run":
+        netrunner.run(args, **options)
+    elif front == "spawn":
+        netrunner.spawn(args, **options).close()
+    elif front == "stream":
+        for _ in netrunner.stream(args, **options):
+            pass
+    elif front == "aio.run":
+        asyncio.run(aio.run(args, **options))
+    elif front == "aio.spawn":
+
+        async def spawn() -> None:
+            await (await aio.spawn(args, **options)).aclose()
+
+        asyncio.run(spawn())
+    else:
+
+        async def stream() -> None:
+            async for _ in aio.stream(args, **options):
+                pass
+
+        asyncio.run(stream())
+
+
+_OVERSIZED = {
+    # an rlimit the protocol's u64 cannot carry (was struct.error after the
+    # spare shepherd was taken)
+    "rlimit-2**64": {"rlimits": {"RLIMIT_NOFILE": (2**64, 2**64)}},
+    "rlimit-hard-over-2**64": {"rlimits": {"RLIMIT_CORE": (0, 2**64 + 5)}},
+    # a request over MAX_PAYLOAD (was refused only after taking the spare)
+    "env-over-64-mib": {"env": {"BIG": "x" * (MAX_PAYLOAD + 1)}},
+    "argv-over-64-mib": {"extra": ["y" * (MAX_PAYLOAD + 1)]},
+}
+
+
+@pytest.mark.parametrize("front", ["run", "spawn", "stream", "aio.run", "aio.spawn", "aio.stream"])
+@pytest.mark.parametrize("case", list(_OVERSIZED))
+def test_oversized_values_are_refused_without_using_up_the_spare(tmp_path: Path, front: str, case: str) -> None:
+    sentinel = tmp_path / "started"
+    options = dict(_OVERSIZED[case])
+    args = [TOUCH, str(sentinel), *options.pop("extra", [])]
+    netrunner.run(["true"])  # a live fork server with a spare shepherd waiting
+    server, spares = FORK_SERVER.pid, list(FORK_SERVER._ready)
+    assert server and len(spares) == 1
+    with pytest.raises(ValueError):
+        _call_front_end(front, args, **options)
+    # The same spare still waits (its socket untouched), the same server
+    # runs, nothing was started, and the next spawn takes that spare.
+    assert FORK_SERVER.pid == server
+    assert list(FORK_SERVER._ready) == spares and spares[0].fileno() >= 0
+    assert marked_processes() == {}
+    assert not sentinel.exists()
+    assert netrunner.run([TOUCH, str(sentinel)]).returncode == 0
+    assert sentinel.exists()
 
 
 # ------------------------------------------------ Process method arguments

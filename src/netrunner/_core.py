@@ -29,6 +29,7 @@ import socket
 import termios
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
@@ -81,6 +82,76 @@ def eof_on_eio(exc: OSError) -> bytes:
     if exc.errno == errno.EIO:
         return b""
     raise exc
+
+
+class TailBuffer:
+    """The newest ``limit`` bytes of a stream, oldest dropped first, and how
+    many were dropped.
+
+    A deque of the chunks as read: dropping from the front never copies
+    what is kept (a bytearray trimmed at the front re-copies the whole
+    buffer every few reads once it is full), so capturing any amount costs
+    ``limit`` plus one chunk of memory, and one join at the end."""
+
+    __slots__ = ("_chunks", "_size", "dropped", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._chunks: deque[bytes | memoryview] = deque()
+        self._size = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bool__(self) -> bool:
+        return self._size > 0
+
+    def append(self, data: bytes) -> None:
+        if not data:
+            return
+        self._chunks.append(data)
+        self._size += len(data)
+        over = self._size - self.limit
+        while over > 0:
+            first = self._chunks[0]
+            if len(first) <= over:
+                self._chunks.popleft()
+                cut = len(first)
+            else:
+                self._chunks[0] = memoryview(first)[over:]  # no copy
+                cut = over
+            self._size -= cut
+            self.dropped += cut
+            over -= cut
+
+    def take(self, n: int) -> bytes:
+        """Up to ``n`` of the oldest bytes kept, removed from the buffer."""
+        parts: list[bytes | memoryview] = []
+        want = n
+        while want > 0 and self._chunks:
+            first = self._chunks[0]
+            if len(first) <= want:
+                parts.append(self._chunks.popleft())
+                want -= len(first)
+            else:
+                view = memoryview(first)
+                parts.append(view[:want])
+                self._chunks[0] = view[want:]
+                want = 0
+        data = b"".join(parts)
+        self._size -= len(data)
+        return data
+
+    def value(self) -> bytes:
+        """Everything kept, as one bytes object (joined once, then reused)."""
+        if len(self._chunks) == 1 and isinstance(self._chunks[0], bytes):
+            return self._chunks[0]
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        if data:
+            self._chunks.append(data)
+        return data
 
 
 class Ended(str):
@@ -221,11 +292,11 @@ class Handshake:
     and returns the :class:`ChildCore` once the child runs.  It raises the
     exec error, or :class:`ShepherdError` if the shepherd disappears."""
 
-    def __init__(self, sock: socket.socket, rq: SpawnRequest, inherit: list[int]) -> None:
+    def __init__(self, sock: socket.socket, rq: SpawnRequest, inherit: list[int], request: bytes) -> None:
         self.sock = sock
         self.rq = rq
         self.decoder = Decoder()
-        self._out = memoryview(encode_spawn(rq))
+        self._out = memoryview(request)
         self._total = len(self._out)
         self._fds = inherit
         self._with_fds = bool(inherit) or rq.cwd_fd  # the first send carries fds
@@ -338,6 +409,7 @@ class Starter:
     ) -> None:
         self.args = args
         self.rq = rq
+        # stderr is captured (run, stream): a timeout before the start reports b"" for it
         self.stderr_complete = stderr_complete
         self.inherit = [slot for slot, mode in enumerate((rq.stdin, rq.stdout, rq.stderr)) if mode == op.STDIO_INHERIT]
         now = time.monotonic()
@@ -348,6 +420,9 @@ class Starter:
         # No STARTED by then: SIGCONT the fork server and its shepherds, in
         # case one of them is stopped (harmless if not); once only.
         self.nudge_at: float | None = now + NUDGE_AFTER
+        # Encoded before a shepherd is taken: a request the protocol cannot
+        # carry (over MAX_PAYLOAD) is a ValueError that costs no spare.
+        self.request = encode_spawn(rq)
         self.hs: Handshake | None = None
         self.abort_deadline = 0.0
         # The core once made: kept until our caller holds it, so an interrupt
@@ -366,7 +441,7 @@ class Starter:
             got = take_shepherd(bool(self.inherit))
             if isinstance(got, int):
                 return self._pending([(got, POLLOUT)])
-            self.hs = Handshake(got, self.rq, self.inherit)
+            self.hs = Handshake(got, self.rq, self.inherit, self.request)
         hs = self.hs
         if hs.sending:
             if self._late():
@@ -391,7 +466,7 @@ class Starter:
                 if hs.unreached and self._retry():
                     return self(None)
                 return self._pending([hs.want()])
-            core = self.core = ChildCore(self.args, hs, stderr_complete=self.stderr_complete)
+            core = self.core = ChildCore(self.args, hs)
             core.timeout_at = self.deadline
             self.hs = None
         finally:
@@ -613,7 +688,7 @@ def _cgroup_teardown_off_the_loop(leaf: str) -> None:
 class ChildCore:
     """State and non-blocking steps for one running child."""
 
-    def __init__(self, args: Any, hs: Handshake, *, stderr_complete: bool = False) -> None:
+    def __init__(self, args: Any, hs: Handshake) -> None:
         started = hs.started
         assert started is not None
         self.args = args
@@ -640,18 +715,20 @@ class ChildCore:
         # pty mode: stdin and stdout are two fds on the terminal's master
         self.pty = hs.rq.pty is not None
         self.pty_hold = Fd(None)  # the master's stdin fd after end_input()
+        # The terminal's EOF character(s) still to write: end_input() queues
+        # them when the terminal's input is full, flush_eof() writes them.
+        self.eof_pending = b""
         # An eventfd made for the first sync writer that has to wait: poll
         # does not return when another thread closes an fd it waits on, so
         # close_stdin() (and closing everything) signals this instead, and
         # a parked write() raises at once (upstream lesson 14).
         self.writer_wake = Fd(None)
         self.line_open = False  # the last byte written to a terminal was not a newline
-        # stderr: unread bytes (bounded or complete) and the last 8 KiB
-        self.stderr_complete = stderr_complete
-        self.err_buf = bytearray()
+        # stderr: unread bytes (the newest STDERR_BUFFER, or what run()
+        # sets: see TailBuffer) and the last 8 KiB for error messages
+        self.err_buf = TailBuffer(STDERR_BUFFER)
         self.err_tail = bytearray()
         self.err_eof = not self.stderr
-        self.err_dropped = 0
         self.bytes_in = self.bytes_out = self.bytes_err = 0
         self.read_count = self.write_count = 0
         self.started_at = time.monotonic()
@@ -706,6 +783,7 @@ class ChildCore:
             max_rss=None if ex is None else ex.maxrss_kib * 1024,
             oom_kills=None if cg is None or cg.oom_kills < 0 else cg.oom_kills,
             memory_peak=None if cg is None or cg.memory_peak < 0 else cg.memory_peak,
+            stderr_dropped=self.err_buf.dropped,
         )
 
     # -------------------------------------------------------- shepherd
@@ -920,22 +998,54 @@ class ChildCore:
         """The child sees EOF on stdin.  On a terminal that is its EOF
         character (VEOF from its own settings), twice if a line is open:
         the first only ends the line; closing our end would not do (the
-        other fd keeps the master open) and hanging up would lose output."""
+        other fd keeps the master open) and hanging up would lose output.
+
+        That EOF is data, and the terminal's input can be full: what does
+        not fit now stays in ``eof_pending`` (writes are refused from here
+        on) and :meth:`flush_eof` writes it once there is room.  Dropping
+        it hung ``run(["cat"], input=<big>, pty=True)`` for ever."""
         fd = self.stdin.fd
         if fd >= 0 and self.pty:
-            try:
-                eof = termios.tcgetattr(fd)[6][termios.VEOF]
-                os.write(fd, eof * (2 if self.line_open else 1))
-            except OSError:
-                pass  # the terminal is gone: nobody is left to read it
-            # Keep this master fd until the end: closing it here was seen to
-            # hang up the terminal now and then (SIGHUP to a child that was
-            # about to exit 0 on the EOF).
-            self.pty_hold.take_from(self.stdin)
+            if not self.eof_pending:  # (not queued already by an earlier call)
+                try:
+                    eof = termios.tcgetattr(fd)[6][termios.VEOF]
+                except OSError:
+                    eof = b""  # the terminal is gone: nobody is left to read it
+                self.eof_pending = eof * (2 if self.line_open else 1)
+                if not self.eof_pending:
+                    self._hold_master()
+            self.flush_eof()
             self._wake_writers()
             return
         self.stdin.close()
         self._wake_writers()
+
+    def flush_eof(self) -> bool:
+        """Write what the terminal takes of a pending EOF (non-blocking);
+        True once none is pending (written, or nobody is left to read it)."""
+        if not self.eof_pending:
+            return True
+        fd = self.stdin.fd
+        if fd >= 0 and not self.done:
+            try:
+                n = os.write(fd, self.eof_pending)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                n = len(self.eof_pending)  # the terminal is gone
+            self.eof_pending = self.eof_pending[n:]
+            if self.eof_pending:
+                return False
+        self.eof_pending = b""
+        self._hold_master()
+        return True
+
+    def _hold_master(self) -> None:
+        # Keep this master fd until the end, out of the stdin slot: closing
+        # it was seen to hang up the terminal now and then (SIGHUP to a
+        # child that was about to exit 0 on the EOF).
+        if self.stdin.fd >= 0:
+            self.pty_hold.take_from(self.stdin)
 
     def writer_wakeup(self) -> tuple[int, int]:
         """The (fd, events) a sync writer parks on besides the pipes; call
@@ -953,6 +1063,7 @@ class ChildCore:
     def close_fds(self) -> None:
         self.pidfd.close()
         self.shepherd_pidfd.close()
+        self.eof_pending = b""
         self.pty_hold.close()
         self.stdin.close()
         self._wake_writers()
@@ -986,11 +1097,7 @@ class ChildCore:
 
     def _keep_stderr(self, data: bytes) -> None:
         self.bytes_err += len(data)
-        self.err_buf += data
-        if not self.stderr_complete and len(self.err_buf) > STDERR_BUFFER:
-            drop = len(self.err_buf) - STDERR_BUFFER
-            del self.err_buf[:drop]
-            self.err_dropped += drop
+        self.err_buf.append(data)
         tail = self.err_tail
         if len(data) >= STDERR_TAIL:
             tail[:] = data[-STDERR_TAIL:]
@@ -1000,9 +1107,7 @@ class ChildCore:
                 del tail[: len(tail) - STDERR_TAIL]
 
     def take_stderr(self, n: int) -> bytes:
-        data = bytes(self.err_buf[:n])
-        del self.err_buf[:n]
-        return data
+        return self.err_buf.take(n)
 
     def read_stdout(self, n: int) -> bytes | None:
         """Up to ``n`` bytes of stdout; b"" at EOF; None if none yet."""
@@ -1062,7 +1167,7 @@ class ChildCore:
         """Write some of ``data``; None if the pipe is full.
         BrokenPipeError once the child's end is gone."""
         fd = self.stdin.fd
-        if fd < 0:
+        if fd < 0 or self.eof_pending:
             raise BrokenPipeError(errno.EPIPE, "stdin is closed")
         while True:
             try:
@@ -1082,7 +1187,12 @@ class ChildCore:
     # -------------------------------------------------------- readiness
     def interest(self, *, stdout: bool, stdin: bool) -> list[tuple[int, int]]:
         """fds worth waiting on: the shepherd and stderr always, stdout and
-        stdin when the caller needs them."""
+        stdin when the caller needs them, and the terminal while an EOF is
+        pending.  That EOF is written first if there is room now, so every
+        wait that follows carries it (and a writable terminal is never
+        waited on without writing it: no busy loop)."""
+        if self.eof_pending and not self.flush_eof():
+            stdin = True
         out = self.watch_interest()
         if self.sock is not None:
             out.append((self.sock.fileno(), POLLIN))

@@ -312,8 +312,8 @@ def rlimits(value: Any) -> list[tuple[int, int, int]]:
                 raise TypeError(f"rlimit {key!r} values must be ints")
             if limit == resource.RLIM_INFINITY or limit == -1:
                 pair.append(RLIM_INFINITY)
-            elif limit < 0:
-                raise ValueError(f"rlimit {key!r} values must be >= 0 or RLIM_INFINITY")
+            elif limit < 0 or limit > RLIM_INFINITY:
+                raise ValueError(f"rlimit {key!r} values must be between 0 and 2**64-1 or RLIM_INFINITY")
             else:
                 pair.append(limit)
         soft, hard = pair

@@ -14,6 +14,7 @@ import signal
 import struct
 import termios
 import time
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -251,9 +252,32 @@ class ProcessBase:
 
     def close_stdin(self) -> None:
         """The child sees EOF on stdin; a write() waiting in another thread
-        raises BrokenPipeError at once."""
+        raises BrokenPipeError at once.  (Here, without waiting: on a
+        terminal whose input is full the EOF stays pending; the front ends
+        below see that it is written.)"""
         with self._core.lock:
             self._core.end_input()
+
+    def _eof_attempt(self) -> Any:
+        """Attempt: None once the terminal took the pending EOF (or the
+        child is gone); meanwhile stdout is drained, as in write().  It
+        holds this object weakly: an AsyncProcess dropped while its EOF
+        waits is still collected, which stops the child (and ends this)."""
+        core = self._core
+        owner = weakref.ref(self)
+
+        def attempt(ready: list[int] | None) -> Pending | None:
+            with core.lock:
+                process = owner()
+                if process is None or core.flush_eof():
+                    return None
+                process._housekeeping(ready if ready is not None else [], buffer_stdout=True)
+                del process
+                if core.flush_eof():
+                    return None
+                return Pending(core.interest(stdout=True, stdin=True), None)
+
+        return attempt
 
     def set_window_size(self, rows: int, cols: int) -> None:
         """Resize the child's terminal (pty mode only); the kernel sends its
@@ -321,6 +345,18 @@ class Process(ProcessBase):
                 return
             view = view[n:]  # never resend what went out (upstream lesson 10)
         drive(self._write_attempt(view, wakeable=True))
+
+    def close_stdin(self) -> None:
+        """The child sees EOF on stdin; a write() waiting in another thread
+        raises BrokenPipeError at once.
+
+        On a terminal (``pty=True``) the EOF is the terminal's EOF
+        character, which is data: like :meth:`write` this waits for room
+        if the terminal's input is full (draining stdout meanwhile), until
+        the child reads or exits.  It is never dropped."""
+        super().close_stdin()
+        if self._core.eof_pending:
+            drive(self._eof_attempt())
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the child to be reaped and return its returncode.

@@ -175,7 +175,10 @@ class Decoder:
 def frame(opcode: int, payload: bytes = b"") -> bytes:
     """One frame around ``payload``."""
     if len(payload) > op.MAX_PAYLOAD:
-        raise ValueError("request too large for the shepherd protocol")
+        raise ValueError(
+            f"request too large for the shepherd protocol ({len(payload)} bytes, at most {op.MAX_PAYLOAD}):"
+            " argv and env together must stay under 64 MiB"
+        )
     return _HEADER.pack(len(payload), opcode, 0) + payload
 
 

@@ -8,15 +8,17 @@ drives the same core from the event loop.
 
 from __future__ import annotations
 
+import codecs
 import io
 import os
+import stat
 import time
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 from . import _opcodes as op
 from . import _options as options
-from ._core import READ_SIZE, REPORT_MARGIN, ChildCore, eof_on_eio
+from ._core import READ_SIZE, REPORT_MARGIN, ChildCore, TailBuffer, eof_on_eio
 from ._drive import POLLIN, POLLOUT, Pending, drive, settle
 from ._errors import CalledProcessError, OutputLimitExceeded, ShepherdError, TimeoutExpired
 from ._protocol import encode_stop
@@ -32,11 +34,46 @@ CGROUP_TEARDOWN = 3.5
 INPUT_CHUNK = 1 << 20
 INPUT_KINDS = "input must be bytes, str, an iterable of bytes or a binary file"
 OUT_READ = 1 << 20
+# Captured stderr of run()/stream() without max_output_size: its last 64 MiB
+# (a flood must not take the owner's memory with it; Stats.stderr_dropped
+# counts the rest).
+STDERR_CAPTURE = 64 << 20
+
+
+def _pollable(value: Any) -> tuple[int, Any]:
+    """For a file object whose reads may block (a pipe, a socket, a
+    terminal): its fd, for the driver to wait on, and the call that reads at
+    most once from it (so a read after readiness cannot block).  ``(-1,
+    None)`` for everything else: regular files and devices such as
+    ``/dev/zero`` never block (and ``epoll`` refuses them), and an object
+    without a usable ``fileno()`` can only be pulled as it is."""
+    try:
+        fd = value.fileno()
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, OSError, ValueError, TypeError):  # io.UnsupportedOperation is both
+        return -1, None
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or (stat.S_ISCHR(mode) and os.isatty(fd))):
+        return -1, None
+    if isinstance(value, io.RawIOBase):
+        return fd, value.read  # one read(2)
+    if hasattr(value, "read1"):
+        return fd, value.read1  # buffered data first, else at most one read(2)
+    binary = getattr(value, "buffer", None)  # a text file: its bytes, not re-encoded
+    if binary is not None and hasattr(binary, "read1"):
+        return fd, binary.read1
+    return -1, None
 
 
 class _Input:
     """The ``input`` argument as a source of byte chunks, pulled lazily so
-    a generator of any size streams through without being materialised."""
+    a generator of any size streams through without being materialised.
+
+    A file object on a pipe, socket or terminal is *polled*: ``fd`` is what
+    the driver waits on (``poll``, or the event loop), and it is read only
+    once that fd is readable, so a writer that goes quiet cannot block the
+    caller's thread (or the loop) past ``timeout``.  Everything else is
+    pulled in the caller's thread as it stands: iterables and objects
+    without such an fd must not block."""
 
     def __init__(self, value: Any, encoding: str | None, errors: str | None) -> None:
         self._encoding = encoding or "utf-8"
@@ -44,21 +81,40 @@ class _Input:
         self._chunks: Iterator[Any] | None = None
         self._file: Any = None
         self.view = memoryview(b"")
+        self.fd = -1  # polled sources: wait for this to be readable
+        self.readable = False  # the driver saw fd readable since the last read
+        self._read_once: Any = None
         if isinstance(value, str):
             self.view = memoryview(value.encode(self._encoding, self._errors))
         elif isinstance(value, (bytes, bytearray, memoryview)):
             self.view = memoryview(value).cast("B")
         elif hasattr(value, "read"):
             self._file = value
+            self.fd, self._read_once = _pollable(value)
         elif isinstance(value, Iterable):
             self._chunks = iter(value)
         else:
             raise TypeError(f"{INPUT_KINDS}, not {type(value).__name__}")
 
+    @property
+    def waiting(self) -> bool:
+        """A polled source with nothing in hand: wait for its fd first."""
+        return self.fd >= 0 and not self.view and not self.readable
+
     def next(self) -> memoryview | None:
-        """The unwritten remainder, refilled from the source; None at end."""
+        """The unwritten remainder, refilled from the source; None at end;
+        empty when a polled source has nothing to give right now."""
         while not self.view:
-            if self._file is not None:
+            if self._read_once is not None:
+                if not self.readable:
+                    return self.view
+                self.readable = False  # one read per readiness: a second may block
+                data = self._read_once(INPUT_CHUNK)
+                if data is None:  # a non-blocking raw file with nothing after all
+                    return self.view
+                if not data:
+                    return None
+            elif self._file is not None:
                 data = self._file.read(INPUT_CHUNK)
                 if not data:
                     return None
@@ -150,16 +206,19 @@ class RunCore:
     def __init__(
         self,
         core: ChildCore,
-        input: Any,
+        source: _Input | None,
         *,
         timeout: float | None,
         max_output_size: int | None,
-        encoding: str | None,
-        errors: str | None,
+        capture_stderr: bool = True,
     ) -> None:
         self.core = core
-        self.input = None if input is None else _Input(input, encoding, errors)
+        self.input = source
         self.out = _Collector(max_output_size)
+        # stderr is bounded like stdout (by max_output_size, else
+        # STDERR_CAPTURE), keeping the tail: the end says what went wrong.
+        self.capture_stderr = capture_stderr
+        core.err_buf = TailBuffer(STDERR_CAPTURE if max_output_size is None else max_output_size)
         self.timeout = timeout
         now = time.monotonic()
         # The timeout counts from before the start (the Starter's deadline).
@@ -201,7 +260,11 @@ class RunCore:
         if core.stderr.fd >= 0:
             fds.append((core.stderr.fd, POLLIN))
         if core.stdin.fd >= 0:
-            fds.append((core.stdin.fd, POLLOUT))
+            source = self.input
+            if source is not None and source.waiting:
+                fds.append((source.fd, POLLIN))  # the input's writer first
+            else:
+                fds.append((core.stdin.fd, POLLOUT))
         deadlines = [d for d in (self.timeout_at, self.giveup_at, self.eof_by, self.hangup_by) if d is not None]
         return fds, core.due(min(deadlines) if deadlines else None)
 
@@ -244,7 +307,12 @@ class RunCore:
             self._read_stdout()
         if core.stderr.fd >= 0 and (ready is None or core.stderr.fd in ready):
             core.drain_stderr()
-        if core.stdin.fd >= 0 and (ready is None or core.stdin.fd in ready):
+        source = self.input
+        fed = source is not None and source.fd >= 0 and ready is not None and source.fd in ready
+        if fed:
+            assert source is not None
+            source.readable = True
+        if core.stdin.fd >= 0 and (ready is None or fed or core.stdin.fd in ready):
             self._write_stdin()
         self._check_time()
         if core.done and self.eof_by is None:
@@ -287,14 +355,20 @@ class RunCore:
 
     def _write_stdin(self) -> None:
         core = self.core
+        if core.eof_pending:  # a terminal's EOF that did not fit yet
+            core.flush_eof()
+            return
         source = self.input
         if source is None or core.stdin.fd < 0:
             return
         for _ in range(16):
             view = source.next()
             if view is None:
+                self.input = None  # (a polled source's fd is not waited on again)
                 core.end_input()
                 return
+            if not view:
+                return  # a polled source with nothing yet: wants() waits for it
             try:
                 n = core.write_stdin(view[:INPUT_CHUNK])
             except BrokenPipeError:
@@ -351,7 +425,7 @@ class RunCore:
         # keeps the core alive in its traceback for as long as it is held).
         core.abandon()
         stdout: Any = self.out.value()
-        stderr: Any = bytes(core.err_buf) if core.stderr_complete else None
+        stderr: Any = core.err_buf.value() if self.capture_stderr else None
         if core.exited is None and not core.child_dead:
             # Not even a timeout is reported while the child may still run.
             raise ShepherdError(f"pid {core.pid}: {core.lost}")
@@ -379,11 +453,6 @@ class RunCore:
         return result
 
 
-def as_is(core: ChildCore) -> ChildCore:
-    """run() owns its core itself, inside its own guard (see :func:`run`)."""
-    return core
-
-
 def _decode(data: bytes, encoding: str | None, errors: str | None) -> str:
     text = data.decode(encoding or "utf-8", errors or "strict")
     # subprocess's text mode uses universal newlines; match it.
@@ -409,14 +478,21 @@ def prepare(
     extra_groups: Any = None,
     umask: Any = None,
     no_new_privs: Any = False,
-) -> tuple[Any, float | None, int | None, bool]:
-    """Validate run()'s options; returns (request, timeout, limit, stderr complete).
-    The request comes last: with a cgroup it creates the parents."""
+    encoding: Any = None,
+    errors: Any = None,
+) -> tuple[Any, float | None, int | None, bool, _Input | None]:
+    """Validate run()'s options; returns (request, timeout, limit, stderr
+    captured, input source).  Input is bad input like any other: a str that
+    ``encoding`` cannot encode, or an unknown codec or error handler, raises
+    here, before anything starts.  The request comes last: with a cgroup it
+    creates the parents."""
     seconds = options.seconds(timeout, "timeout")
     limit = options.size(max_output_size, "max_output_size")
-    if input is not None and not isinstance(input, (str, bytes, bytearray, memoryview, io.IOBase)):
-        if not hasattr(input, "read") and not isinstance(input, Iterable):
-            raise TypeError(f"{INPUT_KINDS}, not {type(input).__name__}")
+    if encoding is not None:
+        codecs.lookup(encoding)  # LookupError (TypeError) now, not after the run
+    if errors is not None:
+        codecs.lookup_error(errors)
+    source = None if input is None else _Input(input, encoding, errors)
     rq = options.spawn_request(
         args,
         stdin="devnull" if input is None else "pipe",
@@ -436,7 +512,7 @@ def prepare(
         no_new_privs=no_new_privs,
     )
     # A terminal merges stderr into its output: nothing separate to capture.
-    return rq, seconds, limit, rq.stderr == op.STDIO_PIPE and rq.pty is None
+    return rq, seconds, limit, rq.stderr == op.STDIO_PIPE and rq.pty is None, source
 
 
 def run(
@@ -468,7 +544,7 @@ def run(
     Input is written while output is read, so no size deadlocks; on
     ``timeout`` the group gets SIGTERM, then SIGKILL after ``kill_timeout``;
     any exception (KeyboardInterrupt included) stops the child first."""
-    rq, seconds, limit, capture_stderr = prepare(
+    rq, seconds, limit, capture_stderr, source = prepare(
         args,
         input=input,
         timeout=timeout,
@@ -486,18 +562,24 @@ def run(
         extra_groups=extra_groups,
         umask=umask,
         no_new_privs=no_new_privs,
+        encoding=encoding,
+        errors=errors,
     )
-    core = start(args, rq, as_is, stderr_complete=capture_stderr, timeout=seconds)
-    job: RunCore | None = None
+    # The job is made inside start()'s guard: an exception (or interrupt)
+    # before it exists still stops and reaps the child first.
+    job = start(
+        args,
+        rq,
+        lambda core: RunCore(core, source, timeout=seconds, max_output_size=limit, capture_stderr=capture_stderr),
+        stderr_complete=capture_stderr,
+        timeout=seconds,
+    )
     try:
-        job = RunCore(core, input, timeout=seconds, max_output_size=limit, encoding=encoding, errors=errors)
         drive(job.attempt)
     except BaseException:
         # Never leave before the child is reaped: stop it and wait (bounded
         # by the shepherd's own escalation).  A second interrupt while we
         # wait drops the socket, which makes the shepherd finish the job.
-        if job is None:  # interrupted before the job existed: stop the child all the same
-            job = RunCore(core, None, timeout=None, max_output_size=None, encoding=None, errors=None)
-        settle(job.abort, job.reap_attempt, core.abandon)
+        settle(job.abort, job.reap_attempt, job.core.abandon)
         raise
     return job.result(text or encoding is not None or errors is not None, encoding, errors, check)

@@ -28,6 +28,9 @@ class Stats:
     # memory in bytes (None when unknown).
     oom_kills: int | None = None
     memory_peak: int | None = None
+    # stderr bytes not kept: captured stderr is bounded (run()/stream():
+    # max_output_size, else 64 MiB, the tail kept; a Process: 1 MiB unread).
+    stderr_dropped: int = 0
 
     @property
     def oom_killed(self) -> bool:

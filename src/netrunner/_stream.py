@@ -19,7 +19,7 @@ from typing import Any
 from ._core import ChildCore, eof_on_eio
 from ._drive import Pending, drive
 from ._errors import CalledProcessError, ShepherdError, TimeoutExpired
-from ._run import RunCore, prepare
+from ._run import RunCore, _Input, prepare
 from ._stats import Stats
 from ._sync import start
 
@@ -29,8 +29,10 @@ class StreamJob(RunCore):
 
     collect = False
 
-    def __init__(self, core: ChildCore, input: Any, *, timeout: float | None, chunk_size: int, grace: float) -> None:
-        super().__init__(core, input, timeout=timeout, max_output_size=None, encoding=None, errors=None)
+    def __init__(
+        self, core: ChildCore, source: _Input | None, *, timeout: float | None, chunk_size: int, grace: float
+    ) -> None:
+        super().__init__(core, source, timeout=timeout, max_output_size=None)
         # The caller's kill_timeout, for a timeout or a graceful stop; the
         # shepherd's own (owner loss) is 0, see prepare_stream().
         core.kill_timeout = grace
@@ -92,7 +94,7 @@ class StreamJob(RunCore):
         """After the end: returncode, captured stderr, stats, without
         raising (a stream records them even when :meth:`outcome` raises)."""
         core = self.core
-        return core.returncode, bytes(core.err_buf), core.stats()
+        return core.returncode, core.err_buf.value(), core.stats()
 
     def outcome(self, check: bool) -> tuple[int, bytes, Stats]:
         """After the end: returncode, captured stderr, stats; raises like
@@ -101,7 +103,7 @@ class StreamJob(RunCore):
         # The child is reaped: let go of the shepherd socket too, so an
         # exhausted stream that is kept around holds no fd.
         core.abandon()
-        stderr = bytes(core.err_buf)
+        stderr = core.err_buf.value()
         if core.exited is None and not core.child_dead:
             raise ShepherdError(f"pid {core.pid}: {core.lost}")
         if self.timed_out:
@@ -269,7 +271,7 @@ def stream(
     ``timeout`` bounds the whole stream's wall time (the iteration then
     raises ``TimeoutExpired``); ``check=True`` raises ``CalledProcessError``
     after the last chunk; ``input`` is fed concurrently."""
-    rq, seconds, size, grace = prepare_stream(
+    rq, seconds, size, grace, source = prepare_stream(
         args, input=input, stderr=stderr, timeout=timeout, cwd=cwd, env=env, pty=pty,
         kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits, chunk_size=chunk_size,
         user=user, group=group, extra_groups=extra_groups, umask=umask, no_new_privs=no_new_privs,
@@ -277,16 +279,18 @@ def stream(
     return start(
         args,
         rq,
-        lambda core: Stream(StreamJob(core, input, timeout=seconds, chunk_size=size, grace=grace), check),
+        lambda core: Stream(StreamJob(core, source, timeout=seconds, chunk_size=size, grace=grace), check),
         timeout=seconds,
     )
 
 
-def prepare_stream(args: Any, *, chunk_size: Any, **options: Any) -> tuple[Any, float | None, int, float]:
+def prepare_stream(
+    args: Any, *, chunk_size: Any, **options: Any
+) -> tuple[Any, float | None, int, float, _Input | None]:
     """Validate ``stream()``'s options (shared with ``aio.stream``).
 
-    Returns the request, the timeout, the chunk size and the caller's
-    ``kill_timeout``.  The request asks the shepherd for no grace on owner
+    Returns the request, the timeout, the chunk size, the caller's
+    ``kill_timeout`` and the input source.  The request asks the shepherd for no grace on owner
     loss: a stream that is dropped unfinished (collected, its owner dead)
     has its group SIGKILLed at once, as leaving one early does, with no
     Python code run at collection.  A timeout or a graceful stop still
@@ -295,5 +299,5 @@ def prepare_stream(args: Any, *, chunk_size: Any, **options: Any) -> tuple[Any, 
         raise TypeError(f"chunk_size must be an int, not {type(chunk_size).__name__}")
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be > 0, not {chunk_size}")
-    rq, seconds, _limit, _complete = prepare(args, max_output_size=None, **options)
-    return dataclasses.replace(rq, kill_timeout=0.0), seconds, chunk_size, rq.kill_timeout
+    rq, seconds, _limit, _complete, source = prepare(args, max_output_size=None, **options)
+    return dataclasses.replace(rq, kill_timeout=0.0), seconds, chunk_size, rq.kill_timeout, source

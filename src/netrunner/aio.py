@@ -25,11 +25,11 @@ from typing import Any, TypeVar
 
 from ._core import ChildCore, Starter
 from ._drive import adrive, asettle, uncancellable
-from ._errors import CalledProcessError, TimeoutExpired
+from ._errors import CalledProcessError, NetRunnerError, TimeoutExpired
 from ._process import STOP_MARGIN, ProcessBase, _check_size, deadline_of, prepare_spawn
 from ._protocol import SpawnRequest
 from ._result import Result
-from ._run import RunCore, as_is, prepare
+from ._run import RunCore, _Input, prepare
 from ._stats import Stats
 from ._stream import LineSplitter, StreamJob, prepare_stream
 
@@ -87,19 +87,28 @@ async def run(
     umask: int | None = None,
     no_new_privs: bool = False,
 ) -> Result:
-    """``netrunner.run`` on the event loop (``input`` iterables are pulled
-    on the loop, so they must not block)."""
-    rq, seconds, limit, capture_stderr = prepare(
+    """``netrunner.run`` on the event loop.  An ``input`` file object on a
+    pipe, socket or terminal is waited on by the loop; iterables (and other
+    file objects) are pulled on the loop, so they must not block."""
+    rq, seconds, limit, capture_stderr, source = prepare(
         args, input=input, timeout=timeout, max_output_size=max_output_size, stderr=stderr,
         cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits,
         user=user, group=group, extra_groups=extra_groups, umask=umask, no_new_privs=no_new_privs,
+        encoding=encoding, errors=errors,
     )  # fmt: skip
-    core = await _start(args, rq, as_is, stderr_complete=capture_stderr, timeout=seconds)
-    job = RunCore(core, input, timeout=seconds, max_output_size=limit, encoding=encoding, errors=errors)
+    # Made inside _start()'s guard, as in the sync run(): no window in which
+    # an exception leaves a running child to the garbage collector.
+    job = await _start(
+        args,
+        rq,
+        lambda core: RunCore(core, source, timeout=seconds, max_output_size=limit, capture_stderr=capture_stderr),
+        stderr_complete=capture_stderr,
+        timeout=seconds,
+    )
     try:
         await adrive(job.attempt)
     except BaseException:
-        await asettle(job.abort, job.reap_attempt, core.abandon)
+        await asettle(job.abort, job.reap_attempt, job.core.abandon)
         raise
     return job.result(text or encoding is not None or errors is not None, encoding, errors, check)
 
@@ -109,6 +118,23 @@ class AsyncProcess(ProcessBase):
     coroutines; cancelling one of them stops the child (see module doc)."""
 
     _reads = 0
+    _eof_task: asyncio.Task[None] | None = None
+
+    def close_stdin(self) -> None:
+        """The child sees EOF on stdin (not a coroutine: it never waits).
+
+        On a terminal (``pty=True``) whose input is full, the EOF
+        character is queued, never dropped: a task on the running loop
+        writes it as soon as the terminal has room (and every method that
+        waits on this process writes it too), draining stdout meanwhile."""
+        super().close_stdin()
+        if self._core.eof_pending and self._eof_task is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop: the next coroutine of this process writes it
+            # (The task holds the attempt, which holds us weakly.)
+            self._eof_task = loop.create_task(_write_eof(self._eof_attempt()))
 
     async def _fair(self, attempt: Any) -> Any:
         """``adrive(attempt)``, yielding to the loop first every
@@ -187,6 +213,14 @@ class AsyncProcess(ProcessBase):
         await self.aclose()
 
 
+async def _write_eof(attempt: Any) -> None:
+    """A queued terminal EOF, written once there is room (see close_stdin)."""
+    try:
+        await adrive(attempt)
+    except (OSError, NetRunnerError):
+        pass  # the child or its shepherd is gone: nobody reads the EOF
+
+
 async def _finish(task: asyncio.Future[Any]) -> None:
     try:
         await task
@@ -235,12 +269,19 @@ class AsyncStream:
     (see ``prepare_stream``)."""
 
     def __init__(
-        self, args: Any, rq: SpawnRequest, input: Any, timeout: float | None, chunk_size: int, check: bool, grace: float
+        self,
+        args: Any,
+        rq: SpawnRequest,
+        source: _Input | None,
+        timeout: float | None,
+        chunk_size: int,
+        check: bool,
+        grace: float,
     ):
         self.args = args
         self._rq = rq
         self._grace = grace
-        self._input = input
+        self._input = source
         self._timeout = timeout
         self._chunk_size = chunk_size
         self._check = check
@@ -398,9 +439,9 @@ def stream(
 ) -> AsyncStream:
     """``netrunner.stream`` for ``async for``; validated now, started on
     first iteration (``async with`` only guarantees it is stopped)."""
-    rq, seconds, size, grace = prepare_stream(
+    rq, seconds, size, grace, source = prepare_stream(
         args, input=input, stderr=stderr, timeout=timeout, cwd=cwd, env=env, pty=pty,
         kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits, chunk_size=chunk_size,
         user=user, group=group, extra_groups=extra_groups, umask=umask, no_new_privs=no_new_privs,
     )  # fmt: skip
-    return AsyncStream(args, rq, input, seconds, size, check, grace)
+    return AsyncStream(args, rq, source, seconds, size, check, grace)
