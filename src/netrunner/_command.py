@@ -54,7 +54,27 @@ class Command:
     to the call itself must be one the method takes.  Option names are
     checked when the template is made, values when a call validates them
     (before anything starts).  Templates are immutable:
-    :meth:`with_options` returns a new one."""
+    :meth:`with_options` returns a new one.
+
+    Args:
+        program: the executable (``str``, ``bytes`` or ``os.PathLike``),
+            looked up on ``PATH`` like ``args[0]`` of :func:`netrunner.run`.
+        args: leading arguments, a sequence (not a single string: there is
+            no shell); a call's own arguments are appended to them.
+        **options: default keyword options of :func:`netrunner.run`,
+            :func:`netrunner.stream` and :func:`netrunner.spawn` (``input``,
+            ``timeout``, ``check``, ``max_output_size``, ``stderr``,
+            ``stdin``, ``text``, ``encoding``, ``errors``, ``cwd``, ``env``,
+            ``pty``, ``rows``, ``cols``, ``kill_timeout``, ``cgroup``,
+            ``limits``, ``rlimits``, ``chunk_size``, ``user``, ``group``,
+            ``extra_groups``, ``umask``, ``no_new_privs``), each meaning
+            what it means there.
+
+    Raises:
+        TypeError: ``program`` or ``args`` of the wrong type, or an option
+            that none of ``run``/``stream``/``spawn`` takes.
+        ValueError: an empty ``program``.
+    """
 
     __slots__ = ("_args", "_options", "_program")
 
@@ -84,12 +104,35 @@ class Command:
 
     def argv(self, args: Sequence[Any] = ()) -> list[Any]:
         """The full argument list for a call with ``args`` appended; with
-        :meth:`options_for`, what to hand to :mod:`netrunner.aio`."""
+        :meth:`options_for`, what to hand to :mod:`netrunner.aio`.
+
+        Args:
+            args: arguments to append (a sequence, not a single string).
+
+        Returns:
+            ``[program, *template args, *args]``.
+
+        Raises:
+            TypeError: ``args`` is a string or not a sequence.
+        """
         return [self._program, *self._args, *_arguments(args, "args")]
 
     def options_for(self, method: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The keyword arguments ``method`` ("run", "stream" or "spawn")
-        gets: the defaults it takes, then ``overrides`` as given."""
+        """The keyword arguments ``method`` gets: the defaults it takes,
+        then ``overrides`` as given.
+
+        Args:
+            method: ``"run"``, ``"stream"`` or ``"spawn"`` (the same names
+                in :mod:`netrunner.aio` take the same options).
+            overrides: options of this call, kept as given (the method
+                itself rejects one it does not take).
+
+        Returns:
+            A new ``dict`` of keyword arguments.
+
+        Raises:
+            ValueError: an unknown ``method``.
+        """
         accepted = _ACCEPTS.get(method)
         if accepted is None:
             raise ValueError(f"method must be one of {sorted(_ACCEPTS)}, not {method!r}")
@@ -98,20 +141,73 @@ class Command:
         return merged
 
     def with_options(self, **options: Any) -> Command:
-        """A new template with ``options`` over these defaults."""
+        """A new template with ``options`` over these defaults.
+
+        Args:
+            **options: options as for :class:`Command`, replacing the
+                template's defaults of the same name.
+
+        Returns:
+            A new :class:`Command`; this one is unchanged.
+
+        Raises:
+            TypeError: an option none of ``run``/``stream``/``spawn`` takes.
+        """
         _check_names(options)
         return Command(self._program, self._args, **{**self._options, **options})
 
     def run(self, args: Sequence[Any] = (), **options: Any) -> Result:
-        """:func:`netrunner.run` of ``argv(args)``."""
+        """:func:`netrunner.run` of ``argv(args)``.
+
+        Args:
+            args: arguments appended to the template's.
+            **options: options of :func:`netrunner.run`, over the
+                template's defaults (those ``run`` does not take, such as
+                ``stdin``, are left out).
+
+        Returns:
+            The :class:`Result` of ``netrunner.run``.
+
+        Raises:
+            TypeError: an option ``run`` does not take; otherwise whatever
+                ``netrunner.run`` raises.
+        """
         return run(self.argv(args), **self.options_for("run", options))
 
     def stream(self, args: Sequence[Any] = (), **options: Any) -> Stream:
-        """:func:`netrunner.stream` of ``argv(args)``."""
+        """:func:`netrunner.stream` of ``argv(args)``.
+
+        Args:
+            args: arguments appended to the template's.
+            **options: options of :func:`netrunner.stream`, over the
+                template's defaults (those ``stream`` does not take are
+                left out).
+
+        Returns:
+            The :class:`Stream` of ``netrunner.stream``.
+
+        Raises:
+            TypeError: an option ``stream`` does not take; otherwise
+                whatever ``netrunner.stream`` raises.
+        """
         return stream(self.argv(args), **self.options_for("stream", options))
 
     def spawn(self, args: Sequence[Any] = (), **options: Any) -> Process:
-        """:func:`netrunner.spawn` of ``argv(args)``."""
+        """:func:`netrunner.spawn` of ``argv(args)``.
+
+        Args:
+            args: arguments appended to the template's.
+            **options: options of :func:`netrunner.spawn`, over the
+                template's defaults (those ``spawn`` does not take, such
+                as ``timeout`` or ``text``, are left out).
+
+        Returns:
+            The running :class:`Process` of ``netrunner.spawn``.
+
+        Raises:
+            TypeError: an option ``spawn`` does not take; otherwise
+                whatever ``netrunner.spawn`` raises.
+        """
         return spawn(self.argv(args), **self.options_for("spawn", options))
 
     def __repr__(self) -> str:

@@ -42,14 +42,44 @@ _STOP = object()  # tells the forwarder to end
 class Daemon:
     """A supervised long-running child (see the module docstring).
 
-    ``on_output``: ``"discard"``, ``"log"`` (logger ``netrunner.daemon``,
-    INFO, one record per line) or a callable taking ``bytes``; stderr goes
-    with stdout unless ``stderr=`` says otherwise.  ``restart``:
-    ``"never"``, ``"on-failure"`` (non-zero exit, signal included) or
-    ``"always"``, after ``backoff`` seconds, doubling per quick failure
-    (capped at 60 s; a run of 60 s resets it), at most ``max_restarts``
-    times.  ``stop_timeout``: the grace between SIGTERM and SIGKILL in
-    :meth:`stop`.  Other keywords go to :func:`netrunner.spawn`."""
+    ``Daemon(args, ...).start()`` (or ``with Daemon(...) as d:``) spawns
+    it; its output is always drained, so the child never blocks on a full
+    pipe; :meth:`write` queues input and never blocks; :meth:`stop` (or
+    leaving the ``with`` block) stops it for good.  Each incarnation is a
+    :class:`netrunner.Process` with its own shepherd.  Nothing starts
+    before :meth:`start`.
+
+    Args:
+        args: the command, as for :func:`netrunner.spawn`.
+        on_output: what to do with the child's output: ``"discard"``
+            (default), ``"log"`` (logger ``netrunner.daemon``, INFO, one
+            record per line) or a callable taking ``bytes``, called from
+            the Daemon's own thread; if it raises, the Daemon stops and
+            ``error`` says why.
+        restart: ``"never"`` (default), ``"on-failure"`` (a non-zero exit,
+            death by a signal or a lost shepherd) or ``"always"``.
+        max_restarts: at most this many restarts (int >= 0), or ``None``
+            (default) for no limit.
+        backoff: seconds (> 0, default 1.0) before a restart, doubling per
+            quick failure up to 60 s; a run of 60 s resets it.
+        stop_timeout: seconds (>= 0, default 5.0) between SIGTERM and
+            SIGKILL in :meth:`stop`.
+        **spawn_options: keyword options of :func:`netrunner.spawn`
+            (``stdin``, ``stderr``, ``cwd``, ``env``, ``pty``, ``rows``,
+            ``cols``, ``kill_timeout``, ``cgroup``, ``limits``,
+            ``rlimits``, ``user``, ``group``, ``extra_groups``, ``umask``,
+            ``no_new_privs``) for every incarnation.  Defaults here:
+            ``stdin="pipe"`` (for :meth:`write`) and ``stderr="stdout"``
+            (so ``on_output`` sees everything).  Their values are checked
+            by :meth:`start`, as ``spawn`` checks them.
+
+    Raises:
+        ValueError: empty ``args``, an unknown ``on_output`` or
+            ``restart``, a negative ``max_restarts``, ``backoff <= 0`` or
+            ``stop_timeout < 0``.
+        TypeError: a value of the wrong type, or an option ``spawn`` does
+            not take.
+    """
 
     def __init__(
         self,
@@ -138,8 +168,21 @@ class Daemon:
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Block until the Daemon has ended for good (its last incarnation
-        exited and no restart is coming, or it was stopped); returns the
-        last returncode.  :class:`netrunner.TimeoutExpired` on timeout."""
+        exited and no restart is coming, or it was stopped).
+
+        Args:
+            timeout: seconds (> 0) to wait, or ``None`` (default) to wait
+                as long as it takes.
+
+        Returns:
+            The last incarnation's returncode (``None`` if none ended).
+
+        Raises:
+            netrunner.TimeoutExpired: still running after ``timeout``
+                (the Daemon keeps running).
+            RuntimeError: the Daemon was never started.
+            ValueError, TypeError: a bad ``timeout``.
+        """
         seconds = options.seconds(timeout, "timeout")
         supervisor = self._supervisor
         if supervisor is None:

@@ -460,8 +460,54 @@ def spawn(
 ) -> Process:
     """Start ``args`` under its own shepherd and return the :class:`Process`.
 
-    Everything is validated before anything starts; exec failures raise
-    ``FileNotFoundError``/``PermissionError``/... with ``filename`` set."""
+    Everything is validated before anything starts, and the call returns
+    once the child has exec'd (or raises the exec's error).  The Process
+    is a context manager: leaving the ``with`` block, or its garbage
+    collection while the child runs, stops the child (SIGTERM,
+    ``kill_timeout``, SIGKILL) and reaps it.  While you read stdout,
+    stderr is drained into a buffer (its last 1 MiB unread is kept, the
+    rest counted in ``stats.stderr_dropped``), so a child flooding stderr
+    never blocks.  Options mean what they mean for :func:`netrunner.run`,
+    with these differences:
+
+    Args:
+        args: the command, as for ``run``.
+        stdin: ``"pipe"`` (default: fed by ``Process.write()``, ended by
+            ``close_stdin()``), ``"devnull"`` or ``"inherit"`` (your own
+            stdin); the ``subprocess`` aliases ``PIPE``, ``DEVNULL`` and
+            ``None`` (inherit) are accepted.
+        stderr: ``"pipe"`` (default: read with ``Process.read_stderr()``),
+            ``"stdout"`` (merged into what ``read()`` returns),
+            ``"devnull"``, ``"inherit"``, or the aliases ``PIPE``,
+            ``STDOUT``, ``DEVNULL``, ``None``.
+        cwd: as for ``run``.
+        env: as for ``run``: the complete environment, replacing yours.
+        pty: if true, the child gets a pseudo-terminal (``rows`` x
+            ``cols``) as stdin, stdout and stderr and as its controlling
+            terminal (``stdin`` and ``stderr`` are then not used).
+        kill_timeout: seconds (>= 0, default 5.0) between SIGTERM and
+            SIGKILL whenever netrunner stops the child, and the default
+            grace of ``Process.stop()``.
+        cgroup: as for ``run``: ``True`` or a relative path under the
+            cgroup2 mount.
+        limits: as for ``run`` (controller files only; requires ``cgroup``).
+        rlimits: as for ``run``.
+        rows, cols: the terminal's initial size with ``pty=True`` (1 to
+            65535; default 24 x 80); change it later with
+            ``Process.set_window_size()``.
+        user, group, extra_groups, umask, no_new_privs: as for ``run``
+            (and ``subprocess``).
+
+    Returns:
+        A running :class:`Process` (``pid``, ``read``, ``write``,
+        ``wait``, ``send_signal``, ``stop``, ``stats``, ...).
+
+    Raises:
+        ValueError, TypeError, KeyError, FileNotFoundError,
+        PermissionError, NotADirectoryError, CgroupError, OSError: as for
+        ``run``.
+        ShepherdError: the shepherd was lost; the child has been killed.
+    """
     rq = prepare_spawn(
         args, stdin=stdin, stderr=stderr, cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout,
         cgroup=cgroup, limits=limits, rlimits=rlimits, rows=rows, cols=cols,

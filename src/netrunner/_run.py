@@ -541,9 +541,124 @@ def run(
 ) -> Result:
     """Run ``args`` to completion and return its :class:`Result`.
 
-    Input is written while output is read, so no size deadlocks; on
-    ``timeout`` the group gets SIGTERM, then SIGKILL after ``kill_timeout``;
-    any exception (KeyboardInterrupt included) stops the child first."""
+    The child runs under its own shepherd: input is written while output
+    is read, so no size deadlocks; whatever the child leaves running is
+    killed when it exits; any exception (KeyboardInterrupt included) stops
+    and reaps the child before it propagates.  Every option is validated
+    before anything starts.
+
+    Args:
+        args: the command, a non-empty sequence of ``str``, ``bytes`` or
+            ``os.PathLike`` (no shell; a single string is a ``TypeError``).
+            ``args[0]`` without a slash is looked up on ``PATH`` (that of
+            ``env`` when given), as ``subprocess`` does.
+        input: what the child reads on stdin: ``bytes``, ``str`` (encoded
+            with ``encoding``, default UTF-8), an iterable of ``bytes``
+            (a generator of any size is pulled as it goes), or a binary
+            file object.  A file object on a pipe, socket or terminal is
+            read only when it is readable, so a writer that goes quiet
+            never holds off ``timeout``; anything else (regular files,
+            iterables) is pulled in the calling thread and must not block.
+            ``None`` (default): stdin is ``/dev/null``, so a child that
+            reads it sees EOF rather than hanging on your terminal.
+        timeout: seconds (> 0) for the whole call, the start included, or
+            ``None`` (default) for no limit.  On expiry the child's group
+            gets SIGTERM, then SIGKILL after ``kill_timeout``, and
+            ``TimeoutExpired`` is raised with the partial output (bytes,
+            even in text mode).  The call returns within ``timeout +
+            kill_timeout + 0.5 s`` even when a grandchild holds the pipes.
+        check: if true, a non-zero returncode raises ``CalledProcessError``
+            (its message ends with the last 8 KiB of stderr).
+        max_output_size: bytes (int >= 0) of stdout to accept, or ``None``
+            (default) for no limit.  Past it the group is killed and
+            ``OutputLimitExceeded`` is raised, its ``.stdout`` holding the
+            first ``max_output_size`` bytes.  It also bounds captured
+            stderr; without it stderr is bounded at 64 MiB.  Either way the
+            tail of stderr is kept (its end says what went wrong) and the
+            dropped byte count is in ``Result.stats.stderr_dropped``.
+        stderr: where the child's stderr goes: ``"pipe"`` (default:
+            captured into ``Result.stderr``, bounded as above),
+            ``"stdout"`` (merged into stdout), ``"devnull"`` or
+            ``"inherit"`` (your own stderr); ``Result.stderr`` is ``None``
+            for the last three.  The ``subprocess`` constants ``PIPE``,
+            ``STDOUT``, ``DEVNULL`` and ``None`` are accepted as aliases of
+            these four, in that order.
+        text: if true, ``Result.stdout``/``.stderr`` are ``str`` decoded
+            with ``encoding``/``errors``, newlines translated as
+            ``subprocess``'s universal newlines; otherwise ``bytes``.
+        encoding: codec for ``str`` input and text output (default UTF-8);
+            giving it implies ``text=True``.  An unknown codec raises
+            ``LookupError`` before anything starts.
+        errors: codec error handler (default ``"strict"``); giving it
+            implies ``text=True``.
+        cwd: the child's working directory (``str``, ``bytes`` or
+            ``os.PathLike``; a relative one is resolved from yours).
+            ``None`` (default): your current directory, taken as an fd at
+            the call, so a rename of its path does not move the child.
+        env: the child's complete environment, a mapping of ``str``/
+            ``bytes`` names to values; it replaces yours, as in
+            ``subprocess`` (merge ``os.environ`` yourself to extend it).
+            ``None`` (default): a copy of your environment at the call.
+        pty: if true, the child gets a 24x80 pseudo-terminal as stdin,
+            stdout and stderr and as its controlling terminal: output has
+            ``\\r\\n`` line ends and includes the echo of ``input``, and
+            ``Result.stderr`` is ``None``.  Without ``input`` the
+            terminal's EOF character is sent at once.
+        kill_timeout: seconds (>= 0, default 5.0) between SIGTERM and
+            SIGKILL whenever netrunner stops the child (timeout, output
+            limit, an exception, your process dying).
+        cgroup: ``None`` (default) or ``False``: no cgroup; ``True``: a
+            fresh leaf ``netrunner/<pid>-<random hex>``; or a relative path
+            such as ``"jobs/build-42"`` (no ``..``, not absolute, must not
+            exist yet) under the cgroup v2 mount found in
+            ``/proc/self/mountinfo``.  The child is in the leaf before it
+            execs, so all it forks is too; at the end everything in it is
+            killed and the leaf removed.
+        limits: a mapping of cgroup controller files to ``str``/``int``
+            values written into the leaf before the child starts, e.g.
+            ``{"memory.max": "100M", "pids.max": 64}``.  Only controller
+            files are accepted (``memory.*``, ``pids.*``, ``cpu.*``,
+            ``io.*``, ``cpuset.*``, ``hugetlb.*``; never ``cgroup.*``).
+            Requires ``cgroup``.
+        rlimits: a mapping of resource to ``(soft, hard)`` ints, applied in
+            the child before exec (no ``preexec_fn`` needed).  Keys are
+            names (``"RLIMIT_NOFILE"`` or ``"nofile"``) or ``resource``
+            constants; ``-1``/``resource.RLIM_INFINITY`` is unlimited.
+        user: the child's user, a name or a uid, as ``subprocess``:
+            alone it changes only the uid (pass ``group`` and
+            ``extra_groups`` too).  ``None`` (default): yours.
+        group: the child's group, a name or a gid; ``None``: yours.
+        extra_groups: the child's supplementary groups, an iterable of
+            names or gids (``[]`` drops them all); ``None``: yours.
+        umask: the child's umask, 0..0o777; ``None`` (default): yours at
+            the call.
+        no_new_privs: if true, sets ``PR_SET_NO_NEW_PRIVS``: setuid
+            binaries and file capabilities no longer raise the child's
+            privileges.
+
+    Returns:
+        A :class:`Result` (a ``subprocess.CompletedProcess``): ``args``,
+        ``returncode`` (exit code, or ``-N`` when killed by signal N),
+        ``stdout``, ``stderr``, plus ``pid`` and ``stats`` (:class:`Stats`).
+
+    Raises:
+        ValueError, TypeError: a bad argument or option (empty ``args``, a
+            NUL byte, ``timeout <= 0``, an unknown stderr mode, a negative
+            size, a bad cgroup path or limit), before anything starts.
+        KeyError: an unknown user or group name, before anything starts.
+        LookupError: an unknown ``encoding`` or ``errors``.
+        FileNotFoundError, PermissionError, NotADirectoryError: the
+            executable or ``cwd`` cannot be used (``errno`` and
+            ``filename`` set); ``PermissionError`` also when the
+            credentials may not be taken.
+        TimeoutExpired: ``timeout`` passed; the child was stopped.
+        OutputLimitExceeded: stdout grew past ``max_output_size``.
+        CalledProcessError: ``check=True`` and a non-zero returncode.
+        CgroupError: the cgroup could not be set up (an ``OSError``).
+        ShepherdError: the shepherd was lost; the child has been killed.
+        OSError: out of fds (``EMFILE``) or processes (``BlockingIOError``),
+            as ``subprocess`` raises them.
+    """
     rq, seconds, limit, capture_stderr, source = prepare(
         args,
         input=input,

@@ -268,9 +268,60 @@ def stream(
 ) -> Stream:
     """Start ``args`` and return a :class:`Stream` of its stdout chunks.
 
-    ``timeout`` bounds the whole stream's wall time (the iteration then
-    raises ``TimeoutExpired``); ``check=True`` raises ``CalledProcessError``
-    after the last chunk; ``input`` is fed concurrently."""
+    Iterating yields ``bytes`` chunks as the child writes them;
+    :meth:`Stream.lines` yields complete lines (newline kept).  Stdout is
+    read only when you ask for the next chunk, so what you have not asked
+    for stays in the OS pipe (backpressure): a producer of any size runs
+    in bounded memory.  Leaving early (``break``, an exception,
+    ``close()``, the ``with`` block, garbage collection) SIGKILLs the
+    child's group at once, with no ``kill_timeout`` wait, and reaps it.
+    After the last chunk ``returncode``, ``stderr`` (captured bytes) and
+    ``stats`` are set on the Stream.  Options mean what they mean for
+    :func:`netrunner.run`, with these differences:
+
+    Args:
+        args: the command, as for ``run``.
+        input: as for ``run`` (fed concurrently with the iteration); a
+            file object on a pipe, socket or terminal is waited on, others
+            must not block.
+        stderr: ``"pipe"`` (default: captured into ``Stream.stderr``,
+            keeping its last 64 MiB, the rest counted in
+            ``stats.stderr_dropped``), ``"stdout"``, ``"devnull"``,
+            ``"inherit"``, or the ``subprocess`` aliases ``PIPE``,
+            ``STDOUT``, ``DEVNULL``, ``None``.
+        timeout: seconds (> 0) bounding the whole stream's wall time, the
+            start included (``None``: no limit).  On expiry the child is
+            stopped (SIGTERM, ``kill_timeout``, SIGKILL) and the iteration
+            (or this call, if the start hangs) raises ``TimeoutExpired``.
+        check: if true, a non-zero exit raises ``CalledProcessError`` at
+            the end of the iteration, after the last chunk.
+        cwd: as for ``run``.
+        env: as for ``run``: the complete environment, replacing yours.
+        pty: as for ``run``: chunks are the terminal's output (24x80).
+        kill_timeout: seconds (>= 0, default 5.0) between SIGTERM and
+            SIGKILL on ``timeout``; leaving early kills at once.
+        cgroup: as for ``run``: ``True`` or a relative path under the
+            cgroup2 mount.
+        limits: as for ``run`` (controller files only; requires ``cgroup``).
+        rlimits: as for ``run``.
+        chunk_size: the largest chunk to yield, in bytes (int > 0, default
+            65536); a chunk is whatever one read returns, so it may be
+            shorter.
+        user, group, extra_groups, umask, no_new_privs: as for ``run``
+            (and ``subprocess``).
+
+    Returns:
+        A :class:`Stream`: iterable of ``bytes``, a context manager, with
+        ``pid``, ``args`` and (after exhaustion) ``returncode``,
+        ``stderr`` and ``stats``.
+
+    Raises:
+        ValueError, TypeError, KeyError, LookupError, FileNotFoundError,
+        PermissionError, CgroupError: as for ``run``, from this call.
+        TimeoutExpired: on ``timeout``, from the iteration.
+        CalledProcessError: ``check=True`` and a non-zero exit, at its end.
+        ShepherdError: the shepherd was lost; the child has been killed.
+    """
     rq, seconds, size, grace, source = prepare_stream(
         args, input=input, stderr=stderr, timeout=timeout, cwd=cwd, env=env, pty=pty,
         kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits, chunk_size=chunk_size,

@@ -87,9 +87,35 @@ async def run(
     umask: int | None = None,
     no_new_privs: bool = False,
 ) -> Result:
-    """``netrunner.run`` on the event loop.  An ``input`` file object on a
-    pipe, socket or terminal is waited on by the loop; iterables (and other
-    file objects) are pulled on the loop, so they must not block."""
+    """:func:`netrunner.run` on the event loop (see its docstring for the
+    full text of each option): no thread, no blocking call on the loop.
+
+    Cancelling the task that awaits it stops the child's group (SIGTERM,
+    ``kill_timeout``, SIGKILL) and reaps it before ``CancelledError``
+    propagates, even if the task is cancelled again meanwhile.
+
+    Args:
+        input: as for ``run``: ``bytes``, ``str``, an iterable of
+            ``bytes`` or a binary file object.  A file object on a pipe,
+            socket or terminal is waited on by the loop; iterables (and
+            other file objects) are pulled on the loop, so they must not
+            block.
+        args, timeout, check, max_output_size, stderr, text, encoding,
+            errors, cwd, env, pty, kill_timeout, cgroup, limits, rlimits,
+            user, group, extra_groups, umask, no_new_privs: as for
+            :func:`netrunner.run` (``stderr``: ``"pipe"``, ``"stdout"``,
+            ``"devnull"``, ``"inherit"`` or a ``subprocess`` alias;
+            ``env`` replaces the environment; the call returns within
+            ``timeout + kill_timeout + 0.5 s``).
+
+    Returns:
+        A :class:`netrunner.Result`, as ``run`` does.
+
+    Raises:
+        asyncio.CancelledError: the task was cancelled (the child is
+            stopped and reaped first).
+        Everything ``run`` raises, for the same reasons.
+    """
     rq, seconds, limit, capture_stderr, source = prepare(
         args, input=input, timeout=timeout, max_output_size=max_output_size, stderr=stderr,
         cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits,
@@ -248,7 +274,30 @@ async def spawn(
     umask: int | None = None,
     no_new_privs: bool = False,
 ) -> AsyncProcess:
-    """``netrunner.spawn`` on the event loop (the handshake is awaited)."""
+    """:func:`netrunner.spawn` on the event loop: the spawn handshake is
+    awaited, never waited for (see ``spawn``'s docstring for each option).
+
+    Cancelling the task while it awaits this, a method of the
+    :class:`AsyncProcess`, or the body of its ``async with`` stops the
+    child's group (SIGTERM, ``kill_timeout``, SIGKILL) and reaps it before
+    ``CancelledError`` propagates.
+
+    Args:
+        args, stdin, stderr, cwd, env, pty, kill_timeout, cgroup, limits,
+            rlimits, rows, cols, user, group, extra_groups, umask,
+            no_new_privs: as for :func:`netrunner.spawn` (``stdin``:
+            ``"pipe"``, ``"devnull"``, ``"inherit"``; ``rows``/``cols``:
+            the pty's size).
+
+    Returns:
+        A running :class:`AsyncProcess`: ``Process``'s methods, the
+        blocking ones as coroutines, and ``async with``.
+
+    Raises:
+        asyncio.CancelledError: the task was cancelled (the child is
+            stopped and reaped first).
+        Everything ``spawn`` raises, for the same reasons.
+    """
     rq = prepare_spawn(
         args, stdin=stdin, stderr=stderr, cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout,
         cgroup=cgroup, limits=limits, rlimits=rlimits, rows=rows, cols=cols,
@@ -437,8 +486,38 @@ def stream(
     umask: int | None = None,
     no_new_privs: bool = False,
 ) -> AsyncStream:
-    """``netrunner.stream`` for ``async for``; validated now, started on
-    first iteration (``async with`` only guarantees it is stopped)."""
+    """:func:`netrunner.stream` for ``async for`` (see its docstring for
+    each option).  Not a coroutine: the options are validated now (bad
+    ones raise here), the child starts on the first iteration
+    (``async with`` only guarantees it is stopped).
+
+    Leaving early (``break`` then collection, an exception, ``aclose()``)
+    SIGKILLs the group at once; cancelling the consuming task stops it
+    gracefully (SIGTERM, ``kill_timeout``, SIGKILL) and reaps it before
+    ``CancelledError`` propagates.
+
+    Args:
+        input: as for ``stream``; a file object on a pipe, socket or
+            terminal is waited on by the loop, others are pulled on the
+            loop and must not block.
+        args, stderr, timeout, check, cwd, env, pty, kill_timeout, cgroup,
+            limits, rlimits, chunk_size, user, group, extra_groups, umask,
+            no_new_privs: as for :func:`netrunner.stream` (``timeout``
+            bounds the whole stream; ``chunk_size``: the largest chunk).
+
+    Returns:
+        An :class:`AsyncStream`: an async iterator of ``bytes`` chunks with
+        ``.lines()``, ``async with``, and ``returncode``, ``stderr`` and
+        ``stats`` after exhaustion.
+
+    Raises:
+        ValueError, TypeError, KeyError, LookupError, CgroupError: bad
+            options (or a cgroup parent that cannot be made), from this
+            call, before anything starts.
+        asyncio.CancelledError: the consuming task was cancelled.
+        Everything else ``stream`` raises, from the iteration (the start's
+            errors included).
+    """
     rq, seconds, size, grace, source = prepare_stream(
         args, input=input, stderr=stderr, timeout=timeout, cwd=cwd, env=env, pty=pty,
         kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits, chunk_size=chunk_size,
