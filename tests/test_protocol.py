@@ -563,6 +563,83 @@ def test_header_check_detects_drift(tmp_path: Path) -> None:
     assert subprocess.run(check, capture_output=True, timeout=60).returncode == 1
 
 
+def run_docs_tool(tool: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(tool), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_generated_doc_tables_are_current() -> None:
+    """docs/protocol.md's number and name columns say what _opcodes.py says."""
+    proc = run_docs_tool(ROOT / "tools" / "gen_protocol_docs.py", "--check")
+    assert proc.returncode == 0, proc.stderr
+
+
+def docs_tree(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A copy of the docs tool, _opcodes.py and protocol.md to break on purpose."""
+    for rel in ("tools/gen_protocol_docs.py", "src/netrunner/_opcodes.py", "docs/protocol.md"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, tmp_path / rel)
+    return (
+        tmp_path / "tools" / "gen_protocol_docs.py",
+        tmp_path / "src/netrunner/_opcodes.py",
+        tmp_path / "docs/protocol.md",
+    )
+
+
+def test_doc_check_detects_a_renumbered_constant_and_regeneration_keeps_the_prose(tmp_path: Path) -> None:
+    tool, opcodes, doc = docs_tree(tmp_path)
+    assert run_docs_tool(tool, "--check").returncode == 0
+    prose = "| `FIELD_PTY` | u16 rows, u16 cols (exactly 4 bytes, both ≥ 1)"
+    assert f"| 11 {prose}" in doc.read_text()
+    opcodes.write_text(opcodes.read_text().replace("FIELD_PTY = 11", "FIELD_PTY = 21"))
+    check = run_docs_tool(tool, "--check")
+    assert check.returncode == 1
+    assert "stale" in check.stderr
+    assert run_docs_tool(tool).returncode == 0
+    assert f"| 21 {prose}" in doc.read_text()
+    assert f"| 11 {prose}" not in doc.read_text()
+    assert run_docs_tool(tool, "--check").returncode == 0
+
+
+def test_doc_check_detects_a_hand_edited_number(tmp_path: Path) -> None:
+    tool, _, doc = docs_tree(tmp_path)
+    doc.write_text(doc.read_text().replace("| 8 | `STAGE_EXEC` |", "| 9 | `STAGE_EXEC` |"))
+    assert run_docs_tool(tool, "--check").returncode == 1
+    doc.write_text(doc.read_text().replace("| 3 | 8 | `FDMASK_PIDFD` |", "| 3 | 16 | `FDMASK_PIDFD` |"))
+    assert run_docs_tool(tool, "--check").returncode == 1
+
+
+def test_doc_rows_follow_added_and_removed_constants(tmp_path: Path) -> None:
+    """A new constant gets a row from its comment; a removed one loses its row."""
+    tool, opcodes, doc = docs_tree(tmp_path)
+    source = opcodes.read_text()
+    prctl = "STAGE_PRCTL = 14  # PR_SET_NO_NEW_PRIVS in the child\n"
+    adopt = "FS_ADOPT = 3  # owner -> server, one byte; SCM_RIGHTS: serve this socket (no reply)\n"
+    assert prctl in source and adopt in source
+    source = source.replace(prctl, prctl + "STAGE_NEW = 15  # a new | stage\n")
+    source = source.replace(adopt, adopt + "FS_OTHER = 4\n")
+    opcodes.write_text(source.replace("STDIO_STDOUT = 3  # stderr only: the same file as stdout\n", ""))
+    assert run_docs_tool(tool, "--check").returncode == 1
+    assert run_docs_tool(tool).returncode == 0
+    text = doc.read_text()
+    assert "| 15 | `STAGE_NEW` | a new \\| stage | |\n<!-- END GENERATED: stages -->" in text
+    assert "| 4 | `FS_OTHER` | ? | | | |\n<!-- END GENERATED: fork-server -->" in text
+    assert "| 3 | `STDIO_STDOUT` |" not in text
+    assert run_docs_tool(tool, "--check").returncode == 0
+
+
+def test_doc_check_refuses_a_constant_without_a_table(tmp_path: Path) -> None:
+    tool, opcodes, _ = docs_tree(tmp_path)
+    opcodes.write_text(opcodes.read_text() + "\n# Something new.\nNEW_THING = 1\n")
+    proc = run_docs_tool(tool, "--check")
+    assert proc.returncode == 1
+    assert "NEW_THING belongs to no table" in proc.stderr
+    doc_opcodes = opcodes.read_text().replace("\n# Something new.\nNEW_THING = 1\n", "")
+    opcodes.write_text(doc_opcodes.replace("# Shepherd -> owner.", "# Shepherd to owner."))
+    proc = run_docs_tool(tool, "--check")
+    assert proc.returncode == 1
+    assert "OP_STARTED belongs to no table" in proc.stderr
+
+
 def test_header_values_match_opcodes() -> None:
     defines = header_defines()
     names = {name: value for name, value in vars(op).items() if name.isupper() and isinstance(value, int)}

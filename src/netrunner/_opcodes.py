@@ -8,6 +8,10 @@ disagree silently (upstream kept its opcodes in three hand-written places).
 
 Only plain ``NAME = int`` assignments grouped by prefix belong here; the
 generator copies every upper-case integer constant verbatim.
+``tools/gen_protocol_docs.py`` writes the value and name columns of
+``docs/protocol.md``'s tables from here too (a new constant's trailing
+comment becomes its first description there; ``OP_`` constants go to a
+table by their group's comment, ``Owner -> shepherd`` or ``Shepherd -> owner``).
 """
 
 from __future__ import annotations
