@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import netrunner
-from netrunner._launch import FORK_SERVER
+from netrunner._launch import FORK_SERVER, OWNER_CWD
 
 MARK_NAME = "NETRUNNER_TEST_RUN"
 MARK = f"{MARK_NAME}={uuid.uuid4().hex}".encode()
@@ -109,7 +109,9 @@ def open_fds() -> set[int]:
 
 
 def fork_server_fds() -> set[int]:
-    return FORK_SERVER.fds()
+    """fds netrunner keeps for the whole interpreter, not per child: the
+    fork server's channel and spare, and the O_PATH fd of our cwd."""
+    return FORK_SERVER.fds() | OWNER_CWD.fds()
 
 
 def cgroup_leaves() -> set[str]:

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import open_fds
+from conftest import fork_server_fds, open_fds
 from procs import pid_gone, read_fifo_line, silent_pipe
 
 import netrunner
-from netrunner._launch import FORK_SERVER
 
 MiB = 1 << 20
 
@@ -770,7 +769,7 @@ def test_an_exception_from_run_holds_no_fd(call: Callable[[], object]) -> None:
     # be kept for a long time by the caller: it must not keep the shepherd
     # socket or a pipe open with it.
     netrunner.run(["true"])  # the fork server and its spare exist already
-    before = open_fds() - FORK_SERVER.fds()
+    before = open_fds() - fork_server_fds()
     with pytest.raises(netrunner.NetRunnerError) as held:
         call()
-    assert open_fds() - FORK_SERVER.fds() - before == set(), held.value
+    assert open_fds() - fork_server_fds() - before == set(), held.value

@@ -22,7 +22,7 @@ import pytest
 from procs import assert_group_gone, pid_gone, read_fifo_line
 
 import netrunner
-from netrunner._launch import FORK_SERVER
+from netrunner._launch import FORK_SERVER, OWNER_CWD
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -46,7 +46,7 @@ def own_fds() -> set[int]:
         except OSError:
             continue
         fds.add(int(name))
-    return fds - FORK_SERVER.fds()
+    return fds - FORK_SERVER.fds() - OWNER_CWD.fds()
 
 
 def write_fifo(path: Path, data: bytes) -> None:

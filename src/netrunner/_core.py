@@ -37,7 +37,7 @@ from . import _opcodes as op
 from ._cgroup import teardown as cgroup_teardown
 from ._drive import POLLIN, POLLOUT, Pending, notify_closing
 from ._errors import CgroupError, ShepherdError, TimeoutExpired
-from ._launch import WeakRegistry, drop_spares, prepare_spare, take_shepherd, wake_fork_server
+from ._launch import OWNER_CWD, WeakRegistry, drop_spares, prepare_spare, take_shepherd, wake_fork_server
 from ._protocol import (
     CgroupStats,
     Decoder,
@@ -285,6 +285,23 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+class _SignalsHeld:
+    """No Python signal handler (KeyboardInterrupt) runs inside: for the
+    few steps in which an fd exists only as a number in a local variable
+    (our cwd fd from its open to its close; fds that arrived with STARTED
+    until something owns them).  An interrupt there would leak it.  Only
+    the main thread runs handlers, so only it needs the mask."""
+
+    __slots__ = ("_saved",)
+
+    def __enter__(self) -> None:
+        self._saved = _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS) if _in_main_thread() else None
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            _sigmask(signal.SIG_SETMASK, self._saved)
+
+
 class Handshake:
     """Sending a SPAWN request and waiting for STARTED/SPAWN_FAILED.
 
@@ -326,25 +343,25 @@ class Handshake:
         """Write what the socket takes of the request (non-blocking).
 
         The first send carries the STDIO_INHERIT fds and, last, our cwd as
-        an ``O_PATH`` fd (FIELD_CWD_FD), open only for this call: the
-        shepherd gets its own copy, so ours is closed whatever happens.  An
-        error opening it raises before any byte is sent."""
-        cwd = -1
-        if self._with_fds and self.rq.cwd_fd:
-            cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        an ``O_PATH`` fd (FIELD_CWD_FD; see :class:`~netrunner._launch.OwnerCwd`:
+        kept open, not opened per spawn).  An error reading our cwd raises
+        before any byte is sent."""
         self._sending = True  # stays set if an interrupt cuts the send short
+        if self._with_fds and self.rq.cwd_fd:
+            with OWNER_CWD.lock:  # (its fd stays valid until this send is done)
+                self._send_some([*self._fds, OWNER_CWD.fd()])
+        else:
+            self._send_some(self._fds if self._with_fds else None)
+        self._sending = False
+
+    def _send_some(self, fds: list[int] | None) -> None:
         try:
-            try:
-                if self._with_fds:
-                    fds = self._fds if cwd < 0 else [*self._fds, cwd]
-                    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
-                    n = self.sock.sendmsg([self._out], anc)
-                    self._with_fds = False
-                else:
-                    n = self.sock.send(self._out)
-            finally:
-                if cwd >= 0:
-                    os.close(cwd)
+            if fds is not None:
+                anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+                n = self.sock.sendmsg([self._out], anc)
+                self._with_fds = False
+            else:
+                n = self.sock.send(self._out)
             self._out = self._out[n:]
         except BlockingIOError:
             pass
@@ -354,7 +371,6 @@ class Handshake:
             if len(self._out) == self._total and exc.errno in _PEER_GONE:
                 self.unreached = True
             self._out = memoryview(b"")  # the shepherd is gone: the read side will say why
-        self._sending = False
 
     def receive_reply(self) -> Started | None:
         """STARTED once it is here (None before); raises the spawn error.
@@ -460,8 +476,7 @@ class Starter:
         # The pipe fds arrive with STARTED and go straight into the core: no
         # Python signal handler (KeyboardInterrupt) may run between their
         # recvmsg and the core owning them, or they leak (or get closed twice).
-        mask = _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS) if _in_main_thread() else None
-        try:
+        with _SignalsHeld():
             if hs.receive_reply() is None:
                 if hs.unreached and self._retry():
                     return self(None)
@@ -469,9 +484,6 @@ class Starter:
             core = self.core = ChildCore(self.args, hs)
             core.timeout_at = self.deadline
             self.hs = None
-        finally:
-            if mask is not None:
-                _sigmask(signal.SIG_SETMASK, mask)
         return core
 
     def _late(self) -> bool:
@@ -562,10 +574,11 @@ class Starter:
         hs = self.hs
         if hs is None:
             return True
-        events, ended = receive(hs.sock, hs.decoder)
-        for event in events:
-            if isinstance(event, Started) and hs.started is None:
-                hs.started = event  # so release() closes its fds
+        with _SignalsHeld():  # fds arriving with a late STARTED: owned before any handler runs
+            events, ended = receive(hs.sock, hs.decoder)
+            for event in events:
+                if isinstance(event, Started) and hs.started is None:
+                    hs.started = event  # so release() closes its fds
         if ended is not None or time.monotonic() >= self.abort_deadline:
             self.release()
             return True

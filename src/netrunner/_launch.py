@@ -493,6 +493,53 @@ def _reap_later(pid: int) -> None:
                 _unreaped.discard(old)
 
 
+class OwnerCwd:
+    """An ``O_PATH`` fd of our working directory, sent with each request
+    (``FIELD_CWD_FD``) so the child ``fchdir``s to exactly the directory we
+    are in, never to whatever its path names by then.
+
+    Kept open and reused while ``stat(".")`` names the same directory (a
+    ``stat`` of "." is our cwd itself, not a path walk), so a spawn opens
+    and closes nothing: an fd that exists only as a number in a local
+    variable is one an interrupt can leak, and a KeyboardInterrupt can land
+    between any two C calls (masking signals in one thread does not stop
+    Python from running the handler there when another thread received the
+    signal).  It is reopened only after the cwd changed.  The lock covers
+    the send that carries it, so no thread closes it under another's
+    ``sendmsg``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._fd = -1
+        self._id: tuple[int, int] = (0, 0)
+        self._owner: select.epoll | None = None  # closes the fd in C if dropped
+
+    def fd(self) -> int:
+        """Our cwd as an fd; call with :attr:`lock` held, use it before
+        releasing it."""
+        st = os.stat(".")
+        if self._fd < 0 or (st.st_dev, st.st_ino) != self._id:
+            fresh = select.epoll.fromfd(os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+            old, self._owner = self._owner, fresh
+            self._fd = fresh.fileno()
+            self._id = (st.st_dev, st.st_ino)
+            if old is not None:
+                old.close()
+        return self._fd
+
+    def fds(self) -> set[int]:
+        """The fd it keeps (for leak accounting)."""
+        return {self._fd} if self._fd >= 0 else set()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the fd is still ours (same cwd), the lock may
+        have been held by a thread that did not come along."""
+        self.lock = threading.Lock()
+
+
+OWNER_CWD = OwnerCwd()
+
+
 def forget_reaping_after_fork() -> None:
     """In a forked child: start the reaping state afresh.  Another thread
     of the parent may have held ``_unreaped_lock`` at the moment of the
@@ -503,3 +550,4 @@ def forget_reaping_after_fork() -> None:
     global _unreaped, _unreaped_lock
     _unreaped = set()
     _unreaped_lock = threading.Lock()
+    OWNER_CWD.forget_after_fork()
