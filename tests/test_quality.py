@@ -37,7 +37,14 @@ def test_mypy_strict() -> None:
     if not (ROOT / "src" / "netrunner").is_dir():
         pytest.skip("no source tree")
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--cache-dir", str(ROOT / ".mypy_cache")],
+        # A cache per interpreter: CI runs the suites of several Pythons at once.
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--cache-dir",
+            str(ROOT / ".mypy_cache" / f"py{sys.version_info[0]}{sys.version_info[1]}"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
