@@ -48,7 +48,7 @@
 #define NR_STAGE_RLIMIT 7               /* setrlimit */
 #define NR_STAGE_EXEC 8                 /* every execve candidate failed */
 #define NR_STAGE_SIGNALS 9              /* resetting signal dispositions or mask */
-#define NR_STAGE_PTY 10                 /* opening the pseudo-terminal, setsid or TIOCSCTTY */
+#define NR_STAGE_PTY 10                 /* setsid or TIOCSCTTY in the child (opening the pty itself is STAGE_PIPE) */
 #define NR_STAGE_CGROUP 11              /* creating the leaf, or the child joining it before exec */
 #define NR_STAGE_CGROUP_SET 12          /* writing a FIELD_CGROUP_SET value into the leaf */
 #define NR_STAGE_CREDENTIALS 13         /* setgroups, setgid or setuid in the child */
