@@ -638,6 +638,20 @@ __attribute__((noreturn)) static void child_fail(int errfd, uint32_t stage, int 
     _exit(127);
 }
 
+/* fchdir needs search permission on the directory; inheriting a cwd does
+ * not (an owner may sit in a directory its child's uid cannot enter, as a
+ * fork would allow).  When fchdir is refused, being there already is as
+ * good: compare with our own cwd through the /proc magic link, which needs
+ * no permission on it.  Async-signal-safe (two stat calls). */
+static int already_in(int dirfd) {
+    struct stat want, here;
+    int saved = errno;
+    int same = fstat(dirfd, &want) == 0 && stat("/proc/self/cwd", &here) == 0 && want.st_dev == here.st_dev &&
+               want.st_ino == here.st_ino;
+    errno = saved;
+    return same;
+}
+
 __attribute__((noreturn)) static void exec_child(const struct request *rq, const int child_end[3], int errfd,
                                                  int cgroup_procs, pid_t shepherd) {
     /* A forked copy of the shepherd: nothing written here reaches it. */
@@ -677,7 +691,7 @@ __attribute__((noreturn)) static void exec_child(const struct request *rq, const
     }
     /* The owner's own directory, by fd (never its path again: the path may
      * name another directory by now), then a relative cwd from there. */
-    if (rq->cwd_fd >= 0 && fchdir(rq->cwd_fd) < 0) child_fail(errfd, NR_STAGE_CHDIR, errno);
+    if (rq->cwd_fd >= 0 && fchdir(rq->cwd_fd) < 0 && !already_in(rq->cwd_fd)) child_fail(errfd, NR_STAGE_CHDIR, errno);
     if (rq->cwd && chdir(rq->cwd) < 0) child_fail(errfd, NR_STAGE_CHDIR, errno);
     if (rq->umask >= 0) umask((mode_t)rq->umask);
     for (int i = 0; i < rq->nrlimits; i++) {

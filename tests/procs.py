@@ -151,3 +151,33 @@ def frozen_cgroup(name: str) -> Iterator[Path]:
     finally:
         (parent / "cgroup.freeze").write_text("0")
         parent.rmdir()
+
+
+_shared_copy: list[str] = []
+
+
+def package_for_other_users() -> str:
+    """A directory to put on ``PYTHONPATH`` of an interpreter running as
+    another user: a copy of the netrunner under test (its shepherd binary
+    included) in a fresh 0755 directory under the system's temp dir.  The
+    tree under test may sit where another uid cannot reach it (a checkout
+    under /root, an unpacked sdist in a 0700 ``mktemp -d``).  Made once per
+    test session and removed at its end."""
+    if not _shared_copy:
+        import atexit
+        import tempfile
+
+        import netrunner
+
+        base = tempfile.mkdtemp(prefix="netrunner-shared-")
+        os.chmod(base, 0o755)
+        atexit.register(shutil.rmtree, base, True)
+        shutil.copytree(
+            Path(netrunner.__file__).resolve().parent,
+            Path(base) / "netrunner",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        for path in Path(base).rglob("*"):
+            path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+        _shared_copy.append(base)
+    return _shared_copy[0]

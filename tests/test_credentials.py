@@ -33,13 +33,13 @@ from typing import Any
 
 import pytest
 from conftest import marked_processes
+from procs import package_for_other_users
 
 import netrunner
 from netrunner import _options as options
 from netrunner import aio
 from netrunner._launch import FORK_SERVER
 
-SRC = str(Path(netrunner.__file__).resolve().parent.parent)
 NOBODY = 65534
 OWNER_BOUND = 120.0  # a whole owner interpreter start + run, on a loaded box
 
@@ -146,11 +146,9 @@ def run_owner_as(uid: int, child_code: str, **options: Any) -> dict[str, Any]:
     python = python_for(uid)
     if python is None:
         pytest.skip(f"no Python interpreter that uid {uid} can run")
-    if not os.access(SRC, os.R_OK) or os.stat(SRC).st_mode & 0o005 != 0o005:
-        pytest.skip(f"{SRC} is not readable by other users")
     keep = ("PATH", "NETRUNNER_TEST_RUN", "NETRUNNER_SHEPHERD")
     env = {key: value for key, value in os.environ.items() if key in keep}
-    env["PYTHONPATH"] = SRC
+    env["PYTHONPATH"] = package_for_other_users()
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     proc = subprocess.run(
         [python, "-c", OWNER, json.dumps(options), child_code], user=uid, group=uid, extra_groups=[],
@@ -377,3 +375,26 @@ def test_bad_credentials_are_refused_before_anything_starts(
 def test_unknown_user_is_a_lookup_error_naming_it() -> None:
     with pytest.raises(LookupError, match=NO_SUCH):
         netrunner.run(["true"], user=NO_SUCH)
+
+
+def test_an_owner_in_a_directory_it_cannot_enter_still_spawns(tmp_path: Path) -> None:
+    # A fork inherits the cwd with no permission check, so subprocess works
+    # for an owner sitting in a directory it may not search (entered before
+    # it dropped privileges).  Ours reads its cwd through /proc/self/cwd and
+    # the child, refused by fchdir, is already there: it works too.
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start an owner as another user")
+    python = python_for(65534)
+    if python is None:
+        pytest.skip("no Python interpreter that nobody can run")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    code = "import netrunner; print(netrunner.run(['sh', '-c', 'stat -L -c %i /proc/self/cwd'], text=True).stdout)"
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": package_for_other_users(), "PYTHONDONTWRITEBYTECODE": "1"}
+    env["NETRUNNER_TEST_RUN"] = os.environ["NETRUNNER_TEST_RUN"]
+    proc = subprocess.run(
+        [python, "-c", code], user=65534, group=65534, extra_groups=[], cwd=private, env=env,
+        capture_output=True, timeout=OWNER_BOUND,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert int(proc.stdout) == private.stat().st_ino

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import package_for_other_users
 from test_shepherd import PROMPT, direct_shepherd, spawn_frame
 
 import netrunner
@@ -256,7 +257,7 @@ def test_fork_failure_is_blocking_io_error_and_a_stale_spare_is_not_used() -> No
     uid, limit = 61000 + os.getpid() % 1000, 12
     proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(NPROC_OWNER), str(uid), str(limit)],
-        env=dict(os.environ, PYTHONPATH=SRC),
+        env=dict(os.environ, PYTHONPATH=package_for_other_users()),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

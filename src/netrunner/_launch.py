@@ -493,6 +493,9 @@ def _reap_later(pid: int) -> None:
                 _unreaped.discard(old)
 
 
+_CWD_LINK = "/proc/self/cwd"
+
+
 class OwnerCwd:
     """An ``O_PATH`` fd of our working directory, sent with each request
     (``FIELD_CWD_FD``) so the child ``fchdir``s to exactly the directory we
@@ -517,9 +520,13 @@ class OwnerCwd:
     def fd(self) -> int:
         """Our cwd as an fd; call with :attr:`lock` held, use it before
         releasing it."""
-        st = os.stat(".")
+        # /proc/self/cwd jumps to the directory itself: unlike ".", it needs
+        # no search permission on it (as a fork, which inherits the cwd,
+        # needs none: an owner may sit in a directory it cannot read).
+        where = _CWD_LINK if os.path.exists(_CWD_LINK) else "."
+        st = os.stat(where)
         if self._fd < 0 or (st.st_dev, st.st_ino) != self._id:
-            fresh = select.epoll.fromfd(os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+            fresh = select.epoll.fromfd(os.open(where, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
             old, self._owner = self._owner, fresh
             self._fd = fresh.fileno()
             self._id = (st.st_dev, st.st_ino)
