@@ -43,7 +43,7 @@ tar xzf "$sdist" -C "$tree" --strip-components=1
 echo "editable install: ok"
 
 tar tzf "$sdist" >"$work/sdist-files"
-for needed in LICENSE tests/conftest.py tests/procs.py tests/helpers/ tools/gen_protocol_h.py tools/gen_protocol_docs.py shepherd/shepherd.c; do
+for needed in LICENSE tests/conftest.py tests/procs.py tests/helpers/ tests/stress/fuzz/fuzz_request.c tools/gen_protocol_h.py tools/gen_protocol_docs.py shepherd/shepherd.c; do
     grep -q "^[^/]*/$needed" "$work/sdist-files" || { echo "the sdist lacks $needed" >&2; exit 1; }
 done
 echo "sdist contents: ok"
