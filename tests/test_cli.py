@@ -605,13 +605,21 @@ def test_interrupt_stops_a_calling_bash_script(cli: list[str], tmp_path: Path) -
     os.mkfifo(fifo)
     command = " ".join(f"'{word}'" for word in cli)
     script = f"{command} -- sh -c 'echo ready > {fifo}; exec sleep 60'; echo next"
-    proc = subprocess.Popen(
-        [bash, "-c", script],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        env=_env(),
-        start_new_session=True,
-    )
+    # bash must take Ctrl-C's default: a test run started in the background
+    # of a non-interactive shell has SIGINT ignored, bash would inherit the
+    # ignore (and a non-interactive bash cannot undo one it started with),
+    # and carry on whatever the CLI does.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [bash, "-c", script],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            env=_env(),
+            start_new_session=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         read_fifo_line(fifo, within=30)
         os.killpg(proc.pid, signal.SIGINT)
