@@ -493,7 +493,10 @@ def _reap_later(pid: int) -> None:
                 _unreaped.discard(old)
 
 
-_CWD_LINK = "/proc/self/cwd"
+# /proc/self/cwd jumps to the directory itself: unlike ".", it needs no
+# search permission on it (as a fork, which inherits the cwd, needs none:
+# an owner may sit in a directory it cannot read).  "." without /proc.
+_CWD_WHERE = "/proc/self/cwd" if os.path.exists("/proc/self/cwd") else "."
 
 
 class OwnerCwd:
@@ -520,10 +523,7 @@ class OwnerCwd:
     def fd(self) -> int:
         """Our cwd as an fd; call with :attr:`lock` held, use it before
         releasing it."""
-        # /proc/self/cwd jumps to the directory itself: unlike ".", it needs
-        # no search permission on it (as a fork, which inherits the cwd,
-        # needs none: an owner may sit in a directory it cannot read).
-        where = _CWD_LINK if os.path.exists(_CWD_LINK) else "."
+        where = _CWD_WHERE
         st = os.stat(where)
         if self._fd < 0 or (st.st_dev, st.st_ino) != self._id:
             fresh = select.epoll.fromfd(os.open(where, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
