@@ -285,21 +285,26 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-class _SignalsHeld:
-    """No Python signal handler (KeyboardInterrupt) runs inside: for the
-    few steps in which an fd exists only as a number in a local variable
-    (our cwd fd from its open to its close; fds that arrived with STARTED
-    until something owns them).  An interrupt there would leak it.  Only
-    the main thread runs handlers, so only it needs the mask."""
+def _hold_signals() -> set[int] | None:
+    """The main thread's signal mask now, or None off the main thread (only
+    it runs Python signal handlers).  Changes nothing: block afterwards,
+    *inside* the ``try`` whose ``finally`` restores this mask, so that a
+    handler that runs as soon as the blocking call returns (a signal taken
+    by another thread trips it) still finds the mask restored:
 
-    __slots__ = ("_saved",)
+        saved = _hold_signals()
+        try:
+            if saved is not None:
+                _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
+            ...  # no KeyboardInterrupt here from a signal to the main thread
+        finally:
+            if saved is not None:
+                _sigmask(signal.SIG_SETMASK, saved)
 
-    def __enter__(self) -> None:
-        self._saved = _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS) if _in_main_thread() else None
-
-    def __exit__(self, *exc: object) -> None:
-        if self._saved is not None:
-            _sigmask(signal.SIG_SETMASK, self._saved)
+    Written out at each use, no helper: a Python function can be
+    interrupted on entry, before it restores anything (and a ``with``'s
+    ``__enter__`` after blocking and before recording)."""
+    return _sigmask(signal.SIG_BLOCK, ()) if _in_main_thread() else None
 
 
 class Handshake:
@@ -476,7 +481,10 @@ class Starter:
         # The pipe fds arrive with STARTED and go straight into the core: no
         # Python signal handler (KeyboardInterrupt) may run between their
         # recvmsg and the core owning them, or they leak (or get closed twice).
-        with _SignalsHeld():
+        saved = _hold_signals()
+        try:
+            if saved is not None:
+                _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
             if hs.receive_reply() is None:
                 if hs.unreached and self._retry():
                     return self(None)
@@ -484,6 +492,9 @@ class Starter:
             core = self.core = ChildCore(self.args, hs)
             core.timeout_at = self.deadline
             self.hs = None
+        finally:
+            if saved is not None:
+                _sigmask(signal.SIG_SETMASK, saved)
         return core
 
     def _late(self) -> bool:
@@ -574,11 +585,17 @@ class Starter:
         hs = self.hs
         if hs is None:
             return True
-        with _SignalsHeld():  # fds arriving with a late STARTED: owned before any handler runs
+        saved = _hold_signals()  # fds arriving with a late STARTED: owned before any handler runs
+        try:
+            if saved is not None:
+                _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
             events, ended = receive(hs.sock, hs.decoder)
             for event in events:
                 if isinstance(event, Started) and hs.started is None:
                     hs.started = event  # so release() closes its fds
+        finally:
+            if saved is not None:
+                _sigmask(signal.SIG_SETMASK, saved)
         if ended is not None or time.monotonic() >= self.abort_deadline:
             self.release()
             return True
