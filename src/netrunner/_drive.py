@@ -15,7 +15,7 @@ import math
 import select
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -65,6 +65,61 @@ def drive(attempt: Callable[[list[int] | None], T | Pending]) -> T:
         if not isinstance(result, Pending):
             return result
         ready = poll_ready(result.interest, result.deadline)
+
+
+# ------------------------------------------------------------ flows
+# A *flow* is a whole front-end operation (start a child, run it to the
+# end, stop it, read a chunk) written once as a generator: it yields a
+# :class:`Pending` (or :data:`CHECKPOINT`) whenever it must wait and is
+# sent back the fds that fired (``[]`` once the deadline passed).  What
+# interrupts the wait (KeyboardInterrupt here, a cancellation on an event
+# loop) is thrown into the flow at its ``yield``, so its own
+# ``try``/``except`` stops and reaps the child, waiting as it must, before
+# the exception goes on.  The drivers below (and ``_adrive``'s) only wait.
+
+Flow = Generator["Pending | Checkpoint", list[int], T]
+
+
+class Checkpoint:
+    """Yielded by a flow that found work ready without waiting: an event
+    loop gets its turn here (a consumer faster than its producer would
+    otherwise never let it run); the sync driver goes straight on."""
+
+    __slots__ = ()
+
+
+CHECKPOINT = Checkpoint()
+
+
+def until(attempt: Callable[[list[int] | None], T | Pending]) -> Flow[T]:
+    """The flow that repeats ``attempt`` until it returns a result."""
+    ready: list[int] | None = None
+    while True:
+        result = attempt(ready)
+        if not isinstance(result, Pending):
+            return result
+        ready = yield result
+
+
+def drive_flow(flow: Flow[T]) -> T:
+    """Run ``flow`` to its end, blocking in ``poll`` while it waits.  An
+    exception raised while we wait (KeyboardInterrupt) is thrown into the
+    flow, which decides what happens (it re-raises after its cleanup)."""
+    ready: list[int] = []
+    thrown: BaseException | None = None
+    while True:
+        try:
+            request = flow.send(ready) if thrown is None else flow.throw(thrown)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        thrown = None
+        ready = []
+        if isinstance(request, Pending):
+            try:
+                ready = poll_ready(request.interest, request.deadline)
+            except BaseException as exc:  # handed to the flow
+                thrown = exc
 
 
 # --------------------------------------------------------------- asyncio
