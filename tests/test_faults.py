@@ -27,7 +27,7 @@ from netrunner import _launch, _run
 from netrunner._core import Starter
 from netrunner._drive import Pending, drive
 from netrunner._launch import FORK_SERVER
-from netrunner._process import prepare_spawn
+from netrunner._options import SpawnOptions
 from netrunner._protocol import Started
 
 SRC = str(Path(netrunner.__file__).resolve().parent.parent)
@@ -329,7 +329,7 @@ def test_a_request_the_killed_fork_server_never_served_goes_to_a_fresh_one(fresh
             for spare in FORK_SERVER._ready:
                 spare.close()
             FORK_SERVER._ready.clear()
-        starter = Starter(["true"], prepare_spawn(["true"], **SPAWN_DEFAULTS))
+        starter = Starter(["true"], SpawnOptions(**SPAWN_DEFAULTS).request(["true"]))
         pending = starter(None)
         assert isinstance(pending, Pending) and starter.hs is not None and not starter.hs.sending
     finally:

@@ -552,7 +552,7 @@ def _interrupt_when_ready(fifo: Path) -> Callable[..., Any]:
 _HANDOVER = ["_core.prepare_spare", "_core.ChildCore"]
 _OWNER_OBJECTS = {
     "run": ["_run.RunCore"],
-    "aio.run": ["aio.RunCore"],
+    "aio.run": ["_run.RunCore"],  # (the same flow as run's)
     "stream": ["_stream.StreamJob", "_stream.Stream"],
     "aio.stream": ["aio.StreamJob"],
     "spawn": ["_process.Process"],

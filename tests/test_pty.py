@@ -245,8 +245,8 @@ def test_an_async_process_dropped_while_its_eof_waits_is_still_collected_and_sto
         child.wait_ready()
         termios.tcflow(p._core.stdin.fd, termios.TCOOFF)  # no room, for good
         p.close_stdin()
-        task = p._eof_task
-        assert task is not None and not task.done()
+        task = p._eof_writer
+        assert isinstance(task, asyncio.Task) and not task.done()
         pid = p.pid
         del p
         gc.collect()

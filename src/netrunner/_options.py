@@ -335,66 +335,125 @@ def terminal(pty: Any, rows: Any, cols: Any) -> tuple[int, int] | None:
     return (rows, cols) if pty else None
 
 
-def spawn_request(
-    args: Any,
-    *,
-    stdin: Any,
-    stdout: int,
-    stderr: Any,
-    cwd_: Any,
-    env: Any,
-    kill_timeout: Any,
-    rlimits_: Any,
-    pty: Any = False,
-    rows: Any = 24,
-    cols: Any = 80,
-    cgroup: Any = None,
-    limits: Any = None,
-    user: Any = None,
-    group: Any = None,
-    extra_groups: Any = None,
-    umask: Any = None,
-    no_new_privs: Any = False,
-) -> SpawnRequest:
-    arguments = argv(args)
-    size = terminal(pty, rows, cols)
-    mask = child_umask(umask)
-    nnp = flag(no_new_privs, "no_new_privs")
-    leaf = _cgroup.validate(cgroup)
-    entries = _cgroup.settings(limits)
-    if entries and leaf is None:
-        raise ValueError("limits requires cgroup")
-    grace = seconds(kill_timeout, "kill_timeout", allow_none=False, allow_zero=True)
-    assert grace is not None
-    if grace > 4294967:
-        raise ValueError("kill_timeout is too large")
-    # Looked up last of the checks (a name service may be slow), and still
-    # before anything touches the system.
-    uid, gid, gids = credentials(user, group, extra_groups)
-    directory, send_cwd = cwd(cwd_)
-    request = SpawnRequest(
-        argv=arguments,
-        env=environment(env),
-        executables=executables(arguments[0], env),
-        cwd=directory,
-        stdin=stdio_mode(stdin, stderr=False),
-        stdout=stdout,
-        stderr=stdio_mode(stderr, stderr=True),
-        kill_timeout=grace,
-        rlimits=rlimits(rlimits_),
-        umask=mask,
-        pty=size,
-        cgroup_set=entries,
-        uid=uid,
-        gid=gid,
-        groups=gids,
-        no_new_privs=nnp,
-        cwd_fd=send_cwd,
-    )
-    if leaf is None:
-        return request
-    # Everything is valid: only now touch the system (parents, controllers).
-    return dataclasses.replace(request, cgroup=_cgroup.prepare(leaf, entries))
+@dataclasses.dataclass(frozen=True)
+class SpawnOptions:
+    """Every per-child option, once: its name, default and validator.
+
+    Each front end (``run``/``stream``/``spawn``, their ``netrunner.aio``
+    twins, ``Command``, ``Daemon``, the CLI) takes these as explicit typed
+    keywords, builds one ``SpawnOptions`` from them and asks it for the
+    :class:`~netrunner._protocol.SpawnRequest`.  The keyword lists are
+    generated from this class (``tools/gen_frontends.py``; a test fails on
+    drift), so an option is added here, in the protocol and the shepherd,
+    and in the docs, not in every signature.  Values are stored as given
+    and validated by :meth:`request`, before anything starts; each value's
+    validator is the function of this module of the same name (``cwd``,
+    ``rlimits``, ``credentials`` for user/group/extra_groups, ...).
+
+    ``stdin`` and ``stderr`` are per child too, but each front end spells
+    them itself: their meaning differs (``run`` derives stdin from
+    ``input``), so they are not in the generated keyword lists.
+    """
+
+    stdin: Any = "pipe"
+    stderr: Any = "pipe"
+    cwd: Any = None
+    env: Any = None
+    pty: bool = False
+    kill_timeout: float = 5.0
+    cgroup: Any = None
+    limits: Any = None
+    rlimits: Any = None
+    rows: int = 24
+    cols: int = 80
+    user: str | int | None = None
+    group: str | int | None = None
+    extra_groups: Iterable[str | int] | None = None
+    umask: int | None = None
+    no_new_privs: bool = False
+
+    @classmethod
+    def from_call(cls, arguments: Mapping[str, Any]) -> SpawnOptions:
+        """The options among a front end's ``locals()`` (its parameters)."""
+        return cls(**{name: arguments[name] for name in _FIELD_NAMES if name in arguments})
+
+    def request(self, args: Any, *, stdout: int = op.STDIO_PIPE, stdin: Any = None) -> SpawnRequest:
+        """Validate every option and build the request (``stdin`` overrides
+        the option: ``run`` decides it from ``input``).  Only once all is
+        valid does anything touch the system (a cgroup's parents)."""
+        arguments = argv(args)
+        size = terminal(self.pty, self.rows, self.cols)
+        mask = child_umask(self.umask)
+        nnp = flag(self.no_new_privs, "no_new_privs")
+        leaf = _cgroup.validate(self.cgroup)
+        entries = _cgroup.settings(self.limits)
+        if entries and leaf is None:
+            raise ValueError("limits requires cgroup")
+        grace = seconds(self.kill_timeout, "kill_timeout", allow_none=False, allow_zero=True)
+        assert grace is not None
+        if grace > 4294967:
+            raise ValueError("kill_timeout is too large")
+        stdin_mode = stdio_mode(self.stdin if stdin is None else stdin, stderr=False)
+        stderr_mode = stdio_mode(self.stderr, stderr=True)
+        # Looked up last of the checks (a name service may be slow), and
+        # still before anything touches the system.
+        uid, gid, gids = credentials(self.user, self.group, self.extra_groups)
+        directory, send_cwd = cwd(self.cwd)
+        request = SpawnRequest(
+            argv=arguments,
+            env=environment(self.env),
+            executables=executables(arguments[0], self.env),
+            cwd=directory,
+            stdin=stdin_mode,
+            stdout=stdout,
+            stderr=stderr_mode,
+            kill_timeout=grace,
+            rlimits=rlimits(self.rlimits),
+            umask=mask,
+            pty=size,
+            cgroup_set=entries,
+            uid=uid,
+            gid=gid,
+            groups=gids,
+            no_new_privs=nnp,
+            cwd_fd=send_cwd,
+        )
+        if leaf is None:
+            return request
+        return dataclasses.replace(request, cgroup=_cgroup.prepare(leaf, entries))
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(SpawnOptions))
+# What the generated keyword lists hold: every option but stdin/stderr.
+CHILD_OPTIONS = tuple(name for name in _FIELD_NAMES if name not in ("stdin", "stderr"))
+
+# The keywords each front end takes before the child options, in order, as
+# (name, annotation, default): tools/gen_frontends.py writes the parameter
+# lists of run/stream/spawn and of their netrunner.aio twins from this and
+# SpawnOptions, so the six signatures cannot drift apart.
+CALL_OPTIONS: dict[str, tuple[tuple[str, str, Any], ...]] = {
+    "run": (
+        ("input", "Any", None),
+        ("timeout", "float | None", None),
+        ("check", "bool", False),
+        ("max_output_size", "int | None", None),
+        ("stderr", "Any", "pipe"),
+        ("text", "bool", False),
+        ("encoding", "str | None", None),
+        ("errors", "str | None", None),
+    ),
+    "stream": (
+        ("input", "Any", None),
+        ("stderr", "Any", "pipe"),
+        ("timeout", "float | None", None),
+        ("check", "bool", False),
+        ("chunk_size", "int", 65536),
+    ),
+    "spawn": (
+        ("stdin", "Any", "pipe"),
+        ("stderr", "Any", "pipe"),
+    ),
+}
 
 
 def keyword_names(function: Callable[..., Any]) -> frozenset[str]:

@@ -18,15 +18,15 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from . import _opcodes as op
 from . import _options as options
 from ._core import REPORT_MARGIN, ChildCore
-from ._drive import POLLIN, Pending, drive
+from ._drive import FAIR_READS, POLLIN, Flow, Pending, after_checkpoint, drive_flow, until
 from ._errors import ShepherdError, TimeoutExpired
-from ._protocol import SpawnRequest, encode_signal, encode_stop
+from ._options import SpawnOptions
+from ._protocol import encode_signal, encode_stop
 from ._run import CGROUP_TEARDOWN
+from ._start import started
 from ._stats import Stats
-from ._sync import start
 
 # How long past its grace a stop may take before we call the shepherd lost:
 # the shepherd itself bounds its reaping at 3 s after SIGKILL.
@@ -55,6 +55,7 @@ class ProcessBase:
 
     def __init__(self, core: ChildCore) -> None:
         self._core = core
+        self._reads = 0
 
     # ------------------------------------------------------------ state
     @property
@@ -292,6 +293,59 @@ class ProcessBase:
             if fd >= 0:  # otherwise the terminal is gone with the child
                 fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
+    # ------------------------------------------------------------ flows
+    # Each method of Process and AsyncProcess is one of these, driven by
+    # drive_flow() or awaited through _adrive.adrive_flow().
+    def _reading(self, n: int, timeout: float | None) -> Flow[bytes]:
+        _check_size(n)
+        return self._fair(until(self._read_attempt(n, deadline_of(timeout), timeout)))
+
+    def _reading_stderr(self, n: int, timeout: float | None) -> Flow[bytes]:
+        _check_size(n)
+        return self._fair(until(self._read_stderr_attempt(n, deadline_of(timeout), timeout)))
+
+    def _fair(self, flow: Flow[bytes]) -> Flow[bytes]:
+        self._reads += 1
+        return after_checkpoint(flow) if self._reads % FAIR_READS == 0 else flow
+
+    def _writing(self, data: Any, *, wakeable: bool) -> Flow[None]:
+        """``wakeable``: also wait on the core's writer wake-up (a sync
+        writer; on an event loop, closing stdin already wakes its waiters)."""
+        core = self._core
+        view = memoryview(data).cast("B")
+        if not view:
+            return
+        with core.lock:  # fast path: the pipe has room for all of it
+            core.check_owner()
+            n = core.write_stdin(view)
+        if n is not None:
+            if n == len(view):
+                return
+            view = view[n:]  # never resend what went out (upstream lesson 10)
+        yield from until(self._write_attempt(view, wakeable=wakeable))
+
+    def _waiting(self, timeout: float | None) -> Flow[int]:
+        return until(self._wait_attempt(deadline_of(timeout), timeout))
+
+    def _stopping(self, grace: float | None) -> Flow[int]:
+        seconds = self._grace(grace)
+        self._send_stop(seconds)
+        try:
+            rc: int = yield from until(self._wait_attempt(deadline_of(seconds + STOP_MARGIN), seconds + STOP_MARGIN))
+            return rc
+        except TimeoutExpired:
+            raise self._stop_failed(seconds) from None
+
+    def _closing(self) -> Flow[None]:
+        """Stop the child if it still runs, then release every fd (whatever
+        happens: the socket's close is owner loss, the shepherd finishes)."""
+        core = self._core
+        try:
+            if not core.forked_away and not core.done:
+                yield from self._stopping(None)
+        finally:
+            self._release()
+
     def _release(self) -> None:
         with self._core.lock:
             self._core.abandon()
@@ -315,15 +369,11 @@ class Process(ProcessBase):
     def read(self, n: int = 65536, timeout: float | None = None) -> bytes:
         """Up to ``n`` bytes of stdout as soon as any are there; ``b""`` at
         EOF; :class:`TimeoutError` if none arrive within ``timeout``."""
-        _check_size(n)
-        result: bytes = drive(self._read_attempt(n, deadline_of(timeout), timeout))
-        return result
+        return drive_flow(self._reading(n, timeout))
 
     def read_stderr(self, n: int = 65536, timeout: float | None = None) -> bytes:
         """Up to ``n`` bytes of stderr (from the drained buffer first)."""
-        _check_size(n)
-        result: bytes = drive(self._read_stderr_attempt(n, deadline_of(timeout), timeout))
-        return result
+        return drive_flow(self._reading_stderr(n, timeout))
 
     def write(self, data: bytes) -> None:
         """Write all of ``data`` to stdin, waiting as the pipe drains.
@@ -333,18 +383,7 @@ class Process(ProcessBase):
         when the child exits).  While waiting it drains stdout into a
         buffer that :meth:`read` serves first, so a filter cannot deadlock
         a writer that reads later."""
-        core = self._core
-        view = memoryview(data).cast("B")
-        if not view:
-            return
-        with core.lock:  # fast path: the pipe has room for all of it
-            core.check_owner()
-            n = core.write_stdin(view)
-        if n is not None:
-            if n == len(view):
-                return
-            view = view[n:]  # never resend what went out (upstream lesson 10)
-        drive(self._write_attempt(view, wakeable=True))
+        drive_flow(self._writing(data, wakeable=True))
 
     def close_stdin(self) -> None:
         """The child sees EOF on stdin; a write() waiting in another thread
@@ -356,7 +395,7 @@ class Process(ProcessBase):
         the child reads or exits.  It is never dropped."""
         super().close_stdin()
         if self._core.eof_pending:
-            drive(self._eof_attempt())
+            drive_flow(until(self._eof_attempt()))
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the child to be reaped and return its returncode.
@@ -364,78 +403,23 @@ class Process(ProcessBase):
         :class:`TimeoutExpired` if it is still running after ``timeout``;
         :class:`ShepherdError` if its shepherd was lost (the child is then
         already killed)."""
-        result: int = drive(self._wait_attempt(deadline_of(timeout), timeout))
-        return result
+        return drive_flow(self._waiting(timeout))
 
     def stop(self, grace: float | None = None) -> int:
         """SIGTERM the group, wait ``grace`` (default ``kill_timeout``),
         SIGKILL, reap; returns the returncode.  The escalation runs in the
         shepherd, so it completes even if this thread is interrupted."""
-        seconds = self._grace(grace)
-        self._send_stop(seconds)
-        try:
-            return self.wait(seconds + STOP_MARGIN)
-        except TimeoutExpired:
-            raise self._stop_failed(seconds) from None
+        return drive_flow(self._stopping(grace))
 
     def close(self) -> None:
         """Stop the child if it still runs, then release every fd."""
-        core = self._core
-        try:
-            if not core.forked_away and not core.done:
-                self.stop()
-        finally:
-            self._release()
+        drive_flow(self._closing())
 
     def __enter__(self) -> Process:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def prepare_spawn(
-    args: Any,
-    *,
-    stdin: Any,
-    stderr: Any,
-    cwd: Any,
-    env: Any,
-    pty: Any,
-    kill_timeout: Any,
-    cgroup: Any,
-    limits: Any,
-    rlimits: Any,
-    rows: Any,
-    cols: Any,
-    user: Any = None,
-    group: Any = None,
-    extra_groups: Any = None,
-    umask: Any = None,
-    no_new_privs: Any = False,
-) -> SpawnRequest:
-    """Validate ``spawn()``'s options (shared with ``aio.spawn``)."""
-    rq = options.spawn_request(
-        args,
-        stdin=stdin,
-        stdout=op.STDIO_PIPE,
-        stderr=stderr,
-        cwd_=cwd,
-        env=env,
-        kill_timeout=kill_timeout,
-        rlimits_=rlimits,
-        pty=pty,
-        rows=rows,
-        cols=cols,
-        cgroup=cgroup,
-        limits=limits,
-        user=user,
-        group=group,
-        extra_groups=extra_groups,
-        umask=umask,
-        no_new_privs=no_new_privs,
-    )
-    return rq
 
 
 def spawn(
@@ -508,9 +492,5 @@ def spawn(
         ``run``.
         ShepherdError: the shepherd was lost; the child has been killed.
     """
-    rq = prepare_spawn(
-        args, stdin=stdin, stderr=stderr, cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout,
-        cgroup=cgroup, limits=limits, rlimits=rlimits, rows=rows, cols=cols,
-        user=user, group=group, extra_groups=extra_groups, umask=umask, no_new_privs=no_new_privs,
-    )  # fmt: skip
-    return start(args, rq, Process)
+    rq = SpawnOptions.from_call(locals()).request(args)
+    return drive_flow(started(args, rq, Process))

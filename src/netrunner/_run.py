@@ -9,21 +9,23 @@ drives the same core from the event loop.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import io
 import os
 import stat
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from . import _opcodes as op
 from . import _options as options
 from ._core import READ_SIZE, REPORT_MARGIN, ChildCore, TailBuffer, eof_on_eio
-from ._drive import POLLIN, POLLOUT, Pending, drive, settle
+from ._drive import POLLIN, POLLOUT, Flow, Pending, drive_flow, until
 from ._errors import CalledProcessError, OutputLimitExceeded, ShepherdError, TimeoutExpired
-from ._protocol import encode_stop
+from ._options import SpawnOptions
+from ._protocol import SpawnRequest, encode_stop
 from ._result import Result
-from ._sync import start
+from ._start import started
 
 # After the child is reaped (and the shepherd has killed what it left),
 # pipes still open elsewhere get this long to reach EOF.
@@ -459,60 +461,69 @@ def _decode(data: bytes, encoding: str | None, errors: str | None) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def prepare(
-    args: Any,
-    *,
-    input: Any,
-    timeout: Any,
-    max_output_size: Any,
-    stderr: Any,
-    cwd: Any,
-    env: Any,
-    pty: Any,
-    kill_timeout: Any,
-    cgroup: Any,
-    limits: Any,
-    rlimits: Any,
-    user: Any = None,
-    group: Any = None,
-    extra_groups: Any = None,
-    umask: Any = None,
-    no_new_privs: Any = False,
-    encoding: Any = None,
-    errors: Any = None,
-) -> tuple[Any, float | None, int | None, bool, _Input | None]:
-    """Validate run()'s options; returns (request, timeout, limit, stderr
-    captured, input source).  Input is bad input like any other: a str that
-    ``encoding`` cannot encode, or an unknown codec or error handler, raises
-    here, before anything starts.  The request comes last: with a cgroup it
-    creates the parents."""
-    seconds = options.seconds(timeout, "timeout")
-    limit = options.size(max_output_size, "max_output_size")
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """``run()``'s (and ``stream()``'s) keywords, validated: everything the
+    flow needs besides the child's request."""
+
+    rq: SpawnRequest
+    timeout: float | None
+    limit: int | None
+    capture_stderr: bool  # stderr is a pipe to capture (not merged, not a terminal)
+    source: _Input | None
+    decode: tuple[bool, str | None, str | None]  # text, encoding, errors
+    check: bool
+
+
+def plan(args: Any, call: Mapping[str, Any]) -> RunPlan:
+    """Validate a run's keywords (a front end's ``locals()``).  Input is bad
+    input like any other: a str that ``encoding`` cannot encode, or an
+    unknown codec or error handler, raises here, before anything starts.
+    The request comes last: with a cgroup it creates the parents."""
+    seconds = options.seconds(call["timeout"], "timeout")
+    limit = options.size(call.get("max_output_size"), "max_output_size")
+    encoding, errors = call.get("encoding"), call.get("errors")
     if encoding is not None:
         codecs.lookup(encoding)  # LookupError (TypeError) now, not after the run
     if errors is not None:
         codecs.lookup_error(errors)
-    source = None if input is None else _Input(input, encoding, errors)
-    rq = options.spawn_request(
-        args,
-        stdin="devnull" if input is None else "pipe",
-        stdout=op.STDIO_PIPE,
-        stderr=stderr,
-        cwd_=cwd,
-        env=env,
-        kill_timeout=kill_timeout,
-        rlimits_=rlimits,
-        pty=pty,
-        cgroup=cgroup,
-        limits=limits,
-        user=user,
-        group=group,
-        extra_groups=extra_groups,
-        umask=umask,
-        no_new_privs=no_new_privs,
-    )
+    source = None if call["input"] is None else _Input(call["input"], encoding, errors)
+    child = SpawnOptions.from_call(call)
+    rq = child.request(args, stdin="devnull" if source is None else "pipe")
+    text = bool(call.get("text")) or encoding is not None or errors is not None
     # A terminal merges stderr into its output: nothing separate to capture.
-    return rq, seconds, limit, rq.stderr == op.STDIO_PIPE and rq.pty is None, source
+    capture = rq.stderr == op.STDIO_PIPE and rq.pty is None
+    return RunPlan(rq, seconds, limit, capture, source, (text, encoding, errors), bool(call["check"]))
+
+
+def running(args: Any, plan: RunPlan) -> Flow[Result]:
+    """``run()`` as a flow: start, feed and collect to the end, result.
+    Whatever interrupts it (an exception, KeyboardInterrupt, a
+    cancellation) stops the child and waits until it is reaped (bounded by
+    the shepherd's own escalation) before it goes on; a second one while
+    we wait drops the socket, which makes the shepherd finish the job."""
+    job = yield from started(
+        args,
+        plan.rq,
+        lambda core: RunCore(
+            core, plan.source, timeout=plan.timeout, max_output_size=plan.limit, capture_stderr=plan.capture_stderr
+        ),
+        stderr_complete=plan.capture_stderr,
+        timeout=plan.timeout,
+    )
+    try:
+        yield from until(job.attempt)
+    except GeneratorExit:  # closed unfinished: owner loss, no waiting now
+        job.core.abandon()
+        raise
+    except BaseException:
+        try:
+            job.abort()
+            yield from until(job.reap_attempt)
+        finally:
+            job.core.abandon()
+        raise
+    return job.result(*plan.decode, plan.check)
 
 
 def run(
@@ -533,6 +544,8 @@ def run(
     cgroup: Any = None,
     limits: Any = None,
     rlimits: Any = None,
+    rows: int = 24,
+    cols: int = 80,
     user: str | int | None = None,
     group: str | int | None = None,
     extra_groups: Iterable[str | int] | None = None,
@@ -599,7 +612,8 @@ def run(
             ``bytes`` names to values; it replaces yours, as in
             ``subprocess`` (merge ``os.environ`` yourself to extend it).
             ``None`` (default): a copy of your environment at the call.
-        pty: if true, the child gets a 24x80 pseudo-terminal as stdin,
+        pty: if true, the child gets a pseudo-terminal (``rows`` x
+            ``cols``) as stdin,
             stdout and stderr and as its controlling terminal: output has
             ``\\r\\n`` line ends and includes the echo of ``input``, and
             ``Result.stderr`` is ``None``.  Without ``input`` the
@@ -607,6 +621,8 @@ def run(
         kill_timeout: seconds (>= 0, default 5.0) between SIGTERM and
             SIGKILL whenever netrunner stops the child (timeout, output
             limit, an exception, your process dying).
+        rows, cols: the terminal's size with ``pty=True`` (1 to 65535;
+            default 24 x 80).
         cgroup: ``None`` (default) or ``False``: no cgroup; ``True``: a
             fresh leaf ``netrunner/<pid>-<random hex>``; or a relative path
             such as ``"jobs/build-42"`` (no ``..``, not absolute, must not
@@ -659,42 +675,4 @@ def run(
         OSError: out of fds (``EMFILE``) or processes (``BlockingIOError``),
             as ``subprocess`` raises them.
     """
-    rq, seconds, limit, capture_stderr, source = prepare(
-        args,
-        input=input,
-        timeout=timeout,
-        max_output_size=max_output_size,
-        stderr=stderr,
-        cwd=cwd,
-        env=env,
-        pty=pty,
-        kill_timeout=kill_timeout,
-        cgroup=cgroup,
-        limits=limits,
-        rlimits=rlimits,
-        user=user,
-        group=group,
-        extra_groups=extra_groups,
-        umask=umask,
-        no_new_privs=no_new_privs,
-        encoding=encoding,
-        errors=errors,
-    )
-    # The job is made inside start()'s guard: an exception (or interrupt)
-    # before it exists still stops and reaps the child first.
-    job = start(
-        args,
-        rq,
-        lambda core: RunCore(core, source, timeout=seconds, max_output_size=limit, capture_stderr=capture_stderr),
-        stderr_complete=capture_stderr,
-        timeout=seconds,
-    )
-    try:
-        drive(job.attempt)
-    except BaseException:
-        # Never leave before the child is reaped: stop it and wait (bounded
-        # by the shepherd's own escalation).  A second interrupt while we
-        # wait drops the socket, which makes the shepherd finish the job.
-        settle(job.abort, job.reap_attempt, job.core.abandon)
-        raise
-    return job.result(text or encoding is not None or errors is not None, encoding, errors, check)
+    return drive_flow(running(args, plan(args, locals())))

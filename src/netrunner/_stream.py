@@ -13,15 +13,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ._core import ChildCore, eof_on_eio
-from ._drive import Pending, drive
+from ._drive import CHECKPOINT, FAIR_READS, Flow, Pending, drive_flow, until
 from ._errors import CalledProcessError, ShepherdError, TimeoutExpired
-from ._run import RunCore, _Input, prepare
+from ._run import RunCore, RunPlan, _Input, plan
+from ._start import started
 from ._stats import Stats
-from ._sync import start
 
 
 class StreamJob(RunCore):
@@ -38,6 +38,7 @@ class StreamJob(RunCore):
         core.kill_timeout = grace
         self.chunk_size = chunk_size
         self.ended = False  # the end was reached and the result recorded
+        self.reads = 0
 
     def next_chunk(self) -> bytes | None:
         """The fast path: one read.  Bytes, ``b""`` at the end of stdout
@@ -89,6 +90,52 @@ class StreamJob(RunCore):
         self.core.end_input()
         self.timeout_at = None
         self._stop(0.0)
+
+    def chunk(self) -> Flow[bytes]:
+        """The next chunk as a flow, ``b""`` once stdout ended and the child
+        is reaped (``ended`` is then set; :meth:`outcome` says how it went).
+
+        Whatever interrupts it (KeyboardInterrupt, a cancellation) stops the
+        child gracefully (SIGTERM, ``kill_timeout``, SIGKILL) and waits
+        until it is reaped before it goes on, as ``run()`` does; leaving
+        early between chunks (``break``, ``close``) is :meth:`halted` with
+        no grace.  Every FAIR_READS-th chunk yields a CHECKPOINT first (see
+        there)."""
+        try:
+            self.reads += 1
+            if self.reads % FAIR_READS == 0:
+                yield CHECKPOINT
+            data = self.next_chunk()
+            if data is None:
+                data = yield from until(self.chunk_attempt)
+            if data:
+                return data
+            yield from until(self.attempt)
+            self.ended = True
+            return b""
+        except GeneratorExit:  # closed unfinished: owner loss, no waiting now
+            self.ended = True
+            self.core.abandon()
+            raise
+        except BaseException:
+            yield from self.halted(graceful=True)
+            raise
+
+    def halted(self, *, graceful: bool) -> Flow[None]:
+        """Stop the child if it still runs (SIGTERM and ``kill_timeout``, or
+        SIGKILL at once) and wait until it is reaped; let go of every fd."""
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            if not self.core.done:
+                if graceful:
+                    self.abort()
+                else:
+                    self.kill_now()
+                yield from until(self.reap_attempt)
+        finally:
+            self.core.abandon()
 
     def settled(self) -> tuple[int | None, bytes, Stats]:
         """After the end: returncode, captured stderr, stats, without
@@ -202,41 +249,24 @@ class Stream:
 
     def _chunks(self) -> Iterator[bytes]:
         job = self._job
-        if job.ended:
-            return
-        next_chunk: Callable[[], bytes | None] = job.next_chunk
         try:
-            while True:
-                data = next_chunk()
-                if data is None:
-                    data = drive(job.chunk_attempt)
+            while not job.ended:
+                data = drive_flow(job.chunk())
                 if not data:
                     break
                 yield data
-            drive(job.attempt)
-            job.ended = True
         finally:
-            if not job.ended:
-                self._stop_now()
-        self.returncode, self.stderr, self.stats = job.settled()
+            if not job.ended:  # left early: no grace
+                drive_flow(job.halted(graceful=False))
+            self.returncode, self.stderr, self.stats = job.settled()
         job.outcome(self._check)
-
-    def _stop_now(self) -> None:
-        job = self._job
-        job.ended = True
-        try:
-            if not job.core.done:
-                job.kill_now()
-                drive(job.reap_attempt)
-        finally:
-            job.core.abandon()
-            self.stats = job.core.stats()
-            self.returncode = job.core.returncode
 
     def close(self) -> None:
         """Stop the child now (SIGKILL to its group) if it still runs."""
-        if not self._job.ended:
-            self._stop_now()
+        job = self._job
+        if not job.ended:
+            drive_flow(job.halted(graceful=False))
+            self.returncode, self.stderr, self.stats = job.settled()
 
     def __enter__(self) -> Stream:
         return self
@@ -252,6 +282,7 @@ def stream(
     stderr: Any = "pipe",
     timeout: float | None = None,
     check: bool = False,
+    chunk_size: int = 65536,
     cwd: Any = None,
     env: Any = None,
     pty: bool = False,
@@ -259,7 +290,8 @@ def stream(
     cgroup: Any = None,
     limits: Any = None,
     rlimits: Any = None,
-    chunk_size: int = 65536,
+    rows: int = 24,
+    cols: int = 80,
     user: str | int | None = None,
     group: str | int | None = None,
     extra_groups: Iterable[str | int] | None = None,
@@ -297,7 +329,8 @@ def stream(
             the end of the iteration, after the last chunk.
         cwd: as for ``run``.
         env: as for ``run``: the complete environment, replacing yours.
-        pty: as for ``run``: chunks are the terminal's output (24x80).
+        pty: as for ``run``: chunks are the terminal's output.
+        rows, cols: the terminal's size with ``pty=True``, as for ``run``.
         kill_timeout: seconds (>= 0, default 5.0) between SIGTERM and
             SIGKILL on ``timeout``; leaving early kills at once.
         cgroup: as for ``run``: ``True`` or a relative path under the
@@ -322,33 +355,28 @@ def stream(
         CalledProcessError: ``check=True`` and a non-zero exit, at its end.
         ShepherdError: the shepherd was lost; the child has been killed.
     """
-    rq, seconds, size, grace, source = prepare_stream(
-        args, input=input, stderr=stderr, timeout=timeout, cwd=cwd, env=env, pty=pty,
-        kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits, chunk_size=chunk_size,
-        user=user, group=group, extra_groups=extra_groups, umask=umask, no_new_privs=no_new_privs,
-    )  # fmt: skip
-    return start(
-        args,
-        rq,
-        lambda core: Stream(StreamJob(core, source, timeout=seconds, chunk_size=size, grace=grace), check),
-        timeout=seconds,
-    )
+    call, size, grace = stream_plan(args, locals())
+
+    def wrap(core: ChildCore) -> Stream:
+        return Stream(StreamJob(core, call.source, timeout=call.timeout, chunk_size=size, grace=grace), check)
+
+    return drive_flow(started(args, call.rq, wrap, timeout=call.timeout))
 
 
-def prepare_stream(
-    args: Any, *, chunk_size: Any, **options: Any
-) -> tuple[Any, float | None, int, float, _Input | None]:
-    """Validate ``stream()``'s options (shared with ``aio.stream``).
+def stream_plan(args: Any, call: Mapping[str, Any]) -> tuple[RunPlan, int, float]:
+    """Validate ``stream()``'s keywords (shared with ``aio.stream``).
 
-    Returns the request, the timeout, the chunk size, the caller's
-    ``kill_timeout`` and the input source.  The request asks the shepherd for no grace on owner
-    loss: a stream that is dropped unfinished (collected, its owner dead)
-    has its group SIGKILLed at once, as leaving one early does, with no
-    Python code run at collection.  A timeout or a graceful stop still
-    sends the caller's ``kill_timeout`` with its STOP."""
+    Returns the plan, the chunk size and the caller's ``kill_timeout``.
+    The plan's request asks the shepherd for no grace on owner loss: a
+    stream that is dropped unfinished (collected, its owner dead) has its
+    group SIGKILLed at once, as leaving one early does, with no Python code
+    run at collection.  A timeout or a graceful stop still sends the
+    caller's ``kill_timeout`` with its STOP."""
+    chunk_size = call["chunk_size"]
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
         raise TypeError(f"chunk_size must be an int, not {type(chunk_size).__name__}")
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be > 0, not {chunk_size}")
-    rq, seconds, _limit, _complete, source = prepare(args, max_output_size=None, **options)
-    return dataclasses.replace(rq, kill_timeout=0.0), seconds, chunk_size, rq.kill_timeout, source
+    validated = plan(args, call)
+    rq = validated.rq
+    return dataclasses.replace(validated, rq=dataclasses.replace(rq, kill_timeout=0.0)), chunk_size, rq.kill_timeout

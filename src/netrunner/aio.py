@@ -1,66 +1,42 @@
-"""netrunner on asyncio: ``run``, ``spawn`` -> :class:`AsyncProcess`, ``stream``.
+"""netrunner on an event loop: ``run``, ``spawn`` -> :class:`AsyncProcess`, ``stream``.
 
-Same semantics as the sync API, driven by the running event loop: every
-fd (the pipes, the shepherd socket, the fork server's socket) is waited on
-with ``add_reader``/``add_writer``, so there is no thread per process and
-no blocking call on the loop; the spawn handshake is awaited too.
+The same functions work when awaited from asyncio, from trio, and from
+anyio on either backend (the running library is detected per call; trio
+is an optional extra).  Same semantics as the sync API: every fd (the
+pipes, the shepherd socket, the fork server's socket) is waited on by the
+event loop, so there is no thread per process and no blocking call on the
+loop; the spawn handshake is awaited too.
 
-The logic is not written twice: ``run`` drives the same
-:class:`~netrunner._run.RunCore`, streams the same
-:class:`~netrunner._stream.StreamJob`, and :class:`AsyncProcess` the same
-attempts as :class:`netrunner.Process`.
+The logic is not written twice: every operation is the same *flow* the
+sync API drives (``_run.running``, ``StreamJob.chunk``, ``Process``'s
+``_reading``/``_writing``/...); this module only awaits them through
+:func:`netrunner._adrive.adrive_flow`.
 
-Cancellation: cancelling the task that awaits ``run``, ``spawn``, a
-method of :class:`AsyncProcess`, a stream, or the body of ``async with``
-stops the child's group (SIGTERM, ``kill_timeout``, SIGKILL) and reaps it
-*before* ``CancelledError`` propagates; the cleanup is shielded and is
-waited for even if the task is cancelled again meanwhile.
+Cancellation: cancelling the task (or trio cancel scope) that awaits
+``run``, ``spawn``, a method of :class:`AsyncProcess`, a stream, or the
+body of ``async with`` stops the child's group (SIGTERM, ``kill_timeout``,
+SIGKILL) and reaps it *before* the cancellation propagates; the cleanup is
+shielded and is waited for even if cancelled again meanwhile.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
-from ._core import ChildCore, Starter
-from ._drive import adrive, asettle, uncancellable
-from ._errors import CalledProcessError, NetRunnerError, TimeoutExpired
-from ._process import STOP_MARGIN, ProcessBase, _check_size, deadline_of, prepare_spawn
-from ._protocol import SpawnRequest
+from ._adrive import adrive_flow, start_background
+from ._core import ChildCore
+from ._drive import Flow, after_checkpoint, until
+from ._errors import CalledProcessError, NetRunnerError
+from ._options import SpawnOptions
+from ._process import ProcessBase
 from ._result import Result
-from ._run import RunCore, _Input, prepare
+from ._run import RunPlan, plan, running
+from ._start import started
 from ._stats import Stats
-from ._stream import LineSplitter, StreamJob, prepare_stream
+from ._stream import LineSplitter, StreamJob, stream_plan
 
 __all__ = ["AsyncProcess", "AsyncStream", "run", "spawn", "stream"]
-
-T = TypeVar("T")
-
-# A read that finds data waiting returns without suspending, so a consumer
-# slower than its producer would never let the loop run (0.6 s for 256 MiB
-# from /dev/zero, forever for ``yes``).  Every FAIR_READS-th read of a
-# stream or process yields to the loop once first.
-FAIR_READS = 16
-
-
-async def _start(
-    args: Any,
-    rq: SpawnRequest,
-    wrap: Callable[[ChildCore], T],
-    *,
-    stderr_complete: bool = False,
-    timeout: float | None = None,
-) -> T:
-    """The handshake on the loop; ``wrap`` and ``timeout`` as in
-    :func:`netrunner._sync.start` (cancellation before the owner exists
-    stops and reaps the child)."""
-    starter = Starter(args, rq, stderr_complete=stderr_complete, timeout=timeout)
-    try:
-        return wrap(await adrive(starter))
-    except BaseException:
-        await asettle(starter.begin_abort, starter.abort_attempt, starter.release)
-        raise
 
 
 async def run(
@@ -81,6 +57,8 @@ async def run(
     cgroup: Any = None,
     limits: Any = None,
     rlimits: Any = None,
+    rows: int = 24,
+    cols: int = 80,
     user: str | int | None = None,
     group: str | int | None = None,
     extra_groups: Iterable[str | int] | None = None,
@@ -102,7 +80,7 @@ async def run(
             block.
         args, timeout, check, max_output_size, stderr, text, encoding,
             errors, cwd, env, pty, kill_timeout, cgroup, limits, rlimits,
-            user, group, extra_groups, umask, no_new_privs: as for
+            rows, cols, user, group, extra_groups, umask, no_new_privs: as for
             :func:`netrunner.run` (``stderr``: ``"pipe"``, ``"stdout"``,
             ``"devnull"``, ``"inherit"`` or a ``subprocess`` alias;
             ``env`` replaces the environment; the call returns within
@@ -116,121 +94,61 @@ async def run(
             stopped and reaped first).
         Everything ``run`` raises, for the same reasons.
     """
-    rq, seconds, limit, capture_stderr, source = prepare(
-        args, input=input, timeout=timeout, max_output_size=max_output_size, stderr=stderr,
-        cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits,
-        user=user, group=group, extra_groups=extra_groups, umask=umask, no_new_privs=no_new_privs,
-        encoding=encoding, errors=errors,
-    )  # fmt: skip
-    # Made inside _start()'s guard, as in the sync run(): no window in which
-    # an exception leaves a running child to the garbage collector.
-    job = await _start(
-        args,
-        rq,
-        lambda core: RunCore(core, source, timeout=seconds, max_output_size=limit, capture_stderr=capture_stderr),
-        stderr_complete=capture_stderr,
-        timeout=seconds,
-    )
-    try:
-        await adrive(job.attempt)
-    except BaseException:
-        await asettle(job.abort, job.reap_attempt, job.core.abandon)
-        raise
-    return job.result(text or encoding is not None or errors is not None, encoding, errors, check)
+    return await adrive_flow(running(args, plan(args, locals())))
 
 
 class AsyncProcess(ProcessBase):
-    """:class:`netrunner.Process` for asyncio: the blocking methods are
+    """:class:`netrunner.Process` on an event loop: the blocking methods are
     coroutines; cancelling one of them stops the child (see module doc)."""
 
-    _reads = 0
-    _eof_task: asyncio.Task[None] | None = None
+    _eof_writer: object | None = None  # the task writing a queued EOF
 
     def close_stdin(self) -> None:
         """The child sees EOF on stdin (not a coroutine: it never waits).
 
         On a terminal (``pty=True``) whose input is full, the EOF
-        character is queued, never dropped: a task on the running loop
-        writes it as soon as the terminal has room (and every method that
-        waits on this process writes it too), draining stdout meanwhile."""
+        character is queued, never dropped: on asyncio a task writes it as
+        soon as the terminal has room; on trio (no task may outlive its
+        nursery) and outside a loop, the next method awaited on this
+        process writes it (every method that waits does, draining stdout
+        meanwhile)."""
         super().close_stdin()
-        if self._core.eof_pending and self._eof_task is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return  # no loop: the next coroutine of this process writes it
-            # (The task holds the attempt, which holds us weakly.)
-            self._eof_task = loop.create_task(_write_eof(self._eof_attempt()))
+        if self._core.eof_pending and self._eof_writer is None:
+            # (The flow holds the attempt, which holds us weakly.)
+            self._eof_writer = start_background(lambda: _write_eof(until(self._eof_attempt())))
 
-    async def _fair(self, attempt: Any) -> Any:
-        """``adrive(attempt)``, yielding to the loop first every
-        ``FAIR_READS``-th time (see there)."""
-        self._reads += 1
-        if self._reads % FAIR_READS == 0:
-            await asyncio.sleep(0)
-        return await adrive(attempt)
-
-    async def _guarded(self, work: Awaitable[T]) -> T:
-        try:
-            return await work
-        except asyncio.CancelledError:
-            await uncancellable(self._stop_and_reap(None))
-            raise
+    async def _guarded(self, flow: Flow[Any]) -> Any:
+        """Await ``flow``; if it is cancelled, stop and reap the child first."""
+        return await adrive_flow(_stop_if_interrupted(self, flow))
 
     async def read(self, n: int = 65536, timeout: float | None = None) -> bytes:
         """Up to ``n`` bytes of stdout; ``b""`` at EOF; TimeoutError."""
-        _check_size(n)
-        result: bytes = await self._guarded(self._fair(self._read_attempt(n, deadline_of(timeout), timeout)))
+        result: bytes = await self._guarded(self._reading(n, timeout))
         return result
 
     async def read_stderr(self, n: int = 65536, timeout: float | None = None) -> bytes:
         """Up to ``n`` bytes of stderr (from the drained buffer first)."""
-        _check_size(n)
-        result: bytes = await self._guarded(self._fair(self._read_stderr_attempt(n, deadline_of(timeout), timeout)))
+        result: bytes = await self._guarded(self._reading_stderr(n, timeout))
         return result
 
     async def write(self, data: bytes) -> None:
         """Write all of ``data`` to stdin; BrokenPipeError if it closed."""
-        await self._guarded(adrive(self._write_attempt(data)))
+        await self._guarded(self._writing(data, wakeable=False))
 
     async def wait(self, timeout: float | None = None) -> int:
         """The returncode once reaped; TimeoutExpired; ShepherdError."""
-        result: int = await self._guarded(adrive(self._wait_attempt(deadline_of(timeout), timeout)))
-        return result
-
-    async def _stop_and_reap(self, grace: float | None) -> None:
-        try:
-            await self._stop(grace)
-        except Exception:  # cleanup: the socket close below finishes the job
-            pass
-        finally:
-            self._release()
-
-    async def _stop(self, grace: float | None) -> int:
-        seconds = self._grace(grace)
-        self._send_stop(seconds)
-        try:
-            result: int = await adrive(self._wait_attempt(deadline_of(seconds + STOP_MARGIN), seconds + STOP_MARGIN))
-        except TimeoutExpired:
-            raise self._stop_failed(seconds) from None
+        result: int = await self._guarded(self._waiting(timeout))
         return result
 
     async def stop(self, grace: float | None = None) -> int:
-        """SIGTERM, ``grace`` (default ``kill_timeout``), SIGKILL, reap."""
-        stopping = asyncio.ensure_future(self._stop(grace))
-        try:
-            return await asyncio.shield(stopping)
-        except asyncio.CancelledError:
-            await uncancellable(_finish(stopping))
-            raise
+        """SIGTERM, ``grace`` (default ``kill_timeout``), SIGKILL, reap.
+        Cancelled meanwhile, it still finishes before the cancellation
+        goes on."""
+        return await adrive_flow(self._stopping(grace), shielded=True)
 
     async def aclose(self) -> None:
         """Stop the child if it still runs, then release every fd."""
-        core = self._core
-        if core.forked_away or core.done:
-            self._release()
-            return
-        await uncancellable(self._stop_and_reap(None))
+        await adrive_flow(self._closing(), shielded=True)
 
     async def __aenter__(self) -> AsyncProcess:
         return self
@@ -239,19 +157,46 @@ class AsyncProcess(ProcessBase):
         await self.aclose()
 
 
-async def _write_eof(attempt: Any) -> None:
+def _stop_if_interrupted(process: ProcessBase, flow: Flow[Any]) -> Flow[Any]:
+    """``flow``, except that what is thrown in while it waits (a
+    cancellation) first stops and reaps the child; its own exceptions (a
+    read's TimeoutError) go through as they are."""
+    ready: list[int] | None = None  # a generator's first send must be None
+    thrown: BaseException | None = None
+    while True:
+        try:
+            request = flow.send(ready) if thrown is None else flow.throw(thrown)
+        except StopIteration as stop:
+            return stop.value
+        thrown = None
+        try:
+            ready = yield request
+        except GeneratorExit:  # closed unfinished: owner loss, no waiting now
+            flow.close()
+            process._release()
+            raise
+        except BaseException:
+            flow.close()
+            try:
+                yield from process._stopping(None)
+            except Exception:  # cleanup: the socket close below finishes the job
+                pass
+            finally:
+                process._release()
+            raise
+
+
+def _done() -> Flow[None]:
+    return
+    yield  # (a generator: the flow that has nothing to do)
+
+
+async def _write_eof(flow: Flow[None]) -> None:
     """A queued terminal EOF, written once there is room (see close_stdin)."""
     try:
-        await adrive(attempt)
+        await adrive_flow(flow)
     except (OSError, NetRunnerError):
         pass  # the child or its shepherd is gone: nobody reads the EOF
-
-
-async def _finish(task: asyncio.Future[Any]) -> None:
-    try:
-        await task
-    except BaseException:  # the caller re-raises its own exception
-        pass
 
 
 async def spawn(
@@ -298,12 +243,8 @@ async def spawn(
             stopped and reaped first).
         Everything ``spawn`` raises, for the same reasons.
     """
-    rq = prepare_spawn(
-        args, stdin=stdin, stderr=stderr, cwd=cwd, env=env, pty=pty, kill_timeout=kill_timeout,
-        cgroup=cgroup, limits=limits, rlimits=rlimits, rows=rows, cols=cols,
-        user=user, group=group, extra_groups=extra_groups, umask=umask, no_new_privs=no_new_privs,
-    )  # fmt: skip
-    return await _start(args, rq, AsyncProcess)
+    rq = SpawnOptions.from_call(locals()).request(args)
+    return await adrive_flow(started(args, rq, AsyncProcess))
 
 
 class AsyncStream:
@@ -317,26 +258,14 @@ class AsyncStream:
     socket close in C, and the shepherd SIGKILLs at once on that owner loss
     (see ``prepare_stream``)."""
 
-    def __init__(
-        self,
-        args: Any,
-        rq: SpawnRequest,
-        source: _Input | None,
-        timeout: float | None,
-        chunk_size: int,
-        check: bool,
-        grace: float,
-    ):
+    def __init__(self, args: Any, call: RunPlan, chunk_size: int, grace: float, check: bool) -> None:
         self.args = args
-        self._rq = rq
-        self._grace = grace
-        self._input = source
-        self._timeout = timeout
+        self._call = call
         self._chunk_size = chunk_size
+        self._grace = grace
         self._check = check
         self._job: StreamJob | None = None
         self._starting = False
-        self._reads = 0
         self.returncode: int | None = None
         self.stderr: bytes | None = None
         self.stats: Stats | None = None
@@ -345,20 +274,21 @@ class AsyncStream:
     def pid(self) -> int | None:
         return None if self._job is None else self._job.core.pid
 
+    def _wrap(self, core: ChildCore) -> StreamJob:
+        call = self._call
+        return StreamJob(core, call.source, timeout=call.timeout, chunk_size=self._chunk_size, grace=self._grace)
+
     async def _job_started(self) -> StreamJob:
         if self._job is None:
             if self._starting:
                 raise RuntimeError("this stream is already being started by another task")
             self._starting = True
-            self._job = await _start(
-                self.args,
-                self._rq,
-                lambda core: StreamJob(
-                    core, self._input, timeout=self._timeout, chunk_size=self._chunk_size, grace=self._grace
-                ),
-                timeout=self._timeout,
-            )
+            call = self._call
+            self._job = await adrive_flow(started(self.args, call.rq, self._wrap, timeout=call.timeout))
         return self._job
+
+    def _settle(self, job: StreamJob) -> None:
+        self.returncode, self.stderr, self.stats = job.settled()
 
     def __aiter__(self) -> AsyncStream:
         return self
@@ -367,52 +297,31 @@ class AsyncStream:
         job = self._job
         if job is not None and job.ended:
             raise StopAsyncIteration
+        job = await self._job_started()
         try:
-            job = await self._job_started()
-            self._reads += 1
-            if self._reads % FAIR_READS == 0:
-                await asyncio.sleep(0)  # see FAIR_READS
-            data = job.next_chunk()
-            if data is None:
-                data = await adrive(job.chunk_attempt)
-            if data:
-                return data
-            await adrive(job.attempt)
-            job.ended = True
-            self.returncode, self.stderr, self.stats = job.settled()
-            job.outcome(self._check)
-        except asyncio.CancelledError:
-            await uncancellable(self._halt(graceful=True))
-            raise
-        except BaseException:
-            await uncancellable(self._halt(graceful=False))
-            raise
+            data = await adrive_flow(job.chunk())
+        finally:
+            if job.ended:
+                self._settle(job)
+        if data:
+            return data
+        job.outcome(self._check)
         raise StopAsyncIteration
 
     def lines(self) -> _AsyncLines:
         """Complete lines, newline kept; no length limit."""
         return _AsyncLines(self)
 
-    async def _halt(self, *, graceful: bool) -> None:
-        job = self._job
-        if job is None or job.ended:
-            return
-        job.ended = True
-        try:
-            if not job.core.done:
-                if graceful:
-                    job.abort()
-                else:
-                    job.kill_now()
-                await adrive(job.reap_attempt)
-        finally:
-            job.core.abandon()
-            self.stats = job.core.stats()
-            self.returncode = job.core.returncode
-
     async def aclose(self) -> None:
         """Stop the child now (SIGKILL to its group) if it still runs."""
-        await uncancellable(self._halt(graceful=False))
+        job = self._job
+        if job is None or job.ended:
+            await adrive_flow(after_checkpoint(_done()))  # still a checkpoint, as every await should be
+            return
+        try:
+            await adrive_flow(job.halted(graceful=False), shielded=True)
+        finally:
+            self._settle(job)
 
     async def __aenter__(self) -> AsyncStream:
         return self
@@ -472,6 +381,7 @@ def stream(
     stderr: Any = "pipe",
     timeout: float | None = None,
     check: bool = False,
+    chunk_size: int = 65536,
     cwd: Any = None,
     env: Any = None,
     pty: bool = False,
@@ -479,7 +389,8 @@ def stream(
     cgroup: Any = None,
     limits: Any = None,
     rlimits: Any = None,
-    chunk_size: int = 65536,
+    rows: int = 24,
+    cols: int = 80,
     user: str | int | None = None,
     group: str | int | None = None,
     extra_groups: Iterable[str | int] | None = None,
@@ -501,8 +412,8 @@ def stream(
             terminal is waited on by the loop, others are pulled on the
             loop and must not block.
         args, stderr, timeout, check, cwd, env, pty, kill_timeout, cgroup,
-            limits, rlimits, chunk_size, user, group, extra_groups, umask,
-            no_new_privs: as for :func:`netrunner.stream` (``timeout``
+            limits, rlimits, chunk_size, rows, cols, user, group,
+            extra_groups, umask, no_new_privs: as for :func:`netrunner.stream` (``timeout``
             bounds the whole stream; ``chunk_size``: the largest chunk).
 
     Returns:
@@ -518,9 +429,5 @@ def stream(
         Everything else ``stream`` raises, from the iteration (the start's
             errors included).
     """
-    rq, seconds, size, grace, source = prepare_stream(
-        args, input=input, stderr=stderr, timeout=timeout, cwd=cwd, env=env, pty=pty,
-        kill_timeout=kill_timeout, cgroup=cgroup, limits=limits, rlimits=rlimits, chunk_size=chunk_size,
-        user=user, group=group, extra_groups=extra_groups, umask=umask, no_new_privs=no_new_privs,
-    )  # fmt: skip
-    return AsyncStream(args, rq, source, seconds, size, check, grace)
+    call, size, grace = stream_plan(args, locals())
+    return AsyncStream(args, call, size, grace, check)

@@ -67,7 +67,7 @@ from ._core import ChildCore
 from ._drive import Pending, drive
 from ._errors import NetRunnerError, TimeoutExpired
 from ._process import Process
-from ._sync import start
+from ._start import start
 
 EXIT_TIMEOUT = 124
 EXIT_INTERNAL = 125
@@ -207,20 +207,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plan.timeout = options.seconds(args.timeout, "--timeout")
         options.size(args.max_output, "--max-output")
-        rq = options.spawn_request(
-            command,
+        child = options.SpawnOptions(
             stdin="inherit",
-            stdout=op.STDIO_PIPE if plan.copy_stdout else op.STDIO_INHERIT,
             stderr="pipe" if plan.copy_stderr else "inherit",
-            cwd_=None,
-            env=None,
             kill_timeout=args.kill_after,
-            rlimits_=None,
             cgroup=args.cgroup,
             pty=args.pty,
             rows=rows,
             cols=cols,
         )
+        rq = child.request(command, stdout=op.STDIO_PIPE if plan.copy_stdout else op.STDIO_INHERIT)
     except (ValueError, TypeError, NetRunnerError) as exc:
         return _fail(str(exc), EXIT_INTERNAL)
     # Signals that arrive while CMD starts are held back, then forwarded

@@ -4,7 +4,7 @@
 
 Builds ``tests/stress/fuzz/fuzz_request.c`` (which includes
 ``shepherd/shepherd.c`` unchanged) with clang, ``-fsanitize=fuzzer,address,
-undefined``; writes a seed corpus of real requests (``_options.spawn_request``
+undefined``; writes a seed corpus of real requests (``_options.SpawnOptions.request``
 encoded by ``_protocol.encode_spawn``: plain, env, cwd, every stdio mode,
 pty, cgroup with limits, rlimits, umask, plus split and coalesced frames);
 runs for ``--seconds``; prints one figure line.  Exit 1 on a crash (the
@@ -72,40 +72,23 @@ def real_requests() -> list[bytes]:
     variants: list[dict[str, object]] = [
         {},
         {"env": env},
-        {"cwd_": "/tmp"},
+        {"cwd": "/tmp"},
         {"stdin": "pipe", "stderr": "stdout"},
         {"stdin": "devnull", "stderr": "devnull"},
         {"stdin": "inherit", "stderr": "inherit"},
         {"pty": True, "rows": 30, "cols": 100},
-        {"rlimits_": {"RLIMIT_NOFILE": (256, 1024), "RLIMIT_CORE": (0, 0)}},
+        {"rlimits": {"RLIMIT_NOFILE": (256, 1024), "RLIMIT_CORE": (0, 0)}},
         {"kill_timeout": 0},
         {"kill_timeout": 4000000},
     ]
     frames = []
     for extra in variants:
-        kw: dict[str, object] = {
-            "stdin": "pipe",
-            "stdout": op.STDIO_PIPE,
-            "stderr": "pipe",
-            "cwd_": None,
-            "env": None,
-            "kill_timeout": 5.0,
-            "rlimits_": None,
-        }
+        kw: dict[str, object] = {"stdin": "pipe", "stderr": "pipe"}
         kw.update(extra)
         args = ["sh", "-c", "echo hi; exec cat", "arg with spaces", b"\xff\xfe bytes"]
-        frames.append(encode_spawn(_options.spawn_request(args, **kw)))  # type: ignore[arg-type]
-    # cgroup fields without touching any cgroup (spawn_request would check the mount).
-    base = _options.spawn_request(
-        ["true"],
-        stdin="devnull",
-        stdout=op.STDIO_PIPE,
-        stderr="pipe",
-        cwd_=None,
-        env=env,
-        kill_timeout=1,
-        rlimits_=None,
-    )
+        frames.append(encode_spawn(_options.SpawnOptions(**kw).request(args)))  # type: ignore[arg-type]
+    # cgroup fields without touching any cgroup (request() would check the mount).
+    base = _options.SpawnOptions(stdin="devnull", env=env, kill_timeout=1).request(["true"])
     for cg, sets in (
         (b"/sys/fs/cgroup/netrunner/1-ab", [b"pids.max=64", b"memory.max=100M"]),
         (b"/x", []),
