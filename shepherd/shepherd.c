@@ -363,6 +363,8 @@ struct request {
     struct strv cgroup_set; /* "file=value" */
     /* Credentials for the child; each set only when its field came. */
     int set_uid, set_gid, set_groups, no_new_privs;
+    int set_nice;
+    int32_t nice; /* added to the child's niceness */
     uid_t uid;
     gid_t gid;
     gid_t *groups; /* malloc'd, ngroups entries (at least one slot) */
@@ -578,6 +580,12 @@ static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
             if (flen != 0) return -1;
             rq->no_new_privs = 1;
             break;
+        case NR_FIELD_NICE:
+            if (flen != 4 || rq->set_nice) return -1;
+            rq->nice = (int32_t)get_u32(v);
+            if (rq->nice < -40 || rq->nice > 40) return -1; /* beyond any niceness range */
+            rq->set_nice = 1;
+            break;
         case NR_FIELD_RLIMIT:
             if (flen != 20 || rq->nrlimits == MAX_RLIMITS) return -1;
             rq->rlimits[rq->nrlimits].resource = (int)get_u32(v);
@@ -697,6 +705,15 @@ __attribute__((noreturn)) static void exec_child(const struct request *rq, const
     for (int i = 0; i < rq->nrlimits; i++) {
         if (setrlimit(rq->rlimits[i].resource, &rq->rlimits[i].limit) < 0)
             child_fail(errfd, NR_STAGE_RLIMIT, errno);
+    }
+    /* nice(1)'s rule: the increment on top of the niceness we have, which
+     * the kernel clamps to [-20, 19].  Before the ids change, so a
+     * privileged owner may make a child it runs as another user less nice. */
+    if (rq->set_nice) {
+        errno = 0;
+        int now = getpriority(PRIO_PROCESS, 0);
+        if (now == -1 && errno) child_fail(errfd, NR_STAGE_NICE, errno);
+        if (setpriority(PRIO_PROCESS, 0, now + rq->nice) < 0) child_fail(errfd, NR_STAGE_NICE, errno);
     }
     /* Credentials last (after rlimits, which may need root to raise a hard
      * limit), in CPython's order: setgroups, setgid, setuid, each setting

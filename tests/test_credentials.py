@@ -319,6 +319,13 @@ def test_an_unprivileged_owner_asking_for_root_gets_permission_error() -> None:
     assert report == {"raised": "PermissionError", "errno": errno.EPERM}
 
 
+def test_an_unprivileged_owner_lowering_the_niceness_gets_permission_error() -> None:
+    """A negative ``nice`` needs CAP_SYS_NICE: the child's setpriority
+    fails with EACCES, reported exactly, raised by the call that spawns."""
+    report = run_owner_as(NOBODY, "print('ran')", nice=-5)
+    assert report == {"raised": "PermissionError", "errno": errno.EACCES}
+
+
 # ------------------------------------------------------------------ refusals
 
 TOUCH = shutil.which("touch") or "/usr/bin/touch"

@@ -451,6 +451,7 @@ def spawn_requests(draw: st.DrawFn) -> SpawnRequest:
                 max_size=4,
             )
         ),
+        nice=draw(st.none() | st.integers(-40, 40)),
     )
 
 
@@ -473,6 +474,8 @@ def test_encode_spawn_round_trips(rq: SpawnRequest) -> None:
         (op.FIELD_KILL_TIMEOUT, struct.pack("<I", round(rq.kill_timeout * 1000))),
     ]
     expected += [(op.FIELD_RLIMIT, struct.pack("<IQQ", *r)) for r in rq.rlimits]
+    if rq.nice is not None:
+        expected.append((op.FIELD_NICE, struct.pack("<i", rq.nice)))
     assert fields == expected
     # The request decodes back to what was encoded.
     tags = [tag for tag, _ in fields]
@@ -612,16 +615,16 @@ def test_doc_rows_follow_added_and_removed_constants(tmp_path: Path) -> None:
     """A new constant gets a row from its comment; a removed one loses its row."""
     tool, opcodes, doc = docs_tree(tmp_path)
     source = opcodes.read_text()
-    prctl = "STAGE_PRCTL = 14  # PR_SET_NO_NEW_PRIVS in the child\n"
+    prctl = "STAGE_NICE = 15  # setpriority in the child (a negative nice needs CAP_SYS_NICE)\n"
     adopt = "FS_ADOPT = 3  # owner -> server, one byte; SCM_RIGHTS: serve this socket (no reply)\n"
     assert prctl in source and adopt in source
-    source = source.replace(prctl, prctl + "STAGE_NEW = 15  # a new | stage\n")
+    source = source.replace(prctl, prctl + "STAGE_NEW = 16  # a new | stage\n")
     source = source.replace(adopt, adopt + "FS_OTHER = 4\n")
     opcodes.write_text(source.replace("STDIO_STDOUT = 3  # stderr only: the same file as stdout\n", ""))
     assert run_docs_tool(tool, "--check").returncode == 1
     assert run_docs_tool(tool).returncode == 0
     text = doc.read_text()
-    assert "| 15 | `STAGE_NEW` | a new \\| stage | |\n<!-- END GENERATED: stages -->" in text
+    assert "| 16 | `STAGE_NEW` | a new \\| stage | |\n<!-- END GENERATED: stages -->" in text
     assert "| 4 | `FS_OTHER` | ? | | | |\n<!-- END GENERATED: fork-server -->" in text
     assert "| 3 | `STDIO_STDOUT` |" not in text
     assert run_docs_tool(tool, "--check").returncode == 0

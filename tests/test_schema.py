@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,38 @@ def test_rows_and_cols_reach_the_terminal_on_every_front_end() -> None:
         return (await aio.run(script, pty=True, rows=9, cols=35)).stdout
 
     assert asyncio.run(main()).strip() == b"9 35"
+
+
+# ---------------------------------------------------------------- nice
+# The option added through the schema: one field, one protocol field, one
+# step in the shepherd's child, and every front end takes it.
+def _niceness_after(increment: int) -> int:
+    return max(-20, min(19, os.getpriority(os.PRIO_PROCESS, 0) + increment))
+
+
+def test_nice_is_added_to_the_childs_niceness_on_every_front_end() -> None:
+    expected = f"{_niceness_after(5)}\n".encode()
+    assert netrunner.run(["nice"], nice=5).stdout == expected
+    assert b"".join(netrunner.stream(["nice"], nice=5)) == expected
+    with netrunner.spawn(["nice"], nice=5) as p:
+        assert p.read() == expected
+        assert p.wait(timeout=30) == 0
+
+    async def main() -> bytes:
+        return (await aio.run(["nice"], nice=5)).stdout
+
+    assert asyncio.run(main()) == expected
+    assert Command("nice", nice=5).run().stdout == expected
+    assert netrunner.run(["nice"]).stdout == f"{_niceness_after(0)}\n".encode()  # default: ours
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="lowering the niceness needs CAP_SYS_NICE")
+def test_a_negative_nice_is_applied_before_the_child_changes_user() -> None:
+    r = netrunner.run(["nice"], nice=-3, user="nobody")
+    assert r.stdout == f"{_niceness_after(-3)}\n".encode()
+
+
+@pytest.mark.parametrize(("value", "error"), [(41, ValueError), (-41, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_a_bad_nice_is_refused_before_anything_starts(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="nice"):
+        netrunner.run(["true"], nice=value)  # type: ignore[arg-type]

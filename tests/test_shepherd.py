@@ -888,6 +888,11 @@ MALFORMED_REQUESTS = {
     "too-many-groups": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_GROUPS, b"\0" * 4 * 65537)),
     "two-group-lists": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_GROUPS, b"") * 2),
     "no-new-privs-with-a-value": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_NO_NEW_PRIVS, b"\1")),
+    "short-nice": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_NICE, b"\5\0")),
+    "nice-beyond-any-range": raw_frame(
+        op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_NICE, struct.pack("<i", -(2**31)))
+    ),
+    "two-nices": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_NICE, struct.pack("<i", 1)) * 2),
     "not-a-spawn-first": encode_signal(signal.SIGTERM),
     "reserved-nonzero": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"], reserved=2),
     "oversize-length": struct.pack("<IHH", op.MAX_PAYLOAD + 1, op.OP_SPAWN, 0),

@@ -237,6 +237,7 @@ _STAGE_NAMES = {
     op.STAGE_PTY: "setting up the terminal",
     op.STAGE_CREDENTIALS: "setgroups/setgid/setuid",
     op.STAGE_PRCTL: "PR_SET_NO_NEW_PRIVS",
+    op.STAGE_NICE: "setpriority (nice)",
 }
 
 
@@ -266,6 +267,7 @@ def spawn_error(failed: SpawnFailed, rq: SpawnRequest) -> BaseException:
     # EPERM, as a non-root owner asking for another uid gets).
     if failed.stage in (
         op.STAGE_RLIMIT, op.STAGE_DUP2, op.STAGE_SETPGID, op.STAGE_SIGNALS, op.STAGE_CREDENTIALS, op.STAGE_PRCTL,
+        op.STAGE_NICE,
     ):  # fmt: skip
         return OSError(failed.errno, f"{message} (in the child, at {stage})")
     return ShepherdError(f"the shepherd could not start the child ({stage}: {message})")

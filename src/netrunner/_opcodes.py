@@ -55,6 +55,7 @@ FIELD_UID = 15  # u32: setuid in the child (after setgroups and setgid)
 FIELD_GID = 16  # u32: setgid in the child
 FIELD_GROUPS = 17  # u32 per supplementary group (empty: none): setgroups in the child
 FIELD_NO_NEW_PRIVS = 18  # empty: PR_SET_NO_NEW_PRIVS in the child before exec
+FIELD_NICE = 19  # i32: added to the child's niceness, as nice(1) does (before the ids change)
 
 # Stdio modes.
 STDIO_PIPE = 0  # a fresh pipe; the owner's end comes back in OP_STARTED
@@ -83,3 +84,4 @@ STAGE_CGROUP = 11  # creating the leaf, or the child joining it before exec
 STAGE_CGROUP_SET = 12  # writing a FIELD_CGROUP_SET value into the leaf
 STAGE_CREDENTIALS = 13  # setgroups, setgid or setuid in the child
 STAGE_PRCTL = 14  # PR_SET_NO_NEW_PRIVS in the child
+STAGE_NICE = 15  # setpriority in the child (a negative nice needs CAP_SYS_NICE)

@@ -335,6 +335,19 @@ def terminal(pty: Any, rows: Any, cols: Any) -> tuple[int, int] | None:
     return (rows, cols) if pty else None
 
 
+def niceness(value: Any) -> int | None:
+    """``nice=``: the increment ``nice(1)`` adds to the child's niceness
+    (None: none).  Positive is kinder to other processes; negative needs
+    privilege (``CAP_SYS_NICE``), else the spawn raises ``PermissionError``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"nice must be an int, not {type(value).__name__}")
+    if not -40 <= value <= 40:
+        raise ValueError(f"nice must be between -40 and 40, not {value}")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class SpawnOptions:
     """Every per-child option, once: its name, default and validator.
@@ -371,6 +384,7 @@ class SpawnOptions:
     extra_groups: Iterable[str | int] | None = None
     umask: int | None = None
     no_new_privs: bool = False
+    nice: int | None = None
 
     @classmethod
     def from_call(cls, arguments: Mapping[str, Any]) -> SpawnOptions:
@@ -416,6 +430,7 @@ class SpawnOptions:
             gid=gid,
             groups=gids,
             no_new_privs=nnp,
+            nice=niceness(self.nice),
             cwd_fd=send_cwd,
         )
         if leaf is None:

@@ -441,6 +441,7 @@ def spawn(
     extra_groups: Iterable[str | int] | None = None,
     umask: int | None = None,
     no_new_privs: bool = False,
+    nice: int | None = None,
 ) -> Process:
     """Start ``args`` under its own shepherd and return the :class:`Process`.
 
@@ -479,7 +480,7 @@ def spawn(
         rows, cols: the terminal's initial size with ``pty=True`` (1 to
             65535; default 24 x 80); change it later with
             ``Process.set_window_size()``.
-        user, group, extra_groups, umask, no_new_privs: as for ``run``
+        user, group, extra_groups, umask, no_new_privs, nice: as for ``run``
             (and ``subprocess``).
 
     Returns:

@@ -226,6 +226,7 @@ class SpawnRequest:
     gid: int | None = None  # setgid in the child
     groups: list[int] | None = None  # setgroups in the child ([]: none at all)
     no_new_privs: bool = False  # PR_SET_NO_NEW_PRIVS in the child
+    nice: int | None = None  # niceness increment in the child
     # Send our cwd as an fd with the request (FIELD_CWD_FD): the child
     # fchdir()s to it, then chdir(cwd) if ``cwd`` is relative.
     cwd_fd: bool = False
@@ -285,4 +286,6 @@ def encode_spawn(rq: SpawnRequest) -> bytes:
         field(op.FIELD_UID, _U32.pack(rq.uid))
     if rq.no_new_privs:
         field(op.FIELD_NO_NEW_PRIVS, b"")
+    if rq.nice is not None:
+        field(op.FIELD_NICE, struct.pack("<i", rq.nice))
     return frame(op.OP_SPAWN, b"".join(parts))

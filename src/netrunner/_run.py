@@ -551,6 +551,7 @@ def run(
     extra_groups: Iterable[str | int] | None = None,
     umask: int | None = None,
     no_new_privs: bool = False,
+    nice: int | None = None,
 ) -> Result:
     """Run ``args`` to completion and return its :class:`Result`.
 
@@ -651,6 +652,11 @@ def run(
         no_new_privs: if true, sets ``PR_SET_NO_NEW_PRIVS``: setuid
             binaries and file capabilities no longer raise the child's
             privileges.
+        nice: added to the child's niceness as ``nice(1)`` does (-40 to
+            40; the kernel keeps the result within -20..19), before the
+            child changes user.  Lowering it (negative) needs
+            ``CAP_SYS_NICE``, else ``PermissionError``.  ``None``
+            (default): the child's niceness is yours.
 
     Returns:
         A :class:`Result` (a ``subprocess.CompletedProcess``): ``args``,

@@ -297,6 +297,7 @@ def stream(
     extra_groups: Iterable[str | int] | None = None,
     umask: int | None = None,
     no_new_privs: bool = False,
+    nice: int | None = None,
 ) -> Stream:
     """Start ``args`` and return a :class:`Stream` of its stdout chunks.
 
@@ -340,7 +341,7 @@ def stream(
         chunk_size: the largest chunk to yield, in bytes (int > 0, default
             65536); a chunk is whatever one read returns, so it may be
             shorter.
-        user, group, extra_groups, umask, no_new_privs: as for ``run``
+        user, group, extra_groups, umask, no_new_privs, nice: as for ``run``
             (and ``subprocess``).
 
     Returns:

@@ -64,6 +64,7 @@ async def run(
     extra_groups: Iterable[str | int] | None = None,
     umask: int | None = None,
     no_new_privs: bool = False,
+    nice: int | None = None,
 ) -> Result:
     """:func:`netrunner.run` on the event loop (see its docstring for the
     full text of each option): no thread, no blocking call on the loop.
@@ -80,7 +81,7 @@ async def run(
             block.
         args, timeout, check, max_output_size, stderr, text, encoding,
             errors, cwd, env, pty, kill_timeout, cgroup, limits, rlimits,
-            rows, cols, user, group, extra_groups, umask, no_new_privs: as for
+            rows, cols, user, group, extra_groups, umask, no_new_privs, nice: as for
             :func:`netrunner.run` (``stderr``: ``"pipe"``, ``"stdout"``,
             ``"devnull"``, ``"inherit"`` or a ``subprocess`` alias;
             ``env`` replaces the environment; the call returns within
@@ -218,6 +219,7 @@ async def spawn(
     extra_groups: Iterable[str | int] | None = None,
     umask: int | None = None,
     no_new_privs: bool = False,
+    nice: int | None = None,
 ) -> AsyncProcess:
     """:func:`netrunner.spawn` on the event loop: the spawn handshake is
     awaited, never waited for (see ``spawn``'s docstring for each option).
@@ -230,7 +232,7 @@ async def spawn(
     Args:
         args, stdin, stderr, cwd, env, pty, kill_timeout, cgroup, limits,
             rlimits, rows, cols, user, group, extra_groups, umask,
-            no_new_privs: as for :func:`netrunner.spawn` (``stdin``:
+            no_new_privs, nice: as for :func:`netrunner.spawn` (``stdin``:
             ``"pipe"``, ``"devnull"``, ``"inherit"``; ``rows``/``cols``:
             the pty's size).
 
@@ -396,6 +398,7 @@ def stream(
     extra_groups: Iterable[str | int] | None = None,
     umask: int | None = None,
     no_new_privs: bool = False,
+    nice: int | None = None,
 ) -> AsyncStream:
     """:func:`netrunner.stream` for ``async for`` (see its docstring for
     each option).  Not a coroutine: the options are validated now (bad
@@ -413,7 +416,7 @@ def stream(
             loop and must not block.
         args, stderr, timeout, check, cwd, env, pty, kill_timeout, cgroup,
             limits, rlimits, chunk_size, rows, cols, user, group,
-            extra_groups, umask, no_new_privs: as for :func:`netrunner.stream` (``timeout``
+            extra_groups, umask, no_new_privs, nice: as for :func:`netrunner.stream` (``timeout``
             bounds the whole stream; ``chunk_size``: the largest chunk).
 
     Returns:
