@@ -11,6 +11,7 @@ the two fronts (the httpcore/psycopg shape: one core, two thin drivers).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import select
 import time
@@ -133,7 +134,7 @@ def drive_flow(flow: Flow[T]) -> T:
             thrown = None
             ready = poll_ready(request.interest, request.deadline) if isinstance(request, Pending) else []
         except BaseException as exc:
-            if flow.gi_frame is None:  # raised by the flow (or after its end)
+            if inspect.getgeneratorstate(flow) == inspect.GEN_CLOSED:  # raised by the flow (or after its end)
                 raise
             thrown = exc
             ready = None
