@@ -32,6 +32,7 @@
 #define NR_FIELD_GROUPS 17              /* u32 per supplementary group (empty: none): setgroups in the child */
 #define NR_FIELD_NO_NEW_PRIVS 18        /* empty: PR_SET_NO_NEW_PRIVS in the child before exec */
 #define NR_FIELD_NICE 19                /* i32: added to the child's niceness, as nice(1) does (before the ids change) */
+#define NR_FIELD_PTY_NO_ECHO 20         /* empty: the terminal's ECHO is off before the child starts (needs FIELD_PTY) */
 #define NR_STDIO_PIPE 0                 /* a fresh pipe; the owner's end comes back in OP_STARTED */
 #define NR_STDIO_DEVNULL 1              /* /dev/null */
 #define NR_STDIO_INHERIT 2              /* the fd passed with OP_SPAWN (the owner's own 0/1/2) */

@@ -41,6 +41,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -356,6 +357,7 @@ struct request {
     uint32_t kill_timeout_ms;
     int umask; /* -1: keep ours */
     int pty;   /* a pseudo-terminal instead of the stdio modes */
+    int no_echo; /* that terminal starts with ECHO off */
     struct winsize winsize;
     int nrlimits;
     struct { int resource; struct rlimit limit; } rlimits[MAX_RLIMITS];
@@ -553,6 +555,10 @@ static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
             rq->winsize.ws_row = get_u16(v);
             rq->winsize.ws_col = get_u16(v + 2);
             break;
+        case NR_FIELD_PTY_NO_ECHO:
+            if (flen != 0) return -1;
+            rq->no_echo = 1;
+            break;
         case NR_FIELD_UMASK:
             if (flen != 4 || get_u32(v) > 0777) return -1;
             rq->umask = (int)get_u32(v);
@@ -598,6 +604,7 @@ static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
         }
     }
     if (rq->cgroup && !under_cgroup2_mount(rq->cgroup)) return -1;
+    if (rq->no_echo && !rq->pty) return -1;
     return (rq->argv.n > 0 && rq->exec.n > 0) ? 0 : -1;
 }
 
@@ -1188,9 +1195,18 @@ static int take_pipe(int from[2], int p[2], int errpipe) {
     return 0;
 }
 
+static int echo_off(int tty) {
+    struct termios t;
+    if (tcgetattr(tty, &t) < 0) return -1;
+    t.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK | ECHONL);
+    return tcsetattr(tty, TCSANOW, &t);
+}
+
 /* The pty: the child gets the slave as 0, 1 and 2; the owner gets the
  * master twice (its "stdin" and "stdout" ends: closing one never hangs up
- * the terminal while the other is open).  Initial size from the request. */
+ * the terminal while the other is open).  Initial size from the request,
+ * and ECHO off if asked (set on the slave before the child exists, so not
+ * even its first input is echoed, as pexpect's echo=False). */
 static int open_pty(const struct request *rq, int child_end[3], int owner_end[3]) {
     char name[128];
     int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
@@ -1198,7 +1214,8 @@ static int open_pty(const struct request *rq, int child_end[3], int owner_end[3]
     int slave = -1;
     if (grantpt(master) < 0 || unlockpt(master) < 0 || ptsname_r(master, name, sizeof name) != 0 ||
         (slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0 || ioctl(master, TIOCSWINSZ, &rq->winsize) < 0 ||
-        fcntl(master, F_SETFL, O_NONBLOCK) < 0 || (owner_end[0] = fcntl(master, F_DUPFD_CLOEXEC, 3)) < 0) {
+        fcntl(master, F_SETFL, O_NONBLOCK) < 0 || (rq->no_echo && echo_off(slave) < 0) ||
+        (owner_end[0] = fcntl(master, F_DUPFD_CLOEXEC, 3)) < 0) {
         int saved = errno;
         close(master);
         if (slave >= 0) close(slave);

@@ -315,3 +315,34 @@ def test_owner_sigkill_with_a_pty_child_leaves_nothing() -> None:
     finally:
         owner.stdin.close()
         owner.stdout.close()
+
+
+# ------------------------------------------------------------------ echo
+def test_echo_false_leaves_only_what_the_child_writes() -> None:
+    # With echo (the default) the terminal copies the input back first.
+    assert netrunner.run(["cat"], input=b"abc\n", pty=True).stdout == b"abc\r\nabc\r\n"
+    assert netrunner.run(["cat"], input=b"abc\n", pty=True, echo=False).stdout == b"abc\r\n"
+
+
+def test_echo_false_holds_from_the_childs_first_byte_on_every_front_end() -> None:
+    # The child reports its terminal's settings before reading anything:
+    # echo is off before it starts, not turned off later.
+    probe = ["sh", "-c", "stty -a"]
+    assert b"-echo " in netrunner.run(probe, pty=True, echo=False).stdout
+    assert b" echo " in netrunner.run(probe, pty=True).stdout
+    assert b"-echo " in b"".join(netrunner.stream(probe, pty=True, echo=False))
+    with netrunner.spawn(["cat"], pty=True, echo=False) as p:
+        p.write(b"ping\n")
+        assert p.read(timeout=30) == b"ping\r\n"  # cat's copy only
+
+    async def main() -> bytes:
+        return (await aio.run(["cat"], input=b"x\n", pty=True, echo=False)).stdout
+
+    assert asyncio.run(main()) == b"x\r\n"
+
+
+def test_echo_false_without_a_terminal_is_refused_before_anything_starts() -> None:
+    with pytest.raises(ValueError, match="echo=False needs pty=True"):
+        netrunner.run(["true"], echo=False)
+    with pytest.raises(TypeError, match="echo"):
+        netrunner.spawn(["true"], pty=True, echo="no")  # type: ignore[arg-type]

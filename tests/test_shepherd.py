@@ -856,6 +856,7 @@ def _request_fields() -> dict[str, bytes]:
         "argv": tlv(op.FIELD_ARGV, b"true"),
         "exec": tlv(op.FIELD_EXEC, b"/bin/true"),
         "io": tlv(op.FIELD_STDIN, u32(1)) + tlv(op.FIELD_STDOUT, u32(1)) + tlv(op.FIELD_STDERR, u32(1)),
+        "pty": tlv(op.FIELD_PTY, struct.pack("<HH", 24, 80)),
     }
 
 
@@ -891,6 +892,11 @@ MALFORMED_REQUESTS = {
     "short-nice": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_NICE, b"\5\0")),
     "nice-beyond-any-range": raw_frame(
         op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_NICE, struct.pack("<i", -(2**31)))
+    ),
+    "no-echo-without-a-pty": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_PTY_NO_ECHO, b"")),
+    "no-echo-with-a-value": raw_frame(
+        op.OP_SPAWN,
+        F["argv"] + F["exec"] + tlv(op.FIELD_PTY, struct.pack("<HH", 24, 80)) + tlv(op.FIELD_PTY_NO_ECHO, b"\0"),
     ),
     "two-nices": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_NICE, struct.pack("<i", 1)) * 2),
     "not-a-spawn-first": encode_signal(signal.SIGTERM),

@@ -56,6 +56,7 @@ FIELD_GID = 16  # u32: setgid in the child
 FIELD_GROUPS = 17  # u32 per supplementary group (empty: none): setgroups in the child
 FIELD_NO_NEW_PRIVS = 18  # empty: PR_SET_NO_NEW_PRIVS in the child before exec
 FIELD_NICE = 19  # i32: added to the child's niceness, as nice(1) does (before the ids change)
+FIELD_PTY_NO_ECHO = 20  # empty: the terminal's ECHO is off before the child starts (needs FIELD_PTY)
 
 # Stdio modes.
 STDIO_PIPE = 0  # a fresh pipe; the owner's end comes back in OP_STARTED

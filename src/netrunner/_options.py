@@ -379,6 +379,7 @@ class SpawnOptions:
     rlimits: Any = None
     rows: int = 24
     cols: int = 80
+    echo: bool = True
     user: str | int | None = None
     group: str | int | None = None
     extra_groups: Iterable[str | int] | None = None
@@ -397,6 +398,9 @@ class SpawnOptions:
         valid does anything touch the system (a cgroup's parents)."""
         arguments = argv(args)
         size = terminal(self.pty, self.rows, self.cols)
+        echo = flag(self.echo, "echo")
+        if not echo and size is None:
+            raise ValueError("echo=False needs pty=True (it turns the terminal's echo off)")
         mask = child_umask(self.umask)
         nnp = flag(self.no_new_privs, "no_new_privs")
         leaf = _cgroup.validate(self.cgroup)
@@ -425,6 +429,7 @@ class SpawnOptions:
             rlimits=rlimits(self.rlimits),
             umask=mask,
             pty=size,
+            echo=echo,
             cgroup_set=entries,
             uid=uid,
             gid=gid,

@@ -436,6 +436,7 @@ def spawn(
     rlimits: Any = None,
     rows: int = 24,
     cols: int = 80,
+    echo: bool = True,
     user: str | int | None = None,
     group: str | int | None = None,
     extra_groups: Iterable[str | int] | None = None,
@@ -480,7 +481,8 @@ def spawn(
         rows, cols: the terminal's initial size with ``pty=True`` (1 to
             65535; default 24 x 80); change it later with
             ``Process.set_window_size()``.
-        user, group, extra_groups, umask, no_new_privs, nice: as for ``run``
+        echo, user, group, extra_groups, umask, no_new_privs, nice: as for
+            ``run``
             (and ``subprocess``).
 
     Returns:

@@ -227,6 +227,7 @@ class SpawnRequest:
     groups: list[int] | None = None  # setgroups in the child ([]: none at all)
     no_new_privs: bool = False  # PR_SET_NO_NEW_PRIVS in the child
     nice: int | None = None  # niceness increment in the child
+    echo: bool = True  # pty only: the terminal echoes input
     # Send our cwd as an fd with the request (FIELD_CWD_FD): the child
     # fchdir()s to it, then chdir(cwd) if ``cwd`` is relative.
     cwd_fd: bool = False
@@ -272,6 +273,8 @@ def encode_spawn(rq: SpawnRequest) -> bytes:
         field(op.FIELD_UMASK, _U32.pack(rq.umask))
     if rq.pty is not None:
         field(op.FIELD_PTY, struct.pack("<HH", *rq.pty))
+        if not rq.echo:
+            field(op.FIELD_PTY_NO_ECHO, b"")
     if rq.cgroup is not None:
         field(op.FIELD_CGROUP, rq.cgroup)
     for entry in rq.cgroup_set or ():

@@ -546,6 +546,7 @@ def run(
     rlimits: Any = None,
     rows: int = 24,
     cols: int = 80,
+    echo: bool = True,
     user: str | int | None = None,
     group: str | int | None = None,
     extra_groups: Iterable[str | int] | None = None,
@@ -624,6 +625,11 @@ def run(
             limit, an exception, your process dying).
         rows, cols: the terminal's size with ``pty=True`` (1 to 65535;
             default 24 x 80).
+        echo: with ``pty=True``, whether the terminal echoes what the
+            child is sent (default ``True``, as a terminal does).
+            ``False`` turns echo off before the child starts (pexpect's
+            ``echo=False``), so output holds only what the child writes;
+            without ``pty`` it is a ``ValueError``.
         cgroup: ``None`` (default) or ``False``: no cgroup; ``True``: a
             fresh leaf ``netrunner/<pid>-<random hex>``; or a relative path
             such as ``"jobs/build-42"`` (no ``..``, not absolute, must not

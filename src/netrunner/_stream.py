@@ -292,6 +292,7 @@ def stream(
     rlimits: Any = None,
     rows: int = 24,
     cols: int = 80,
+    echo: bool = True,
     user: str | int | None = None,
     group: str | int | None = None,
     extra_groups: Iterable[str | int] | None = None,
@@ -341,7 +342,8 @@ def stream(
         chunk_size: the largest chunk to yield, in bytes (int > 0, default
             65536); a chunk is whatever one read returns, so it may be
             shorter.
-        user, group, extra_groups, umask, no_new_privs, nice: as for ``run``
+        echo, user, group, extra_groups, umask, no_new_privs, nice: as for
+            ``run``
             (and ``subprocess``).
 
     Returns:

@@ -59,6 +59,7 @@ async def run(
     rlimits: Any = None,
     rows: int = 24,
     cols: int = 80,
+    echo: bool = True,
     user: str | int | None = None,
     group: str | int | None = None,
     extra_groups: Iterable[str | int] | None = None,
@@ -81,7 +82,7 @@ async def run(
             block.
         args, timeout, check, max_output_size, stderr, text, encoding,
             errors, cwd, env, pty, kill_timeout, cgroup, limits, rlimits,
-            rows, cols, user, group, extra_groups, umask, no_new_privs, nice: as for
+            rows, cols, echo, user, group, extra_groups, umask, no_new_privs, nice: as for
             :func:`netrunner.run` (``stderr``: ``"pipe"``, ``"stdout"``,
             ``"devnull"``, ``"inherit"`` or a ``subprocess`` alias;
             ``env`` replaces the environment; the call returns within
@@ -214,6 +215,7 @@ async def spawn(
     rlimits: Any = None,
     rows: int = 24,
     cols: int = 80,
+    echo: bool = True,
     user: str | int | None = None,
     group: str | int | None = None,
     extra_groups: Iterable[str | int] | None = None,
@@ -231,7 +233,7 @@ async def spawn(
 
     Args:
         args, stdin, stderr, cwd, env, pty, kill_timeout, cgroup, limits,
-            rlimits, rows, cols, user, group, extra_groups, umask,
+            rlimits, rows, cols, echo, user, group, extra_groups, umask,
             no_new_privs, nice: as for :func:`netrunner.spawn` (``stdin``:
             ``"pipe"``, ``"devnull"``, ``"inherit"``; ``rows``/``cols``:
             the pty's size).
@@ -393,6 +395,7 @@ def stream(
     rlimits: Any = None,
     rows: int = 24,
     cols: int = 80,
+    echo: bool = True,
     user: str | int | None = None,
     group: str | int | None = None,
     extra_groups: Iterable[str | int] | None = None,
@@ -415,7 +418,7 @@ def stream(
             terminal is waited on by the loop, others are pulled on the
             loop and must not block.
         args, stderr, timeout, check, cwd, env, pty, kill_timeout, cgroup,
-            limits, rlimits, chunk_size, rows, cols, user, group,
+            limits, rlimits, chunk_size, rows, cols, echo, user, group,
             extra_groups, umask, no_new_privs, nice: as for :func:`netrunner.stream` (``timeout``
             bounds the whole stream; ``chunk_size``: the largest chunk).
 
