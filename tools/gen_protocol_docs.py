@@ -58,7 +58,7 @@ class Table:
     """One generated table: which constants it lists and how its leading columns look."""
 
     section: str  # the marker id in the doc
-    prefix: str  # constants whose name starts with this...
+    prefix: str  # constants whose name starts with this ("" : any)...
     heading: str | None  # ...and whose _opcodes.py group comment starts with this (None: any)
     titles: tuple[str, ...]  # titles of the generated columns; the last one is the name
     numbers: Callable[[int], tuple[str, ...]] = _value  # the cells before the name
@@ -72,6 +72,7 @@ TABLES = (
     Table("stdio", "STDIO_", None, ("value", "name")),
     Table("stages", "STAGE_", None, ("value", "name")),
     Table("fork-server", "FS_", None, ("value", "name")),
+    Table("bounds", "", "Time bounds", ("ms", "name")),
 )
 
 

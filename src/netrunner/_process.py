@@ -20,17 +20,14 @@ from typing import Any
 
 from . import _opcodes as op
 from . import _options as options
-from ._core import REPORT_MARGIN, ChildCore
+from ._bounds import CGROUP_TEARDOWN, REPORT_MARGIN, STOP_MARGIN
+from ._core import ChildCore
 from ._drive import POLLIN, Pending, drive
 from ._errors import ShepherdError, TimeoutExpired
 from ._protocol import SpawnRequest, encode_signal, encode_stop
-from ._run import CGROUP_TEARDOWN
 from ._stats import Stats
 from ._sync import start
 
-# How long past its grace a stop may take before we call the shepherd lost:
-# the shepherd itself bounds its reaping at 3 s after SIGKILL.
-STOP_MARGIN = 5.0
 WRITE_BUDGET = 16  # writes per turn of write() before the lock is let go
 
 

@@ -23,10 +23,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
+from ._bounds import STOP_MARGIN
 from ._core import ChildCore, Starter
 from ._drive import adrive, asettle, uncancellable
 from ._errors import CalledProcessError, NetRunnerError, TimeoutExpired
-from ._process import STOP_MARGIN, ProcessBase, _check_size, deadline_of, prepare_spawn
+from ._process import ProcessBase, _check_size, deadline_of, prepare_spawn
 from ._protocol import SpawnRequest
 from ._result import Result
 from ._run import RunCore, _Input, prepare
