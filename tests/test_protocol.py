@@ -576,8 +576,10 @@ def test_generated_doc_tables_are_current() -> None:
 
 
 def docs_tree(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """A copy of the docs tool, _opcodes.py and protocol.md to break on purpose."""
-    for rel in ("tools/gen_protocol_docs.py", "src/netrunner/_opcodes.py", "docs/protocol.md"):
+    """A copy of the docs tool (and the header tool whose walk it uses),
+    _opcodes.py and protocol.md to break on purpose."""
+    tools = ("tools/gen_protocol_docs.py", "tools/gen_protocol_h.py")
+    for rel in (*tools, "src/netrunner/_opcodes.py", "docs/protocol.md"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, tmp_path / rel)
     return (
