@@ -5,6 +5,8 @@
 
 #define NR_HEADER_SIZE 8
 #define NR_MAX_PAYLOAD 67108864         /* 64 MiB */
+#define NR_BOUND_REAP_MS 3000           /* after SIGKILL: the shepherd's wait to reap the child and leftovers, or for a leaf to empty */
+#define NR_DEFAULT_KILL_TIMEOUT_MS 5000 /* SIGTERM to SIGKILL without FIELD_KILL_TIMEOUT; the API's default kill_timeout */
 #define NR_OP_SPAWN 1                   /* TLV request; SCM_RIGHTS: one fd per STDIO_INHERIT slot, in slot order, then FIELD_CWD_FD's */
 #define NR_OP_SIGNAL 2                  /* u32 signal number: sent to the child's process group */
 #define NR_OP_STOP 3                    /* u32 grace in ms: SIGTERM, wait grace, SIGKILL (0 = SIGKILL now) */

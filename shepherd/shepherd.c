@@ -51,7 +51,6 @@
 #define MAX_FDS 8
 #define MAX_RLIMITS 32
 #define MAX_GROUPS 65536 /* NGROUPS_MAX on Linux */
-#define REAP_BOUND_MS 3000     /* after SIGKILL: a D-state child cannot hold us longer */
 #define SEND_BOUND_MS 5000     /* a wedged owner cannot block a report longer */
 #define REQUEST_BOUND_MS 60000 /* an owner that never sends its request */
 #define MAX_CGROUP_PATH 4000   /* a leaf path, with room for "/<file>" in 4096 */
@@ -497,7 +496,7 @@ static int under_cgroup2_mount(const char *path) {
 /* Decode the OP_SPAWN payload (a run of u16 tag, u32 length, value). */
 static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
     uint32_t off = 0;
-    rq->kill_timeout_ms = 5000;
+    rq->kill_timeout_ms = NR_DEFAULT_KILL_TIMEOUT_MS;
     rq->umask = -1;
     while (off < len) {
         if (len - off < 6) return -1;
@@ -819,7 +818,7 @@ fail:;
  * it is empty, remove it.  Woken by SIGCHLD (our dead to reap) and by
  * POLLPRI on cgroup.events (its "populated" flag changed). */
 static void cgroup_teardown(const char *dir) {
-    int64_t deadline = now_ms() + REAP_BOUND_MS;
+    int64_t deadline = now_ms() + NR_BOUND_REAP_MS;
     char path[4096], buf[256];
     if (cgroup_write(dir, "cgroup.kill", "1", 1) < 0) complain("cgroup.kill");
     snprintf(path, sizeof path, "%s/cgroup.events", dir);
@@ -887,7 +886,7 @@ static void escalate(struct shepherd *s) {
     signal_all(s, SIGKILL);
     if (s->cgroup && cgroup_write(s->cgroup, "cgroup.kill", "1", 1) < 0) complain("cgroup.kill");
     s->kill_at = 0;
-    if (!s->giveup_at) s->giveup_at = now_ms() + REAP_BOUND_MS;
+    if (!s->giveup_at) s->giveup_at = now_ms() + NR_BOUND_REAP_MS;
 }
 
 static void begin_stop(struct shepherd *s, uint32_t grace_ms) {
@@ -927,7 +926,7 @@ static int child_has_exited(const struct shepherd *s) {
 /* The process-tree rule: once the child is gone, everything it left is
  * garbage.  SIGKILL the lot and reap until we have no children, bounded. */
 static void kill_leftovers(void) {
-    int64_t deadline = now_ms() + REAP_BOUND_MS;
+    int64_t deadline = now_ms() + NR_BOUND_REAP_MS;
     pid_t kids[1024];
     for (;;) {
         pid_t reaped;
@@ -1077,7 +1076,7 @@ static int resolve_start(struct shepherd *s) {
     if (n > 0) {
         /* SIGKILL too: it could be frozen between its report and _exit. */
         kill(s->child, SIGKILL);
-        if (reap_child(s, now_ms() + REAP_BOUND_MS) < 0) complain("reaping a child that failed before exec");
+        if (reap_child(s, now_ms() + NR_BOUND_REAP_MS) < 0) complain("reaping a child that failed before exec");
         drop_cgroup(s); /* before the report: a failed call leaves no cgroup */
         if (!s->owner_gone) {
             if (n == (ssize_t)sizeof report) send_spawn_failed(s->sock, get_u32(report), (int)get_u32(report + 4));
@@ -1344,7 +1343,8 @@ out:
 }
 
 static int run_shepherd(int sock) {
-    struct shepherd s = {.sock = sock, .child = -1, .kill_timeout_ms = 5000, .errpipe = -1, .owner_end = {-1, -1, -1}};
+    struct shepherd s = {.sock = sock, .child = -1, .kill_timeout_ms = NR_DEFAULT_KILL_TIMEOUT_MS,
+                         .errpipe = -1, .owner_end = {-1, -1, -1}};
     struct request rq;
     memset(&rq, 0, sizeof rq);
     rq.cwd_fd = -1;

@@ -4,13 +4,18 @@ A user's first documentation is ``help(netrunner.run)``: these tests fail
 when a parameter is added (or renamed) without its own entry in the
 docstring's ``Args:`` section, and when the values the docstrings name
 (stderr modes, cgroup controllers, the stderr bound) drift from the code.
+The last tests read docs/*.md and the README: every test, file and private
+name their code spans cite must exist (a rename must not leave them stale).
 No process is started.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -135,3 +140,90 @@ def test_the_values_the_docstrings_name_are_the_codes() -> None:
         assert not missing, f"{cls.__name__}: options not named: {missing}"
     stream_doc = inspect.getdoc(netrunner.stream) or ""
     assert str(inspect.signature(netrunner.stream).parameters["chunk_size"].default) in stream_doc
+
+
+# ------------------------------------------------ names the docs point at
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [*sorted((ROOT / "docs").rglob("*.md")), ROOT / "README.md"]
+# Where a bare file name in the docs may live.
+FILE_HOMES = ("", "src", "src/netrunner", "tests", "tools", "shepherd", "bench", "docs", "docs/decisions")
+# Names with a leading underscore that are not ours (libc, CPython).
+FOREIGN_PRIVATE = frozenset({"_exit", "_Fork", "_dl_fixup", "_posixsubprocess"})
+
+
+def _code_spans() -> list[tuple[str, str]]:
+    """Every inline ``code`` span of the docs outside code blocks, as
+    (where, span)."""
+    spans = []
+    for doc in DOCS:
+        # Code blocks go, their lines kept blank so that line numbers hold.
+        text = re.sub(r"^```.*?^```", lambda block: "\n" * block[0].count("\n"), doc.read_text(), flags=re.S | re.M)
+        for number, line in enumerate(text.splitlines(), 1):
+            where = f"{doc.relative_to(ROOT)}:{number}"
+            spans += [(where, span.strip()) for span in re.findall(r"`([^`\n]+)`", line)]
+    return spans
+
+
+def _defined(paths: list[Path]) -> set[str]:
+    """Every name a Python file defines or assigns (functions, classes,
+    methods, attributes, constants), and every function or macro of a C file."""
+    names: set[str] = set()
+    for path in paths:
+        text = path.read_text()
+        names.add(path.stem)
+        if path.suffix == ".c":
+            names |= set(re.findall(r"\b(\w+)\(", text)) | set(re.findall(r"#define\s+(\w+)", text))
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+    return names
+
+
+def test_every_test_the_docs_cite_exists() -> None:
+    """``test_x.py::test_name`` (and the ``::test_other`` that follow it)
+    name tests that exist: a renamed test must not leave the docs citing a
+    proof that is gone."""
+    tests = {path.name: _defined([path]) for path in (ROOT / "tests").rglob("test_*.py")}
+    missing = []
+    current = None
+    for where, span in _code_spans():
+        match = re.fullmatch(r"(?:tests/(?:stress/)?)?(test_\w+\.py)?(?:::(\w+)(?:\[[^\]]*\])?)?", span)
+        if match is None or not (match[1] or match[2]):
+            continue
+        current = match[1] or current
+        if current not in tests:
+            missing.append(f"{where}: {span} (no tests/{current})")
+        elif match[2] and match[2] not in tests[current]:
+            missing.append(f"{where}: {span}")
+    assert not missing, "the docs cite tests that do not exist:\n" + "\n".join(missing)
+
+
+def test_every_private_name_and_file_the_docs_name_exists() -> None:
+    """A span naming one of our files (``_launch.py``, ``tools/x.py``) or a
+    private name or module path (``_drive.uncancellable``,
+    ``ChildCore.take_over``, ``_cgroup.teardown``) points at something in
+    the tree; names of libc and the kernel are not checked."""
+    sources = [*(ROOT / "src").rglob("*.py"), *(ROOT / "tools").glob("*.py"), *(ROOT / "tests").rglob("*.py")]
+    names = _defined([*sources, *(ROOT / "shepherd").glob("*.c"), *(ROOT / "bench").glob("*.py")])
+    modules = {path.stem for path in (ROOT / "src" / "netrunner").glob("*.py")} | {"netrunner"}
+    missing = []
+    for where, span in _code_spans():
+        if re.fullmatch(r"[\w./-]+\.(?:py|c|h|md|sh)", span):
+            if not any((ROOT / home / span).exists() for home in FILE_HOMES):
+                missing.append(f"{where}: {span}")
+            continue
+        match = re.fullmatch(r"(_?[A-Za-z]\w*(?:\._?[A-Za-z]\w*)*)(?:\(\))?", span)
+        if match is None:
+            continue
+        parts = match[1].split(".")
+        ours = parts[0] in modules or (len(parts) > 1 and parts[0] in names and parts[0][0].isupper())
+        private = [part for part in parts if re.fullmatch(r"_[a-z]\w*", part) and part not in FOREIGN_PRIVATE]
+        if (ours and len(parts) > 1) or private:
+            missing += [f"{where}: {span} ({part})" for part in parts if part not in names | modules]
+    assert not missing, "the docs name things that do not exist:\n" + "\n".join(missing)

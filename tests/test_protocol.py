@@ -10,7 +10,9 @@ covers every ``NR_`` name the shepherd uses.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
+import os
 import re
 import shutil
 import struct
@@ -577,8 +579,10 @@ def test_generated_doc_tables_are_current() -> None:
 
 
 def docs_tree(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """A copy of the docs tool, _opcodes.py and protocol.md to break on purpose."""
-    for rel in ("tools/gen_protocol_docs.py", "src/netrunner/_opcodes.py", "docs/protocol.md"):
+    """A copy of the docs tool (and the header tool whose walk it uses),
+    _opcodes.py and protocol.md to break on purpose."""
+    tools = ("tools/gen_protocol_docs.py", "tools/gen_protocol_h.py")
+    for rel in (*tools, "src/netrunner/_opcodes.py", "docs/protocol.md"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, tmp_path / rel)
     return (
@@ -657,6 +661,47 @@ def test_every_nr_name_in_the_shepherd_is_defined() -> None:
     missing = used - defined_locally - set(header_defines())
     assert not missing, f"shepherd.c uses names protocol.h lacks: {sorted(missing)}"
     assert '#include "protocol.h"' in source
+
+
+def test_the_shared_time_bounds_have_one_source() -> None:
+    """The shepherd's reap bound and default kill_timeout are the generated
+    header's (so ``_opcodes``'), with no copy of its own: every deadline it
+    sets is a named bound, never a number."""
+    source = (ROOT / "shepherd" / "shepherd.c").read_text()
+    defines = header_defines()
+    assert defines["NR_BOUND_REAP_MS"] == op.BOUND_REAP_MS
+    assert defines["NR_DEFAULT_KILL_TIMEOUT_MS"] == op.DEFAULT_KILL_TIMEOUT_MS
+    own = re.findall(r"^\s*#\s*define\s+(\w+)", source, re.M)
+    assert not [name for name in own if "REAP" in name or "KILL_TIMEOUT" in name]
+    deadlines = re.findall(r"now_ms\(\) \+ (\w+)", source)
+    assert "NR_BOUND_REAP_MS" in deadlines
+    assert not [term for term in deadlines if term[0].isdigit()]
+    assigned = re.findall(r"kill_timeout_ms\s*=\s*(\w+)", source)
+    assert "NR_DEFAULT_KILL_TIMEOUT_MS" in assigned
+    assert not [term for term in assigned if term[0].isdigit()]
+
+
+def test_the_owners_bounds_follow_the_shared_ones() -> None:
+    """Change the two shared numbers and every owner-side bound that covers a
+    shepherd wait moves with them (``_bounds`` derives, never restates)."""
+    code = (
+        "import importlib, netrunner._opcodes as op, netrunner._bounds as b\n"
+        "op.BOUND_REAP_MS = 7000; op.DEFAULT_KILL_TIMEOUT_MS = 9000\n"
+        "importlib.reload(b)\n"
+        "print(b.REAP_BOUND, b.STOP_BOUND, b.SILENT_BOUND, b.CGROUP_TEARDOWN, b.STOP_MARGIN, b.DEFAULT_KILL_TIMEOUT)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert [float(v) for v in proc.stdout.split()] == [7.0, 8.0, 8.0, 7.5, 9.0, 9.0]
+    from netrunner import _bounds, _cgroup, _core, _process, _run
+
+    assert _bounds.REAP_BOUND == op.BOUND_REAP_MS / 1000
+    assert _bounds.DEFAULT_KILL_TIMEOUT == op.DEFAULT_KILL_TIMEOUT_MS / 1000
+    assert inspect.signature(_cgroup.teardown).parameters["timeout"].default == _bounds.REAP_BOUND
+    assert _core.STOP_BOUND is _bounds.STOP_BOUND
+    assert _process.STOP_MARGIN is _bounds.STOP_MARGIN
+    assert _run.CGROUP_TEARDOWN is _bounds.CGROUP_TEARDOWN
 
 
 def test_opcodes_are_distinct_per_direction() -> None:

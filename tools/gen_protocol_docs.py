@@ -24,12 +24,14 @@ that owns only the numbers and names needs no knowledge of it.
 
 from __future__ import annotations
 
-import ast
 import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+# This directory is on sys.path when the tool runs as a script.
+from gen_protocol_h import constants as header_constants
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "src" / "netrunner" / "_opcodes.py"
@@ -58,7 +60,7 @@ class Table:
     """One generated table: which constants it lists and how its leading columns look."""
 
     section: str  # the marker id in the doc
-    prefix: str  # constants whose name starts with this...
+    prefix: str  # constants whose name starts with this ("" : any)...
     heading: str | None  # ...and whose _opcodes.py group comment starts with this (None: any)
     titles: tuple[str, ...]  # titles of the generated columns; the last one is the name
     numbers: Callable[[int], tuple[str, ...]] = _value  # the cells before the name
@@ -72,6 +74,7 @@ TABLES = (
     Table("stdio", "STDIO_", None, ("value", "name")),
     Table("stages", "STAGE_", None, ("value", "name")),
     Table("fork-server", "FS_", None, ("value", "name")),
+    Table("bounds", "", "Time bounds", ("ms", "name")),
 )
 
 
@@ -84,12 +87,13 @@ class Constant:
 
 
 def constants(source: str) -> list[Constant]:
-    """Upper-case integer constants in source order, with their comment and group heading."""
-    lines = source.splitlines()
+    """The constants ``gen_protocol_h`` renders (its walk, so the header and
+    the doc can never disagree on what is a constant), each with the
+    comment that opens its group."""
     headings: dict[int, str] = {}
     heading = ""
     block_start = True
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(source.splitlines(), 1):
         stripped = line.strip()
         if not stripped:
             block_start = True
@@ -98,20 +102,10 @@ def constants(source: str) -> list[Constant]:
             heading = stripped.lstrip("#").strip()
         block_start = False
         headings[number] = heading
-    found = []
-    for node in ast.parse(source).body:
-        if not isinstance(node, ast.Assign) or len(node.targets) != 1:
-            continue
-        target = node.targets[0]
-        if not isinstance(target, ast.Name) or not target.id.isupper():
-            continue
-        value = ast.literal_eval(node.value)
-        if not isinstance(value, int):
-            continue
-        line = lines[node.lineno - 1]
-        comment = line.split("#", 1)[1].strip() if "#" in line else ""
-        found.append(Constant(target.id, value, comment, headings.get(node.lineno, "")))
-    return found
+    return [
+        Constant(const.name, const.value, const.comment, headings.get(const.lineno, ""))
+        for const in header_constants(source)
+    ]
 
 
 def assign(found: list[Constant]) -> dict[str, list[Constant]]:

@@ -11,14 +11,27 @@ from __future__ import annotations
 import ast
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "src" / "netrunner" / "_opcodes.py"
 HEADER = ROOT / "shepherd" / "protocol.h"
 
 
-def constants(source: str) -> list[tuple[str, int, str]]:
-    """Upper-case integer constants of the module, in source order, with comments."""
+class Constant(NamedTuple):
+    """One upper-case integer constant of ``_opcodes.py``."""
+
+    name: str
+    value: int
+    comment: str  # the trailing comment, "" if none
+    lineno: int  # 1-based, so that gen_protocol_docs can find the group it opens
+
+
+def constants(source: str) -> list[Constant]:
+    """Upper-case integer constants of the module, in source order, with comments.
+
+    The one walk of ``_opcodes.py``'s syntax: ``gen_protocol_docs`` uses it
+    too, so both generators agree on what counts as a constant."""
     tree = ast.parse(source)
     lines = source.splitlines()
     found = []
@@ -33,7 +46,7 @@ def constants(source: str) -> list[tuple[str, int, str]]:
             continue
         line = lines[node.lineno - 1]
         comment = line.split("#", 1)[1].strip() if "#" in line else ""
-        found.append((target.id, value, comment))
+        found.append(Constant(target.id, value, comment, node.lineno))
     return found
 
 
@@ -45,7 +58,7 @@ def render(source: str) -> str:
         "#define NETRUNNER_PROTOCOL_H",
         "",
     ]
-    for name, value, comment in constants(source):
+    for name, value, comment, _ in constants(source):
         line = f"#define NR_{name} {value}"
         if comment:
             line = f"{line:<40}/* {comment.replace('*/', '* /')} */"

@@ -29,6 +29,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ._bounds import REAP_BOUND
 from ._errors import CgroupError
 
 MAX_COMPONENT = 255
@@ -200,7 +201,7 @@ def _enable(parent: str, controllers: set[str]) -> None:
             ) from exc
 
 
-def teardown(leaf: str, timeout: float = 3.0) -> None:
+def teardown(leaf: str, timeout: float = REAP_BOUND) -> None:
     """Kill everything in ``leaf`` and remove it (bounded).  Used when the
     shepherd, which normally does this, died with the leaf in place.  The
     kernel signals each change of ``populated`` as POLLPRI on cgroup.events."""

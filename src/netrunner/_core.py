@@ -34,6 +34,7 @@ from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from . import _opcodes as op
+from ._bounds import COMMAND_SEND_BOUND, NUDGE_AFTER, REPORT_MARGIN, SILENT_BOUND, STOP_BOUND, TAKEOVER_GRACE
 from ._cgroup import teardown as cgroup_teardown
 from ._drive import POLLIN, POLLOUT, Pending, notify_closing
 from ._errors import CgroupError, ShepherdError, TimeoutExpired
@@ -58,19 +59,6 @@ STDERR_TAIL = 8192
 STDERR_BUFFER = 1 << 20  # unread stderr kept for read_stderr(); older bytes dropped
 STDOUT_BUFFER = 64 << 20  # stdout drained while waiting in write()/wait(); then backpressure
 DRAIN_BUDGET = 16  # reads per pipe per pass, so one flood cannot starve the rest
-# The shepherd's own bound on reaping after SIGKILL (3 s), plus slack.
-STOP_BOUND = 4.0
-# Beyond a STOP's grace, how long the shepherd gets to report before the
-# owner takes over (SIGCONT it, kill the child and its group itself).
-REPORT_MARGIN = 0.4
-# Watcher failure (docs/decisions/0010-watcher-failure.md).  The child's
-# pidfd said it exited but no EXITED came: SIGCONT the shepherd after
-# NUDGE_AFTER, and take over SILENT_BOUND later (its own leftover reaping
-# may take 3 s).  After our own SIGKILL, the child has TAKEOVER_GRACE to be
-# seen dead (and a continued shepherd to report after all).
-NUDGE_AFTER = 1.0
-SILENT_BOUND = STOP_BOUND
-TAKEOVER_GRACE = 1.0
 PIDFD_SIGNAL_PROCESS_GROUP = 4  # pidfd_send_signal flag, Linux 6.9
 
 _live: WeakRegistry[ChildCore] = WeakRegistry()
@@ -954,7 +942,7 @@ class ChildCore:
         self._close_sock()
         if self.cgroup is not None:
             # Nobody else will empty and remove the child's leaf now.  That
-            # may wait (bounded, 3 s) for it to empty: fine for a sync
+            # may wait (bounded, REAP_BOUND) for it to empty: fine for a sync
             # caller, never on an event loop's thread.
             _cgroup_teardown_off_the_loop(self.cgroup)
 
@@ -1002,7 +990,7 @@ class ChildCore:
         if sock is None:
             return
         view = memoryview(data)
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + COMMAND_SEND_BOUND
         while view:
             try:
                 view = view[sock.send(view) :]

@@ -11,7 +11,8 @@ generator copies every upper-case integer constant verbatim.
 ``tools/gen_protocol_docs.py`` writes the value and name columns of
 ``docs/protocol.md``'s tables from here too (a new constant's trailing
 comment becomes its first description there; ``OP_`` constants go to a
-table by their group's comment, ``Owner -> shepherd`` or ``Shepherd -> owner``).
+table by their group's comment, ``Owner -> shepherd`` or ``Shepherd -> owner``,
+and the ``Time bounds`` group to its own table).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ HEADER_SIZE = 8
 # Largest payload either side accepts; a longer frame is a protocol error.
 # A SPAWN request carries argv and env, which Linux caps far below this.
 MAX_PAYLOAD = 67108864  # 64 MiB
+
+# Time bounds (ms), shared by both sides; netrunner._bounds derives the owner's from them.
+BOUND_REAP_MS = 3000  # after SIGKILL: the shepherd's wait to reap the child and leftovers, or for a leaf to empty
+DEFAULT_KILL_TIMEOUT_MS = 5000  # SIGTERM to SIGKILL without FIELD_KILL_TIMEOUT; the API's default kill_timeout
 
 # Owner -> shepherd.
 OP_SPAWN = 1  # TLV request; SCM_RIGHTS: one fd per STDIO_INHERIT slot, in slot order, then FIELD_CWD_FD's

@@ -22,6 +22,7 @@ from typing import Any, Union
 
 from . import _cgroup
 from . import _opcodes as op
+from ._bounds import DEFAULT_KILL_TIMEOUT
 from ._protocol import SpawnRequest
 
 StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
@@ -373,7 +374,7 @@ class SpawnOptions:
     cwd: Any = None
     env: Any = None
     pty: bool = False
-    kill_timeout: float = 5.0
+    kill_timeout: float = DEFAULT_KILL_TIMEOUT
     cgroup: Any = None
     limits: Any = None
     rlimits: Any = None

@@ -19,18 +19,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import _options as options
-from ._core import REPORT_MARGIN, ChildCore
+from ._bounds import CGROUP_TEARDOWN, REPORT_MARGIN, STOP_MARGIN
+from ._core import ChildCore
 from ._drive import FAIR_READS, POLLIN, Flow, Pending, after_checkpoint, drive_flow, until
 from ._errors import ShepherdError, TimeoutExpired
 from ._options import SpawnOptions
 from ._protocol import encode_signal, encode_stop
-from ._run import CGROUP_TEARDOWN
 from ._start import started
 from ._stats import Stats
 
-# How long past its grace a stop may take before we call the shepherd lost:
-# the shepherd itself bounds its reaping at 3 s after SIGKILL.
-STOP_MARGIN = 5.0
 WRITE_BUDGET = 16  # writes per turn of write() before the lock is let go
 
 

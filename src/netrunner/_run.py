@@ -19,7 +19,8 @@ from typing import Any
 
 from . import _opcodes as op
 from . import _options as options
-from ._core import READ_SIZE, REPORT_MARGIN, ChildCore, TailBuffer, eof_on_eio
+from ._bounds import CGROUP_TEARDOWN, EOF_GRACE, REAP_BOUND, REPORT_MARGIN
+from ._core import READ_SIZE, ChildCore, TailBuffer, eof_on_eio
 from ._drive import POLLIN, POLLOUT, Flow, Pending, drive_flow, until
 from ._errors import CalledProcessError, OutputLimitExceeded, ShepherdError, TimeoutExpired
 from ._options import SpawnOptions
@@ -27,12 +28,6 @@ from ._protocol import SpawnRequest, encode_stop
 from ._result import Result
 from ._start import started
 
-# After the child is reaped (and the shepherd has killed what it left),
-# pipes still open elsewhere get this long to reach EOF.
-EOF_GRACE = 0.5
-# With a cgroup, how long after the exit the shepherd may take to empty and
-# remove it (its own bound is 3 s) before we stop waiting for its hang-up.
-CGROUP_TEARDOWN = 3.5
 INPUT_CHUNK = 1 << 20
 INPUT_KINDS = "input must be bytes, str, an iterable of bytes or a binary file"
 OUT_READ = 1 << 20
@@ -387,7 +382,7 @@ class RunCore:
             core.send(encode_stop(grace))
         if self.giveup_at is None:
             self.stop_sent_at = time.monotonic()
-            self.giveup_at = self.stop_sent_at + grace + REPORT_MARGIN + 3.0
+            self.giveup_at = self.stop_sent_at + grace + REPORT_MARGIN + REAP_BOUND
 
     def _check_time(self) -> None:
         now = time.monotonic()

@@ -63,6 +63,7 @@ from typing import Any, NoReturn
 from . import __version__
 from . import _opcodes as op
 from . import _options as options
+from ._bounds import DEFAULT_KILL_TIMEOUT
 from ._core import ChildCore
 from ._drive import Pending, drive
 from ._errors import NetRunnerError, TimeoutExpired
@@ -144,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
         "--kill-timeout",
         dest="kill_after",
         type=duration,
-        default=5.0,
+        default=DEFAULT_KILL_TIMEOUT,
         metavar="DURATION",
         help="time between the stop signal and SIGKILL whenever CMD is stopped (default 5s)",
     )
