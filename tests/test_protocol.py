@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from netrunner import _opcodes as op
 from netrunner._protocol import (
+    CgroupStats,
     Decoder,
     Exited,
     ProtocolError,
@@ -68,9 +69,10 @@ I64 = st.integers(-(2**63), 2**63 - 1)
 
 @st.composite
 def messages(draw: st.DrawFn) -> tuple[bytes, Started | SpawnFailed | Exited, int]:
-    """One valid shepherd->owner frame, the event it must decode to (with
-    placeholder fds numbered from 0), and how many fds it consumes."""
-    kind = draw(st.sampled_from(["started", "failed", "exited"]))
+    """One valid first shepherd->owner frame (STARTED or SPAWN_FAILED), the
+    event it must decode to (with placeholder fds numbered from 0), and how
+    many fds it consumes."""
+    kind = draw(st.sampled_from(["started", "failed"]))
     if kind == "started":
         pid = draw(st.integers(1, 2**31 - 1))
         mask = draw(st.integers(0, 15))
@@ -87,15 +89,30 @@ def messages(draw: st.DrawFn) -> tuple[bytes, Started | SpawnFailed | Exited, in
         stage = draw(st.integers(0, 2**32 - 1))
         err = draw(I32)
         return spawn_failed_frame(stage, err), SpawnFailed(stage, err), 0
-    status, utime, stime, maxrss = draw(I32), draw(I64), draw(I64), draw(I64)
-    return exited_frame(status, utime, stime, maxrss), Exited(status, utime, stime, maxrss), 0
+    raise AssertionError(kind)
+
+
+@st.composite
+def endings(draw: st.DrawFn) -> list[tuple[bytes, object, int]]:
+    """What may follow STARTED: CGROUP_STATS, EXITED, both (in that order)
+    or neither (a connection still open)."""
+    out: list[tuple[bytes, object, int]] = []
+    if draw(st.booleans()):
+        oom, peak = draw(I64), draw(I64)
+        out.append((raw_frame(op.OP_CGROUP_STATS, struct.pack("<qq", oom, peak)), CgroupStats(oom, peak), 0))
+    if draw(st.booleans()):
+        status, utime, stime, maxrss = draw(I32), draw(I64), draw(I64), draw(I64)
+        out.append((exited_frame(status, utime, stime, maxrss), Exited(status, utime, stime, maxrss), 0))
+    return out
 
 
 @st.composite
 def streams(draw: st.DrawFn) -> tuple[bytes, list[object], list[int]]:
-    """A valid frame sequence, its expected events (with real fd numbers
-    filled in, handed out in order) and the fds that arrive with it."""
-    msgs = draw(st.lists(messages(), min_size=1, max_size=8))
+    """A valid frame sequence (one connection's, in the order the rules
+    allow), its expected events (with real fd numbers filled in, handed out
+    in order) and the fds that arrive with it."""
+    first = draw(messages())
+    msgs = [first, *(draw(endings()) if isinstance(first[1], Started) else [])]
     data = b""
     expected: list[object] = []
     fds: list[int] = []
@@ -216,7 +233,7 @@ def test_truncated_stream_keeps_only_the_partial_frame(
     assert got == expected[: len(got)]
     complete = 0
     for event in got:
-        complete += HEADER.size + {Started: 8, SpawnFailed: 8, Exited: 28}[type(event)]
+        complete += HEADER.size + {Started: 8, SpawnFailed: 8, CgroupStats: 16, Exited: 28}[type(event)]
     assert decoder.pending == cut - complete
     assert decoder.pending < HEADER.size + 28 or cut == len(data)
     assert got + decoder.feed(data[cut:]) == expected
@@ -334,12 +351,72 @@ def test_fds_are_handed_out_in_mask_order(mask: int) -> None:
     assert decoder.take_unclaimed_fds() == []
 
 
-def test_fds_of_consecutive_started_frames_stay_in_order() -> None:
+def test_a_second_started_is_out_of_order_and_its_fds_go_back_to_the_driver() -> None:
     decoder = Decoder()
     decoder.add_fds([10])
     decoder.add_fds([11, 12])
-    events = decoder.feed(started_frame(1, 1) + started_frame(2, 6))
-    assert events == [Started(1, 10, None, None), Started(2, None, 11, 12)]
+    assert decoder.feed(started_frame(1, 1)) == [Started(1, 10, None, None)]
+    with pytest.raises(ProtocolError, match="Started out of order"):
+        decoder.feed(started_frame(2, 6))
+    assert_broken(decoder)
+    assert sorted(decoder.take_unclaimed_fds()) == [11, 12]
+
+
+# ------------------------------------------------------------ frame order
+
+
+def _frames() -> dict[str, bytes]:
+    return {
+        "STARTED": started_frame(1, 0),
+        "SPAWN_FAILED": spawn_failed_frame(op.STAGE_EXEC, 2),
+        "CGROUP_STATS": raw_frame(op.OP_CGROUP_STATS, struct.pack("<qq", 0, -1)),
+        "EXITED": exited_frame(0, 1, 2, 3),
+    }
+
+
+# Every sequence the rules allow; a prefix of one is allowed too.
+_ALLOWED = {
+    ("SPAWN_FAILED",),
+    ("STARTED", "EXITED"),
+    ("STARTED", "CGROUP_STATS", "EXITED"),
+}
+
+
+def _allowed(names: tuple[str, ...]) -> bool:
+    return any(whole[: len(names)] == names for whole in _ALLOWED)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [combo for n in (1, 2, 3) for combo in itertools.product(_frames(), repeat=n) if _allowed(combo[:-1])],
+    ids="-".join,
+)
+def test_frames_follow_the_order_rules_however_they_are_cut(names: tuple[str, ...]) -> None:
+    """STARTED (or SPAWN_FAILED) first, CGROUP_STATS only while running,
+    nothing after EXITED or SPAWN_FAILED: an out-of-order frame is a
+    ProtocolError whether it came alone or coalesced with the others."""
+    frames = _frames()
+    data = b"".join(frames[name] for name in names)
+    for cuts in ([], list(range(1, len(data)))):  # one read; byte by byte
+        decoder = Decoder()
+        got: list[object] = []
+        try:
+            for start, end in itertools.pairwise([0, *cuts, len(data)]):
+                got += decoder.feed(data[start:end])
+        except ProtocolError:
+            assert not _allowed(names), names
+            assert_broken(decoder)
+        else:
+            assert _allowed(names), names
+            assert [type(e).__name__ for e in got] == [
+                {
+                    "STARTED": "Started",
+                    "SPAWN_FAILED": "SpawnFailed",
+                    "CGROUP_STATS": "CgroupStats",
+                    "EXITED": "Exited",
+                }[n]
+                for n in names
+            ]
 
 
 def test_fds_added_in_pieces_before_the_frame_completes() -> None:
@@ -726,11 +803,10 @@ def test_tlv_parser_rejects_bad_payloads() -> None:
 
 
 def test_cgroup_stats_frame_decodes_before_exited() -> None:
-    from netrunner._protocol import CgroupStats
-
     decoder = Decoder()
     stats = raw_frame(op.OP_CGROUP_STATS, struct.pack("<qq", 2, 64 << 20))
-    events = decoder.feed(stats + exited_frame(9, 1, 2, 3))
-    assert events == [CgroupStats(2, 64 << 20), Exited(9, 1, 2, 3)]
+    events = decoder.feed(started_frame(5, 0) + stats + exited_frame(9, 1, 2, 3))
+    assert events == [Started(5, None, None, None), CgroupStats(2, 64 << 20), Exited(9, 1, 2, 3)]
     unknown = Decoder()
+    unknown.feed(started_frame(5, 0))
     assert unknown.feed(raw_frame(op.OP_CGROUP_STATS, struct.pack("<qq", -1, -1))) == [CgroupStats(-1, -1)]

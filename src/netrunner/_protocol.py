@@ -12,6 +12,7 @@ Numbers live in :mod:`netrunner._opcodes`; see ``docs/protocol.md``.
 
 from __future__ import annotations
 
+import enum
 import struct
 from collections import deque
 from collections.abc import Iterable
@@ -83,19 +84,46 @@ class CgroupStats:
 Event = Started | SpawnFailed | Exited | CgroupStats
 
 
+class Phase(enum.Enum):
+    """Where one shepherd connection is, as its frames say (h11 keeps its
+    state table the same way: in one place, next to the parser)."""
+
+    AWAITING_REPLY = "awaiting STARTED or SPAWN_FAILED"
+    RUNNING = "running"
+    ENDING = "cgroup stats reported, EXITED next"
+    EXITED = "exited"
+    FAILED = "spawn failed"
+
+
+# The frame order rules: which event may come in each phase, and the phase
+# it leads to.  STARTED (or SPAWN_FAILED) first; at most one CGROUP_STATS,
+# just before EXITED; nothing after EXITED or SPAWN_FAILED.
+# Anything else is a ProtocolError, which the owner treats as losing the
+# shepherd (it then verifies the child's end itself).
+TRANSITIONS: dict[Phase, dict[type[Event], Phase]] = {
+    Phase.AWAITING_REPLY: {Started: Phase.RUNNING, SpawnFailed: Phase.FAILED},
+    Phase.RUNNING: {CgroupStats: Phase.ENDING, Exited: Phase.EXITED},
+    Phase.ENDING: {Exited: Phase.EXITED},
+    Phase.EXITED: {},
+    Phase.FAILED: {},
+}
+
+
 class Decoder:
     """Incremental decoder of shepherd -> owner frames.
 
     Feed bytes in any split; complete frames come out, a partial frame is
-    carried until the rest arrives.  Anything invalid raises
-    :class:`ProtocolError` and leaves the decoder broken (the driver treats
-    it as losing the shepherd).
+    carried until the rest arrives.  ``phase`` follows :data:`TRANSITIONS`:
+    a frame out of order is invalid like a malformed one.  Anything invalid
+    raises :class:`ProtocolError` and leaves the decoder broken (the driver
+    treats it as losing the shepherd).
     """
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._fds: deque[int] = deque()
         self.broken = False
+        self.phase = Phase.AWAITING_REPLY
 
     def add_fds(self, fds: Iterable[int]) -> None:
         """Queue fds received as SCM_RIGHTS, in arrival order."""
@@ -148,6 +176,16 @@ class Decoder:
         return events
 
     def _event(self, opcode: int, payload: bytes) -> Event:
+        event = self._parse(opcode, payload)
+        after = TRANSITIONS[self.phase].get(type(event))
+        if after is None:
+            if isinstance(event, Started):
+                self._fds.extendleft(reversed(event.fds()))  # unclaimed: the driver closes them
+            raise ProtocolError(f"{type(event).__name__} out of order (phase: {self.phase.value})")
+        self.phase = after
+        return event
+
+    def _parse(self, opcode: int, payload: bytes) -> Event:
         if opcode == op.OP_STARTED and len(payload) == _STARTED.size:
             pid, mask = _STARTED.unpack(payload)
             if mask & ~_STARTED_MASK or pid <= 0:
