@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import enum
 import errno
 import importlib
 import os
@@ -705,8 +706,36 @@ def _cgroup_teardown_off_the_loop(leaf: str) -> None:
     threading.Thread(target=cgroup_teardown, args=(leaf,), name="netrunner-cgroup-teardown", daemon=True).start()
 
 
+class Lifecycle(enum.Enum):
+    """A child's phases, as its owner knows them.  The :class:`Starter` is
+    STARTING; from STARTED on, the :class:`ChildCore` alone holds and moves
+    the phase (by :data:`LIFECYCLE`), nobody else writes it."""
+
+    STARTING = "starting"  # the request is out, no STARTED yet (the Starter's)
+    RUNNING = "running"  # STARTED came; no exit report yet
+    EXITED = "exited"  # EXITED came (reaped); the shepherd may still empty the cgroup
+    HUNG_UP = "hung up"  # exited, and the shepherd closed its end: nothing is left
+    LOST = "lost"  # no report will come: the owner verified (and killed) the child itself
+    FORKED_AWAY = "forked away"  # we are a fork() of the owner: the child is the parent's
+
+
+# Which phase may follow which.  Later news never overrides the exit
+# report: a take-over that concludes after EXITED came leaves it EXITED.
+LIFECYCLE: dict[Lifecycle, frozenset[Lifecycle]] = {
+    Lifecycle.STARTING: frozenset({Lifecycle.RUNNING}),
+    Lifecycle.RUNNING: frozenset({Lifecycle.EXITED, Lifecycle.LOST, Lifecycle.FORKED_AWAY}),
+    Lifecycle.EXITED: frozenset({Lifecycle.HUNG_UP, Lifecycle.FORKED_AWAY}),
+    Lifecycle.HUNG_UP: frozenset({Lifecycle.FORKED_AWAY}),
+    Lifecycle.LOST: frozenset({Lifecycle.FORKED_AWAY}),
+    Lifecycle.FORKED_AWAY: frozenset(),
+}
+_DONE = frozenset({Lifecycle.EXITED, Lifecycle.HUNG_UP, Lifecycle.LOST, Lifecycle.FORKED_AWAY})
+
+
 class ChildCore:
-    """State and non-blocking steps for one running child."""
+    """State and non-blocking steps for one running child.  Its phase
+    (:class:`Lifecycle`) and every field below are written by its own
+    methods only; the jobs above read them and call those methods."""
 
     def __init__(self, args: Any, hs: Handshake) -> None:
         started = hs.started
@@ -723,8 +752,8 @@ class ChildCore:
         self.exited: Exited | None = None
         self.cgroup_stats: CgroupStats | None = None
         self.cgroup = None if hs.rq.cgroup is None else os.fsdecode(hs.rq.cgroup)
-        self.lost: str | None = None
-        self.forked_away = False
+        self.lost: str | None = None  # why no report will come (LOST, or FORKED_AWAY unreaped)
+        self.phase = Lifecycle.RUNNING
         # The caller's timeout deadline, counted from before the start
         # (set by the Starter; RunCore goes on with it).
         self.timeout_at: float | None = None
@@ -780,7 +809,43 @@ class ChildCore:
     @property
     def done(self) -> bool:
         """The child is reaped, or its shepherd is gone (child killed)."""
-        return self.exited is not None or self.lost is not None
+        return self.phase in _DONE
+
+    @property
+    def forked_away(self) -> bool:
+        return self.phase is Lifecycle.FORKED_AWAY
+
+    def _enter(self, phase: Lifecycle) -> None:
+        if phase in LIFECYCLE[self.phase]:
+            self.phase = phase
+
+    # What the jobs above report back (they read the pipes themselves on
+    # their fast paths; the counts and ends are still the core's to keep).
+    def counted_stdout(self, n: int) -> None:
+        """``n`` bytes of stdout were read in one read."""
+        self.bytes_out += n
+        self.read_count += 1
+
+    def end_stdout(self, *, discard: bool = False) -> None:
+        """Stdout is at its end (or no longer wanted: ``discard`` drops
+        what was read ahead too); the child meets EPIPE if it writes on."""
+        self.stdout.close()
+        self.out_eof = True
+        if discard:
+            self.out_buf.clear()
+
+    def end_stderr(self) -> None:
+        """Stderr is no longer wanted; the child meets EPIPE if it writes on."""
+        self.stderr.close()
+        self.err_eof = True
+
+    def capture_stderr(self, limit: int) -> None:
+        """Keep the newest ``limit`` bytes of stderr (instead of STDERR_BUFFER)."""
+        self.err_buf = TailBuffer(limit)
+
+    def set_grace(self, grace: float) -> None:
+        """The grace used when the owner stops the child (its kill_timeout)."""
+        self.kill_timeout = grace
 
     def check_owner(self) -> None:
         if self.forked_away:
@@ -818,6 +883,7 @@ class ChildCore:
         for event in events:
             if isinstance(event, Exited) and self.exited is None:
                 self.exited = event
+                self._enter(Lifecycle.EXITED)
                 self.ended_at = time.monotonic()
                 # Reaped: our own hold on the child (and on its shepherd)
                 # has nothing left to watch; a kept Process keeps no pidfd.
@@ -937,6 +1003,7 @@ class ChildCore:
                     f"but the child had not exited {TAKEOVER_GRACE:g} s later"
                 )
         self.lost = f"{self.takeover}; {what}"
+        self._enter(Lifecycle.LOST)
         self.verify_by = None
         self.ended_at = now
         self._close_sock()
@@ -1007,6 +1074,7 @@ class ChildCore:
             notify_closing(self.sock.fileno())
             self.sock.close()
             self.sock = None
+            self._enter(Lifecycle.HUNG_UP)  # (only after EXITED: see LIFECYCLE)
 
     def abandon(self) -> None:
         """Owner loss on purpose: closing our socket makes the shepherd stop
@@ -1092,6 +1160,32 @@ class ChildCore:
         self.stderr.close()
         self.out_eof = True
         self.err_eof = True
+
+    def forget_after_fork(self) -> None:
+        """In a forked interpreter: this child is the parent's.  Drop every
+        fd and the socket without telling anyone (no locks: another thread
+        may have held them at fork time)."""
+        if self.exited is None:
+            self.lost = "owned by the parent process"
+        self._enter(Lifecycle.FORKED_AWAY)
+        holders = (
+            self.stdin,
+            self.stdout,
+            self.stderr,
+            self.pty_hold,
+            self.writer_wake,
+            self.pidfd,
+            self.shepherd_pidfd,
+        )
+        for holder in holders:
+            holder.drop_after_fork()
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        self.lock = threading.RLock()
 
     # ----------------------------------------------------------- pipes
     def drain_stderr(self) -> bool:
@@ -1231,24 +1325,4 @@ def after_fork_in_child() -> None:
     would never see stdin EOF.  No locks here: another thread may have held
     them at fork time."""
     for core in _live.alive_after_fork():
-        core.forked_away = True
-        holders = (
-            core.stdin,
-            core.stdout,
-            core.stderr,
-            core.pty_hold,
-            core.writer_wake,
-            core.pidfd,
-            core.shepherd_pidfd,
-        )
-        for holder in holders:
-            holder.drop_after_fork()
-        sock, core.sock = core.sock, None
-        if sock is not None:
-            try:
-                sock.close()
-            except OSError:
-                pass
-        core.lock = threading.RLock()
-        if core.exited is None:
-            core.lost = "owned by the parent process"
+        core.forget_after_fork()

@@ -20,7 +20,7 @@ from typing import Any
 from . import _opcodes as op
 from . import _options as options
 from ._bounds import CGROUP_TEARDOWN, EOF_GRACE, REAP_BOUND, REPORT_MARGIN
-from ._core import READ_SIZE, ChildCore, TailBuffer, eof_on_eio
+from ._core import READ_SIZE, ChildCore, eof_on_eio
 from ._drive import POLLIN, POLLOUT, Flow, Pending, drive_flow, until
 from ._errors import CalledProcessError, OutputLimitExceeded, ShepherdError, TimeoutExpired
 from ._options import SpawnOptions
@@ -215,7 +215,7 @@ class RunCore:
         # stderr is bounded like stdout (by max_output_size, else
         # STDERR_CAPTURE), keeping the tail: the end says what went wrong.
         self.capture_stderr = capture_stderr
-        core.err_buf = TailBuffer(STDERR_CAPTURE if max_output_size is None else max_output_size)
+        core.capture_stderr(STDERR_CAPTURE if max_output_size is None else max_output_size)
         self.timeout = timeout
         now = time.monotonic()
         # The timeout counts from before the start (the Starter's deadline).
@@ -334,18 +334,15 @@ class RunCore:
             except OSError as exc:
                 n = len(eof_on_eio(exc))  # a terminal's end of output
             if n == 0:
-                core.stdout.close()
-                core.out_eof = True
+                core.end_stdout()
                 return
             short = n < OUT_READ  # the pipe is empty now: wait, do not re-read
-            core.bytes_out += n
-            core.read_count += 1
+            core.counted_stdout(n)
             if out.limit is not None and out.size > out.limit:
                 self.over_limit = True
                 out.truncate(out.limit)
                 self._stop(0.0)
-                core.stdout.close()
-                core.out_eof = True
+                core.end_stdout()
                 return
             if short:
                 return

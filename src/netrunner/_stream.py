@@ -35,7 +35,7 @@ class StreamJob(RunCore):
         super().__init__(core, source, timeout=timeout, max_output_size=None)
         # The caller's kill_timeout, for a timeout or a graceful stop; the
         # shepherd's own (owner loss) is 0, see prepare_stream().
-        core.kill_timeout = grace
+        core.set_grace(grace)
         self.chunk_size = chunk_size
         self.ended = False  # the end was reached and the result recorded
         self.reads = 0
@@ -47,8 +47,7 @@ class StreamJob(RunCore):
             self._check_time()
         core = self.core
         if self.timed_out:
-            core.stdout.close()
-            core.out_eof = True
+            core.end_stdout()
             return b""
         fd = core.stdout.fd
         if fd < 0:
@@ -59,18 +58,15 @@ class StreamJob(RunCore):
             if self.eof_by is not None and time.monotonic() >= self.eof_by:
                 # Reaped, and whatever still holds the pipe (a process that
                 # escaped the tree) had its grace: this is the end of output.
-                core.stdout.close()
-                core.out_eof = True
+                core.end_stdout()
                 return b""
             return None
         except OSError as exc:
             data = eof_on_eio(exc)  # a terminal's end of output
         if data:
-            core.bytes_out += len(data)
-            core.read_count += 1
+            core.counted_stdout(len(data))
             return data
-        core.stdout.close()
-        core.out_eof = True
+        core.end_stdout()
         return b""
 
     def chunk_attempt(self, ready: list[int] | None) -> bytes | Pending:

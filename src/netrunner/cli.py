@@ -367,8 +367,7 @@ def _supervise(proc: Process, plan: _Plan) -> int:
             if which == 2:
                 if not _copy(2, chunk):
                     with core.lock:  # CMD meets EPIPE/SIGPIPE itself, as it would writing there
-                        core.stderr.close()
-                        core.err_eof = True
+                        core.end_stderr()
                 continue
             if plan.max_output is not None and written + len(chunk) > plan.max_output:
                 _copy(1, chunk[: plan.max_output - written])
@@ -381,9 +380,7 @@ def _supervise(proc: Process, plan: _Plan) -> int:
                 # CMD meets EPIPE/SIGPIPE itself, as it would writing there
                 # directly, and report its status as usual.
                 with core.lock:
-                    core.stdout.close()
-                    core.out_buf.clear()
-                    core.out_eof = True
+                    core.end_stdout(discard=True)
         try:
             rc = proc.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         except TimeoutExpired:
