@@ -37,7 +37,7 @@
 #define NR_FIELD_PTY_NO_ECHO 20         /* empty: the terminal's ECHO is off before the child starts (needs FIELD_PTY) */
 #define NR_STDIO_PIPE 0                 /* a fresh pipe; the owner's end comes back in OP_STARTED */
 #define NR_STDIO_DEVNULL 1              /* /dev/null */
-#define NR_STDIO_INHERIT 2              /* the fd passed with OP_SPAWN (the owner's own 0/1/2) */
+#define NR_STDIO_INHERIT 2              /* the fd passed with OP_SPAWN (the owner's own 0/1/2, or the fd or file it was given) */
 #define NR_STDIO_STDOUT 3               /* stderr only: the same file as stdout */
 #define NR_FDMASK_STDIN 1
 #define NR_FDMASK_STDOUT 2

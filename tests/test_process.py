@@ -692,3 +692,32 @@ def test_unread_stderr_is_kept_bounded_while_every_byte_is_counted() -> None:
         assert kept.endswith(b"tail")
         assert p.stats.bytes_err == 8 * MiB + 4
         assert p.stats.stderr_dropped == 7 * MiB + 4
+
+
+# ------------------------------------------------- stdio to fds and files
+def test_spawn_with_stdout_elsewhere_reads_eof_at_once(tmp_path: Path) -> None:
+    # stdout went to a file: read() has nothing to read and says so (b"",
+    # end of file) at once rather than waiting for the child.
+    with open(tmp_path / "out", "wb") as out:
+        with netrunner.spawn(["sh", "-c", "cat; echo done"], stdout=out) as p:
+            assert p.read() == b""
+            p.write(b"typed\n")
+            p.close_stdin()
+            assert p.wait(timeout=30) == 0
+    assert (tmp_path / "out").read_bytes() == b"typed\ndone\n"
+
+
+def test_spawn_stdin_from_a_file_object_and_stderr_to_an_fd(tmp_path: Path) -> None:
+    (tmp_path / "in").write_bytes(b"from a file\n")
+    r, w = os.pipe()
+    try:
+        with open(tmp_path / "in", "rb") as source:
+            with netrunner.spawn(["sh", "-c", "cat >&2"], stdin=source, stderr=w) as p:
+                os.close(w)
+                w = -1
+                assert p.wait(timeout=30) == 0
+        assert os.read(r, 100) == b"from a file\n"
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import io
 import os
 import resource
@@ -58,6 +59,85 @@ def test_stdin_is_devnull_without_input() -> None:
     result = netrunner.run(["cat"], timeout=30)
     assert result.returncode == 0
     assert result.stdout == b""
+
+
+# ------------------------------------------------------------- stdout modes
+def test_inherited_stdout_reaches_the_owners_fd_1_live(tmp_path: Path) -> None:
+    # "You cannot watch make live": with stdout="inherit" the child writes
+    # to the owner's own fd 1 (here a file the owner's stdout points to),
+    # and Result.stdout is None.  The owner is a separate interpreter so
+    # its fd 1 can be a file without touching pytest's.
+    out = tmp_path / "owner-stdout"
+    script = (
+        "import netrunner, sys\n"
+        "r = netrunner.run(['sh', '-c', 'echo live; echo err >&2'], stdout='inherit')\n"
+        "sys.stderr.write(repr((r.stdout, r.stderr, r.returncode)))\n"
+    )
+    with open(out, "wb") as f:
+        owner = subprocess.run(
+            [sys.executable, "-c", script],
+            stdout=f,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+    assert out.read_bytes() == b"live\n"
+    assert owner.stderr == b"(None, b'err\\n', 0)"
+
+
+@pytest.mark.parametrize("mode", ["inherit", None])
+def test_stdout_inherit(mode: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    result = netrunner.run(["sh", "-c", STDERR_SCRIPT], stdout=mode)
+    assert result.stdout is None
+    assert result.stderr == b"err\n"
+    assert capfd.readouterr().out == "out\nout2\n"
+
+
+@pytest.mark.parametrize("mode", ["devnull", subprocess.DEVNULL])
+def test_stdout_devnull(mode: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    result = netrunner.run(["sh", "-c", "x=$(readlink /proc/$$/fd/1); echo $x >&2"], stdout=mode, text=True)
+    assert result.stdout is None
+    assert result.stderr == "/dev/null\n"
+    assert capfd.readouterr().out == ""
+
+
+def test_stdout_and_stderr_to_a_file_object_and_an_fd(tmp_path: Path) -> None:
+    with open(tmp_path / "out", "w+b") as out, open(tmp_path / "err", "w+b") as err:
+        result = netrunner.run(["sh", "-c", STDERR_SCRIPT], stdout=out, stderr=err.fileno(), check=True)
+        assert (result.stdout, result.stderr) == (None, None)
+        assert (tmp_path / "out").read_bytes() == b"out\nout2\n"
+        assert (tmp_path / "err").read_bytes() == b"err\n"
+
+
+def test_stdout_to_a_pipe_we_read_and_the_child_is_reaped_before_eof() -> None:
+    r, w = os.pipe()
+    try:
+        result = netrunner.run(["sh", "-c", "echo through"], stdout=w, timeout=30)
+        os.close(w)
+        w = -1
+        assert result.stdout is None and result.returncode == 0
+        assert os.read(r, 100) == b"through\n"
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+def test_stdout_to_a_closed_fd_is_ebadf_before_anything_starts() -> None:
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    with pytest.raises(OSError) as info:
+        netrunner.run(["true"], stdout=w)
+    assert info.value.errno == errno.EBADF
+
+
+def test_timeout_with_stdout_elsewhere_reports_none_for_it() -> None:
+    with pytest.raises(netrunner.TimeoutExpired) as info:
+        netrunner.run(["sleep", "30"], stdout="devnull", timeout=0.5, kill_timeout=0)
+    assert info.value.stdout is None
 
 
 # ------------------------------------------------------------- stderr modes

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import io
 import math
 import os
 import shutil
 import signal
 import stat
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from netrunner._launch import FORK_SERVER
 from netrunner._opcodes import MAX_PAYLOAD
 
 TOUCH = shutil.which("touch") or "/usr/bin/touch"
+NOT_AN_FD = 1 << 20  # above any RLIMIT_NOFILE: never open
 
 
 # --------------------------------------------------------------- refusals
@@ -67,8 +68,13 @@ def _run_cases(sentinel: str) -> list[tuple[str, type[BaseException], Callable[[
         ("timeout-str", TypeError, lambda: run(cmd, timeout="5")),
         ("kill-timeout-negative", ValueError, lambda: run(cmd, kill_timeout=-1)),
         ("stderr-unknown-name", ValueError, lambda: run(cmd, stderr="bogus")),
-        ("stderr-unknown-int", ValueError, lambda: run(cmd, stderr=42)),
-        ("stderr-file-object", ValueError, lambda: run(cmd, stderr=sys.stderr)),
+        ("stderr-unknown-int", ValueError, lambda: run(cmd, stderr=-7)),
+        ("stderr-fd-not-open", OSError, lambda: run(cmd, stderr=NOT_AN_FD)),
+        ("stderr-file-object-without-fd", ValueError, lambda: run(cmd, stderr=io.StringIO())),
+        ("stdout-unknown-name", ValueError, lambda: run(cmd, stdout="bogus")),
+        ("stdout-stdout-mode", ValueError, lambda: run(cmd, stdout=subprocess.STDOUT)),
+        ("stdout-fd-not-open", OSError, lambda: run(cmd, stdout=NOT_AN_FD)),
+        ("stdout-not-a-pipe-with-pty", ValueError, lambda: run(cmd, pty=True, stdout="devnull")),
         ("max-output-negative", ValueError, lambda: run(cmd, max_output_size=-1)),
         ("max-output-float", TypeError, lambda: run(cmd, max_output_size=1.5)),
         ("input-wrong-type", TypeError, lambda: run(cmd, input=12345)),
@@ -100,6 +106,8 @@ def _spawn_cases(sentinel: str) -> list[tuple[str, type[BaseException], Callable
         ("cwd-nul", ValueError, lambda: spawn(cmd, cwd=b"/tmp\0x")),
         ("stdin-unknown", ValueError, lambda: spawn(cmd, stdin="bogus")),
         ("stdin-stdout-mode", ValueError, lambda: spawn(cmd, stdin="stdout")),
+        ("stdin-fd-not-open", OSError, lambda: spawn(cmd, stdin=NOT_AN_FD)),
+        ("stdout-fd-not-open", OSError, lambda: spawn(cmd, stdout=NOT_AN_FD)),
         ("stderr-unknown", ValueError, lambda: spawn(cmd, stderr="bogus")),
         ("kill-timeout-negative", ValueError, lambda: spawn(cmd, kill_timeout=-0.5)),
         ("kill-timeout-nan", ValueError, lambda: spawn(cmd, kill_timeout=math.nan)),
@@ -165,6 +173,21 @@ def test_input_that_cannot_be_encoded_is_refused_before_starting(
         call()
     assert FORK_SERVER.pid == 0
     assert marked_processes() == {}
+    assert not sentinel.exists()
+
+
+@pytest.mark.parametrize("stdout", ["inherit", None, "devnull", subprocess.DEVNULL, 1])
+def test_stream_refuses_a_stdout_it_cannot_stream(tmp_path: Path, fresh_fork_server: None, stdout: object) -> None:
+    # A stream yields stdout: sent anywhere else, there would be nothing to yield.
+    from netrunner import aio
+
+    sentinel = tmp_path / "started"
+    cmd = [TOUCH, str(sentinel)]
+    with pytest.raises(ValueError, match="stdout must be 'pipe'"):
+        netrunner.stream(cmd, stdout=stdout)
+    with pytest.raises(ValueError, match="stdout must be 'pipe'"):
+        aio.stream(cmd, stdout=stdout)
+    assert FORK_SERVER.pid == 0
     assert not sentinel.exists()
 
 

@@ -298,6 +298,13 @@ def _hold_signals() -> set[int] | None:
     return _sigmask(signal.SIG_BLOCK, ()) if _in_main_thread() else None
 
 
+def inherited_fds(rq: SpawnRequest) -> list[int]:
+    """The owner's fds that go with the request, in the order the shepherd
+    takes them: one per STDIO_INHERIT slot, in slot order."""
+    modes = (rq.stdin, rq.stdout, rq.stderr)
+    return [slot if fd is None else fd for slot, fd in enumerate(rq.stdio_fds) if modes[slot] == op.STDIO_INHERIT]
+
+
 class Handshake:
     """Sending a SPAWN request and waiting for STARTED/SPAWN_FAILED.
 
@@ -423,7 +430,7 @@ class Starter:
         self.rq = rq
         # stderr is captured (run, stream): a timeout before the start reports b"" for it
         self.stderr_complete = stderr_complete
-        self.inherit = [slot for slot, mode in enumerate((rq.stdin, rq.stdout, rq.stderr)) if mode == op.STDIO_INHERIT]
+        self.inherit = inherited_fds(rq)
         now = time.monotonic()
         self.timeout = timeout
         # The caller's timeout counts from here: the start is part of it.
@@ -450,7 +457,7 @@ class Starter:
             assert isinstance(waiting, Pending)
             return waiting
         if self.hs is None:
-            got = take_shepherd(bool(self.inherit))
+            got = take_shepherd(any(fd < 3 for fd in self.inherit))
             if isinstance(got, int):
                 return self._pending([(got, POLLOUT)])
             self.hs = Handshake(got, self.rq, self.inherit, self.request)
@@ -759,7 +766,7 @@ class ChildCore:
         self.timeout_at: float | None = None
         # stdout read ahead while a writer or waiter had to drain it
         self.out_buf = bytearray()
-        self.out_eof = False
+        self.out_eof = not self.stdout  # no pipe (inherited, /dev/null, an fd): nothing to read
         self.out_starved = False  # the last read of stdout found it empty
         # pty mode: stdin and stdout are two fds on the terminal's master
         self.pty = hs.rq.pty is not None

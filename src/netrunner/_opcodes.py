@@ -66,7 +66,7 @@ FIELD_PTY_NO_ECHO = 20  # empty: the terminal's ECHO is off before the child sta
 # Stdio modes.
 STDIO_PIPE = 0  # a fresh pipe; the owner's end comes back in OP_STARTED
 STDIO_DEVNULL = 1  # /dev/null
-STDIO_INHERIT = 2  # the fd passed with OP_SPAWN (the owner's own 0/1/2)
+STDIO_INHERIT = 2  # the fd passed with OP_SPAWN (the owner's own 0/1/2, or the fd or file it was given)
 STDIO_STDOUT = 3  # stderr only: the same file as stdout
 
 # Bits of OP_STARTED's fd mask; fds follow in this order.

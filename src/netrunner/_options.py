@@ -33,6 +33,7 @@ _STDERR_MODES = {
     "devnull": op.STDIO_DEVNULL,
     "inherit": op.STDIO_INHERIT,
 }
+# stdin and stdout (stdout cannot be "the same file as stdout")
 _STDIN_MODES = {"pipe": op.STDIO_PIPE, "devnull": op.STDIO_DEVNULL, "inherit": op.STDIO_INHERIT}
 _ALIASES: dict[Any, str] = {
     subprocess.PIPE: "pipe",
@@ -230,8 +231,30 @@ def current_umask() -> int:
     return mask
 
 
-def stdio_mode(value: Any, *, stderr: bool) -> int:
-    modes = _STDERR_MODES if stderr else _STDIN_MODES
+_STDIO_NAMES = ("stdin", "stdout", "stderr")
+
+
+def stdio(value: Any, slot: int) -> tuple[int, int | None]:
+    """stdin (slot 0), stdout (1) or stderr (2) as (stdio mode, the owner's
+    fd to pass for ``STDIO_INHERIT``, None for none).
+
+    A mode name, a ``subprocess`` constant, ``None`` (inherit: our own fd
+    ``slot``), an fd number or an object with ``fileno()``: as for
+    ``subprocess``, the child gets a duplicate of that fd.  An fd that is
+    not open is ``OSError(EBADF)`` now, before anything starts (a closed fd
+    would otherwise fail in the child, or pass along whatever reused it)."""
+    modes = _STDERR_MODES if slot == 2 else _STDIN_MODES
+    which = _STDIO_NAMES[slot]
+    fd: Any = None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        fd = value
+    elif not isinstance(value, (str, bytes, int)) and value is not None and hasattr(value, "fileno"):
+        fd = value.fileno()
+        if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
+            raise ValueError(f"{which}: fileno() returned {fd!r}, not an fd")
+    if fd is not None:
+        os.fstat(fd)  # OSError(EBADF) if it is not open
+        return op.STDIO_INHERIT, fd
     name = value
     if not isinstance(value, str):
         try:
@@ -239,9 +262,11 @@ def stdio_mode(value: Any, *, stderr: bool) -> int:
         except TypeError:  # unhashable
             name = value
     if isinstance(name, str) and name in modes:
-        return modes[name]
-    which = "stderr" if stderr else "stdin"
-    raise ValueError(f"unknown {which} mode {value!r}; expected one of {sorted(modes)}")
+        mode = modes[name]
+        return mode, (slot if mode == op.STDIO_INHERIT else None)
+    raise ValueError(
+        f"unknown {which} mode {value!r}; expected one of {sorted(modes)}, an fd or a file object with fileno()"
+    )
 
 
 def seconds(value: Any, what: str, *, allow_none: bool = True, allow_zero: bool = False) -> float | None:
@@ -371,6 +396,7 @@ class SpawnOptions:
 
     stdin: Any = "pipe"
     stderr: Any = "pipe"
+    stdout: Any = "pipe"
     cwd: Any = None
     env: Any = None
     pty: bool = False
@@ -393,7 +419,7 @@ class SpawnOptions:
         """The options among a front end's ``locals()`` (its parameters)."""
         return cls(**{name: arguments[name] for name in _FIELD_NAMES if name in arguments})
 
-    def request(self, args: Any, *, stdout: int = op.STDIO_PIPE, stdin: Any = None) -> SpawnRequest:
+    def request(self, args: Any, *, stdin: Any = None) -> SpawnRequest:
         """Validate every option and build the request (``stdin`` overrides
         the option: ``run`` decides it from ``input``).  Only once all is
         valid does anything touch the system (a cgroup's parents)."""
@@ -412,8 +438,11 @@ class SpawnOptions:
         assert grace is not None
         if grace > 4294967:
             raise ValueError("kill_timeout is too large")
-        stdin_mode = stdio_mode(self.stdin if stdin is None else stdin, stderr=False)
-        stderr_mode = stdio_mode(self.stderr, stderr=True)
+        stdin_mode, stdin_fd = stdio(self.stdin if stdin is None else stdin, 0)
+        stdout_mode, stdout_fd = stdio(self.stdout, 1)
+        stderr_mode, stderr_fd = stdio(self.stderr, 2)
+        if size is not None and stdout_mode != op.STDIO_PIPE:
+            raise ValueError("stdout must be 'pipe' with pty=True: the terminal is the child's stdout")
         # Looked up last of the checks (a name service may be slow), and
         # still before anything touches the system.
         uid, gid, gids = credentials(self.user, self.group, self.extra_groups)
@@ -424,8 +453,9 @@ class SpawnOptions:
             executables=executables(arguments[0], self.env),
             cwd=directory,
             stdin=stdin_mode,
-            stdout=stdout,
+            stdout=stdout_mode,
             stderr=stderr_mode,
+            stdio_fds=(stdin_fd, stdout_fd, stderr_fd),
             kill_timeout=grace,
             rlimits=rlimits(self.rlimits),
             umask=mask,

@@ -424,6 +424,7 @@ def spawn(
     *,
     stdin: Any = "pipe",
     stderr: Any = "pipe",
+    stdout: Any = "pipe",
     cwd: Any = None,
     env: Any = None,
     pty: bool = False,
@@ -462,7 +463,12 @@ def spawn(
         stderr: ``"pipe"`` (default: read with ``Process.read_stderr()``),
             ``"stdout"`` (merged into what ``read()`` returns),
             ``"devnull"``, ``"inherit"``, or the aliases ``PIPE``,
-            ``STDOUT``, ``DEVNULL``, ``None``.
+            ``STDOUT``, ``DEVNULL``, ``None``; ``stdin`` and ``stderr``
+            also take an fd or a file object with ``fileno()``, as for
+            ``run``'s ``stderr``.
+        stdout: as for ``run``; anything but ``"pipe"`` sends stdout
+            elsewhere, and ``Process.read()`` then returns ``b""`` at once
+            (end of file: there is nothing of it to read).
         cwd: as for ``run``.
         env: as for ``run``: the complete environment, replacing yours.
         pty: if true, the child gets a pseudo-terminal (``rows`` x

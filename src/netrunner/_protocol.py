@@ -269,6 +269,9 @@ class SpawnRequest:
     # Send our cwd as an fd with the request (FIELD_CWD_FD): the child
     # fchdir()s to it, then chdir(cwd) if ``cwd`` is relative.
     cwd_fd: bool = False
+    # Per slot (stdin, stdout, stderr) in STDIO_INHERIT mode: the owner's fd
+    # the child gets a copy of (None: the owner's own fd of that number).
+    stdio_fds: tuple[int | None, int | None, int | None] = (None, None, None)
 
 
 _env_memo: tuple[list[bytes], bytes] | None = None

@@ -212,6 +212,8 @@ class RunCore:
         self.core = core
         self.input = source
         self.out = _Collector(max_output_size)
+        # stdout went elsewhere (inherited, /dev/null, a file): Result.stdout is None
+        self.capture_stdout = bool(core.stdout)
         # stderr is bounded like stdout (by max_output_size, else
         # STDERR_CAPTURE), keeping the tail: the end says what went wrong.
         self.capture_stderr = capture_stderr
@@ -418,7 +420,7 @@ class RunCore:
         # now, not when the core is collected (an exception raised below
         # keeps the core alive in its traceback for as long as it is held).
         core.abandon()
-        stdout: Any = self.out.value()
+        stdout: Any = self.out.value() if self.capture_stdout else None
         stderr: Any = core.err_buf.value() if self.capture_stderr else None
         if core.exited is None and not core.child_dead:
             # Not even a timeout is reported while the child may still run.
@@ -432,7 +434,7 @@ class RunCore:
             assert self.timeout is not None
             raise TimeoutExpired(core.args, self.timeout, stdout, stderr)
         if text:
-            stdout = _decode(stdout, encoding, errors)
+            stdout = None if stdout is None else _decode(stdout, encoding, errors)
             stderr = None if stderr is None else _decode(stderr, encoding, errors)
         if core.exited is None:
             raise ShepherdError(f"pid {core.pid}: {core.lost}")
@@ -529,6 +531,7 @@ def run(
     text: bool = False,
     encoding: str | None = None,
     errors: str | None = None,
+    stdout: Any = "pipe",
     cwd: Any = None,
     env: Any = None,
     pty: bool = False,
@@ -589,7 +592,18 @@ def run(
             ``"inherit"`` (your own stderr); ``Result.stderr`` is ``None``
             for the last three.  The ``subprocess`` constants ``PIPE``,
             ``STDOUT``, ``DEVNULL`` and ``None`` are accepted as aliases of
-            these four, in that order.
+            these four, in that order.  An fd (int) or a file object with
+            ``fileno()`` sends stderr there (``Result.stderr`` is ``None``);
+            an fd that is not open is ``OSError(EBADF)`` before anything
+            starts.
+        stdout: where the child's stdout goes: ``"pipe"`` (default:
+            captured into ``Result.stdout``), ``"inherit"``/``None`` (your
+            own stdout: watch ``make`` live), ``"devnull"``/``DEVNULL``, an
+            fd, or a file object with ``fileno()`` (written at its fd's
+            offset, not through its Python buffer, as ``subprocess``
+            does).  Anything but a pipe makes ``Result.stdout`` ``None``
+            (and ``max_output_size`` moot).  Must be ``"pipe"`` with
+            ``pty=True``.
         text: if true, ``Result.stdout``/``.stderr`` are ``str`` decoded
             with ``encoding``/``errors``, newlines translated as
             ``subprocess``'s universal newlines; otherwise ``bytes``.

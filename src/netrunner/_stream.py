@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -279,6 +280,7 @@ def stream(
     timeout: float | None = None,
     check: bool = False,
     chunk_size: int = 65536,
+    stdout: Any = "pipe",
     cwd: Any = None,
     env: Any = None,
     pty: bool = False,
@@ -325,6 +327,8 @@ def stream(
             (or this call, if the start hangs) raises ``TimeoutExpired``.
         check: if true, a non-zero exit raises ``CalledProcessError`` at
             the end of the iteration, after the last chunk.
+        stdout: only ``"pipe"`` (the default; what the stream yields):
+            anything else is a ``ValueError``.
         cwd: as for ``run``.
         env: as for ``run``: the complete environment, replacing yours.
         pty: as for ``run``: chunks are the terminal's output.
@@ -376,6 +380,9 @@ def stream_plan(args: Any, call: Mapping[str, Any]) -> tuple[RunPlan, int, float
         raise TypeError(f"chunk_size must be an int, not {type(chunk_size).__name__}")
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be > 0, not {chunk_size}")
+    if call["stdout"] not in ("pipe", subprocess.PIPE):
+        # What a stream yields is stdout: there is nothing to stream otherwise.
+        raise ValueError(f"stream() streams the child's stdout: stdout must be 'pipe', not {call['stdout']!r}")
     validated = plan(args, call)
     rq = validated.rq
     return dataclasses.replace(validated, rq=dataclasses.replace(rq, kill_timeout=0.0)), chunk_size, rq.kill_timeout

@@ -50,6 +50,7 @@ async def run(
     text: bool = False,
     encoding: str | None = None,
     errors: str | None = None,
+    stdout: Any = "pipe",
     cwd: Any = None,
     env: Any = None,
     pty: bool = False,
@@ -80,7 +81,7 @@ async def run(
             socket or terminal is waited on by the loop; iterables (and
             other file objects) are pulled on the loop, so they must not
             block.
-        args, timeout, check, max_output_size, stderr, text, encoding,
+        args, timeout, check, max_output_size, stderr, stdout, text, encoding,
             errors, cwd, env, pty, kill_timeout, cgroup, limits, rlimits,
             rows, cols, echo, user, group, extra_groups, umask, no_new_privs, nice: as for
             :func:`netrunner.run` (``stderr``: ``"pipe"``, ``"stdout"``,
@@ -206,6 +207,7 @@ async def spawn(
     *,
     stdin: Any = "pipe",
     stderr: Any = "pipe",
+    stdout: Any = "pipe",
     cwd: Any = None,
     env: Any = None,
     pty: bool = False,
@@ -232,7 +234,7 @@ async def spawn(
     ``CancelledError`` propagates.
 
     Args:
-        args, stdin, stderr, cwd, env, pty, kill_timeout, cgroup, limits,
+        args, stdin, stderr, stdout, cwd, env, pty, kill_timeout, cgroup, limits,
             rlimits, rows, cols, echo, user, group, extra_groups, umask,
             no_new_privs, nice: as for :func:`netrunner.spawn` (``stdin``:
             ``"pipe"``, ``"devnull"``, ``"inherit"``; ``rows``/``cols``:
@@ -386,6 +388,7 @@ def stream(
     timeout: float | None = None,
     check: bool = False,
     chunk_size: int = 65536,
+    stdout: Any = "pipe",
     cwd: Any = None,
     env: Any = None,
     pty: bool = False,
@@ -417,7 +420,7 @@ def stream(
         input: as for ``stream``; a file object on a pipe, socket or
             terminal is waited on by the loop, others are pulled on the
             loop and must not block.
-        args, stderr, timeout, check, cwd, env, pty, kill_timeout, cgroup,
+        args, stderr, stdout, timeout, check, cwd, env, pty, kill_timeout, cgroup,
             limits, rlimits, chunk_size, rows, cols, echo, user, group,
             extra_groups, umask, no_new_privs, nice: as for :func:`netrunner.stream` (``timeout``
             bounds the whole stream; ``chunk_size``: the largest chunk).

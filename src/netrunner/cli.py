@@ -61,7 +61,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from . import __version__
-from . import _opcodes as op
 from . import _options as options
 from ._bounds import DEFAULT_KILL_TIMEOUT
 from ._core import ChildCore
@@ -210,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options.size(args.max_output, "--max-output")
         child = options.SpawnOptions(
             stdin="inherit",
+            stdout="pipe" if plan.copy_stdout else "inherit",
             stderr="pipe" if plan.copy_stderr else "inherit",
             kill_timeout=args.kill_after,
             cgroup=args.cgroup,
@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows=rows,
             cols=cols,
         )
-        rq = child.request(command, stdout=op.STDIO_PIPE if plan.copy_stdout else op.STDIO_INHERIT)
+        rq = child.request(command)
     except (ValueError, TypeError, NetRunnerError) as exc:
         return _fail(str(exc), EXIT_INTERNAL)
     # Signals that arrive while CMD starts are held back, then forwarded
