@@ -7,7 +7,7 @@
 #define NR_MAX_PAYLOAD 67108864         /* 64 MiB */
 #define NR_BOUND_REAP_MS 3000           /* after SIGKILL: the shepherd's wait to reap the child and leftovers, or for a leaf to empty */
 #define NR_DEFAULT_KILL_TIMEOUT_MS 5000 /* SIGTERM to SIGKILL without FIELD_KILL_TIMEOUT; the API's default kill_timeout */
-#define NR_OP_SPAWN 1                   /* TLV request; SCM_RIGHTS: one fd per STDIO_INHERIT slot, in slot order, then FIELD_CWD_FD's */
+#define NR_OP_SPAWN 1                   /* TLV request; SCM_RIGHTS: an fd per STDIO_INHERIT slot, then per FIELD_PASS_FD, then FIELD_CWD_FD's */
 #define NR_OP_SIGNAL 2                  /* u32 signal number: sent to the child's process group */
 #define NR_OP_STOP 3                    /* u32 grace in ms: SIGTERM, wait grace, SIGKILL (0 = SIGKILL now) */
 #define NR_OP_STARTED 16                /* i32 child pid, u32 fd mask; SCM_RIGHTS: the fds in mask order */
@@ -35,6 +35,7 @@
 #define NR_FIELD_NO_NEW_PRIVS 18        /* empty: PR_SET_NO_NEW_PRIVS in the child before exec */
 #define NR_FIELD_NICE 19                /* i32: added to the child's niceness, as nice(1) does (before the ids change) */
 #define NR_FIELD_PTY_NO_ECHO 20         /* empty: the terminal's ECHO is off before the child starts (needs FIELD_PTY) */
+#define NR_FIELD_PASS_FD 21             /* u32 fd number (>= 3, no repeats) in the child of the next passed fd after the stdio ones */
 #define NR_STDIO_PIPE 0                 /* a fresh pipe; the owner's end comes back in OP_STARTED */
 #define NR_STDIO_DEVNULL 1              /* /dev/null */
 #define NR_STDIO_INHERIT 2              /* the fd passed with OP_SPAWN (the owner's own 0/1/2, or the fd or file it was given) */
@@ -58,5 +59,6 @@
 #define NR_STAGE_CREDENTIALS 13         /* setgroups, setgid or setuid in the child */
 #define NR_STAGE_PRCTL 14               /* PR_SET_NO_NEW_PRIVS in the child */
 #define NR_STAGE_NICE 15                /* setpriority in the child (a negative nice needs CAP_SYS_NICE) */
+#define NR_STAGE_PASS_FDS 16            /* moving the FIELD_PASS_FD fds (and the error pipe) into place in the child */
 
 #endif

@@ -48,7 +48,10 @@
 #include "protocol.h"
 
 #define OWNER_FD 3
-#define MAX_FDS 8
+/* fds one OP_SPAWN may carry: the kernel's SCM_MAX_FD, what one sendmsg
+ * can pass (three stdio slots, FIELD_PASS_FD's and the cwd). */
+#define MAX_FDS 253
+#define MAX_PASS_FDS (MAX_FDS - 4)
 #define MAX_RLIMITS 32
 #define MAX_GROUPS 65536 /* NGROUPS_MAX on Linux */
 #define SEND_BOUND_MS 5000     /* a wedged owner cannot block a report longer */
@@ -245,16 +248,17 @@ static ssize_t inbuf_fill(struct inbuf *in, int sock) {
     ssize_t n;
     do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT); while (n < 0 && errno == EINTR);
     if (n < 0) return -1;
+    int over = 0; /* more fds than a request can use, over several sends */
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
         int *fds = (int *)(void *)CMSG_DATA(c);
         for (size_t i = 0; i < count; i++) {
             if (in->nfds < MAX_FDS) in->fds[in->nfds++] = fds[i];
-            else close(fds[i]);
+            else { close(fds[i]); over = 1; }
         }
     }
-    if (msg.msg_flags & MSG_CTRUNC) { errno = EPROTO; return -1; }
+    if ((msg.msg_flags & MSG_CTRUNC) || over) { errno = EPROTO; return -1; }
     in->len += (size_t)n;
     return n;
 }
@@ -370,6 +374,11 @@ struct request {
     gid_t gid;
     gid_t *groups; /* malloc'd, ngroups entries (at least one slot) */
     size_t ngroups;
+    /* FIELD_PASS_FD: the fds (in the order they came, after the stdio ones)
+     * and the number each gets in the child; -1 until taken from the inbuf. */
+    int npass;
+    int pass_fd[MAX_PASS_FDS];
+    int pass_target[MAX_PASS_FDS];
 };
 
 static int strv_push(struct strv *s, const uint8_t *data, uint32_t len) {
@@ -403,6 +412,7 @@ static void request_free(struct request *rq) {
     free(rq->cwd);
     rq->cwd = NULL;
     close_fd(&rq->cwd_fd);
+    for (int i = 0; i < rq->npass; i++) close_fd(&rq->pass_fd[i]);
     free(rq->cgroup);
     rq->cgroup = NULL;
     strv_free(&rq->cgroup_set);
@@ -585,6 +595,18 @@ static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
             if (flen != 0) return -1;
             rq->no_new_privs = 1;
             break;
+        case NR_FIELD_PASS_FD: {
+            /* A target the child's stdio owns, a duplicate, or one that is
+             * not an int: the request is malformed. */
+            if (flen != 4 || rq->npass >= MAX_PASS_FDS) return -1;
+            uint32_t target = get_u32(v);
+            if (target < 3 || target > INT32_MAX) return -1;
+            for (int i = 0; i < rq->npass; i++)
+                if (rq->pass_target[i] == (int)target) return -1;
+            rq->pass_fd[rq->npass] = -1;
+            rq->pass_target[rq->npass++] = (int)target;
+            break;
+        }
         case NR_FIELD_NICE:
             if (flen != 4 || rq->set_nice) return -1;
             rq->nice = (int32_t)get_u32(v);
@@ -693,19 +715,45 @@ __attribute__((noreturn)) static void exec_child(const struct request *rq, const
         child_fail(errfd, NR_STAGE_SETPGID, errno);
     }
 
-    /* Lift every source above 2 first, so one dup2 cannot clobber another. */
+    /* Lift every fd we still need above every target number (0-2 and the
+     * FIELD_PASS_FD ones) first, so no dup2 below can clobber a source,
+     * the error pipe or the cwd fd (CPython's _posixsubprocess does the
+     * same for its fds_to_keep).  The copies are CLOEXEC: only the dup2
+     * targets survive the exec.  Nothing moves when no target is >= 3. */
+    int floor = 3, cwd_fd = rq->cwd_fd;
+    int pass[MAX_PASS_FDS];
+    for (int i = 0; i < rq->npass; i++) {
+        pass[i] = rq->pass_fd[i];
+        if (rq->pass_target[i] >= floor) floor = rq->pass_target[i] + 1;
+    }
+    if (errfd < floor) {
+        int lifted = fcntl(errfd, F_DUPFD_CLOEXEC, floor);
+        if (lifted < 0) child_fail(errfd, NR_STAGE_PASS_FDS, errno);
+        errfd = lifted;
+    }
+    if (cwd_fd >= 0 && cwd_fd < floor && (cwd_fd = fcntl(cwd_fd, F_DUPFD_CLOEXEC, floor)) < 0)
+        child_fail(errfd, NR_STAGE_PASS_FDS, errno);
     for (int i = 0; i < 3; i++) {
-        if (stdio[i] >= 0 && stdio[i] < 3) {
-            stdio[i] = fcntl(stdio[i], F_DUPFD_CLOEXEC, 3);
+        if (stdio[i] >= 0 && stdio[i] < floor) {
+            stdio[i] = fcntl(stdio[i], F_DUPFD_CLOEXEC, floor);
             if (stdio[i] < 0) child_fail(errfd, NR_STAGE_DUP2, errno);
         }
+    }
+    for (int i = 0; i < rq->npass; i++) {
+        if (pass[i] < floor && (pass[i] = fcntl(pass[i], F_DUPFD_CLOEXEC, floor)) < 0)
+            child_fail(errfd, NR_STAGE_PASS_FDS, errno);
     }
     for (int i = 0; i < 3; i++) {
         if (stdio[i] >= 0 && dup2(stdio[i], i) < 0) child_fail(errfd, NR_STAGE_DUP2, errno);
     }
+    /* Sources are all >= floor > every target: dup2 always makes a new,
+     * non-CLOEXEC fd. */
+    for (int i = 0; i < rq->npass; i++) {
+        if (dup2(pass[i], rq->pass_target[i]) < 0) child_fail(errfd, NR_STAGE_PASS_FDS, errno);
+    }
     /* The owner's own directory, by fd (never its path again: the path may
      * name another directory by now), then a relative cwd from there. */
-    if (rq->cwd_fd >= 0 && fchdir(rq->cwd_fd) < 0 && !already_in(rq->cwd_fd)) child_fail(errfd, NR_STAGE_CHDIR, errno);
+    if (cwd_fd >= 0 && fchdir(cwd_fd) < 0 && !already_in(cwd_fd)) child_fail(errfd, NR_STAGE_CHDIR, errno);
     if (rq->cwd && chdir(rq->cwd) < 0) child_fail(errfd, NR_STAGE_CHDIR, errno);
     if (rq->umask >= 0) umask((mode_t)rq->umask);
     for (int i = 0; i < rq->nrlimits; i++) {
@@ -1298,6 +1346,18 @@ static int start_child(struct shepherd *s, struct request *rq, struct prepped *p
         }
         rq->cwd_fd = s->in.fds[--s->in.nfds];
     }
+    /* The FIELD_PASS_FD fds come after the STDIO_INHERIT ones. */
+    if (rq->npass > 0) {
+        if (s->in.nfds < rq->npass) {
+            send_spawn_failed(s->sock, NR_STAGE_REQUEST, EBADF);
+            goto out;
+        }
+        s->in.nfds -= rq->npass;
+        for (int i = 0; i < rq->npass; i++) {
+            rq->pass_fd[i] = s->in.fds[s->in.nfds + i];
+            s->in.fds[s->in.nfds + i] = -1;
+        }
+    }
     if (open_stdio(rq, &s->in, pp, child_end, s->owner_end) < 0 || take_pipe(pp->errpipe, errpipe, 1) < 0) {
         send_spawn_failed(s->sock, NR_STAGE_PIPE, errno);
         goto out;
@@ -1334,6 +1394,7 @@ out:
     close_fd(&errpipe[1]);
     close_fd(&cgroup_procs);
     close_fd(&rq->cwd_fd); /* the child has its copy */
+    for (int i = 0; i < rq->npass; i++) close_fd(&rq->pass_fd[i]);
     inbuf_close_fds(&s->in);
     if (rc != 0) {
         for (int i = 0; i < 3; i++) close_fd(&s->owner_end[i]);

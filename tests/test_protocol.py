@@ -531,6 +531,7 @@ def spawn_requests(draw: st.DrawFn) -> SpawnRequest:
             )
         ),
         nice=draw(st.none() | st.integers(-40, 40)),
+        pass_fds=tuple(draw(st.lists(st.integers(3, 2**31 - 1), max_size=5, unique=True))),
     )
 
 
@@ -555,6 +556,7 @@ def test_encode_spawn_round_trips(rq: SpawnRequest) -> None:
     expected += [(op.FIELD_RLIMIT, struct.pack("<IQQ", *r)) for r in rq.rlimits]
     if rq.nice is not None:
         expected.append((op.FIELD_NICE, struct.pack("<i", rq.nice)))
+    expected += [(op.FIELD_PASS_FD, struct.pack("<I", fd)) for fd in rq.pass_fds]
     assert fields == expected
     # The request decodes back to what was encoded.
     tags = [tag for tag, _ in fields]
@@ -696,16 +698,16 @@ def test_doc_rows_follow_added_and_removed_constants(tmp_path: Path) -> None:
     """A new constant gets a row from its comment; a removed one loses its row."""
     tool, opcodes, doc = docs_tree(tmp_path)
     source = opcodes.read_text()
-    prctl = "STAGE_NICE = 15  # setpriority in the child (a negative nice needs CAP_SYS_NICE)\n"
+    prctl = "STAGE_PASS_FDS = 16  # moving the FIELD_PASS_FD fds (and the error pipe) into place in the child\n"
     adopt = "FS_ADOPT = 3  # owner -> server, one byte; SCM_RIGHTS: serve this socket (no reply)\n"
     assert prctl in source and adopt in source
-    source = source.replace(prctl, prctl + "STAGE_NEW = 16  # a new | stage\n")
+    source = source.replace(prctl, prctl + "STAGE_NEW = 99  # a new | stage\n")
     source = source.replace(adopt, adopt + "FS_OTHER = 4\n")
     opcodes.write_text(source.replace("STDIO_STDOUT = 3  # stderr only: the same file as stdout\n", ""))
     assert run_docs_tool(tool, "--check").returncode == 1
     assert run_docs_tool(tool).returncode == 0
     text = doc.read_text()
-    assert "| 16 | `STAGE_NEW` | a new \\| stage | |\n<!-- END GENERATED: stages -->" in text
+    assert "| 99 | `STAGE_NEW` | a new \\| stage | |\n<!-- END GENERATED: stages -->" in text
     assert "| 4 | `FS_OTHER` | ? | | | |\n<!-- END GENERATED: fork-server -->" in text
     assert "| 3 | `STDIO_STDOUT` |" not in text
     assert run_docs_tool(tool, "--check").returncode == 0

@@ -27,6 +27,7 @@ from procs import pid_gone, read_fifo_line, silent_pipe
 import netrunner
 
 MiB = 1 << 20
+NOT_OPEN = 1 << 20  # above any RLIMIT_NOFILE: never an open fd
 
 
 # ----------------------------------------------------------------- helpers
@@ -138,6 +139,92 @@ def test_timeout_with_stdout_elsewhere_reports_none_for_it() -> None:
     with pytest.raises(netrunner.TimeoutExpired) as info:
         netrunner.run(["sleep", "30"], stdout="devnull", timeout=0.5, kill_timeout=0)
     assert info.value.stdout is None
+
+
+# ------------------------------------------------------------------ pass_fds
+# The child writes its number to each fd named in argv, then prints which
+# of its fds are pipes: what it was given, nothing else (no error pipe, no
+# leaked copy of a source).
+PIPE_FDS = (
+    "import os, sys\n"
+    "for a in sys.argv[1:]: os.write(int(a), a.encode() + b' ')\n"
+    "fds = [int(fd) for fd in os.listdir('/proc/self/fd')]\n"
+    "pipes = []\n"
+    "for fd in fds:\n"
+    "    try:\n"
+    "        if os.readlink(f'/proc/self/fd/{fd}').startswith('pipe:'): pipes.append(fd)\n"
+    "    except OSError: pass\n"
+    "print(sorted(pipes), os.getcwd())\n"
+)
+
+
+def test_pass_fds_keep_their_numbers_and_every_other_fd_stays_closed() -> None:
+    r, w = os.pipe()
+    other_r, other_w = os.pipe()
+    try:
+        result = netrunner.run([sys.executable, "-c", PIPE_FDS, str(w)], pass_fds=[w], check=True, text=True)
+        os.close(w)
+        w = -1
+        assert os.read(r, 100) == f"{result.args[-1]} ".encode()
+        assert result.stdout.startswith(f"[1, 2, {result.args[-1]}]")  # (stdin is /dev/null)
+    finally:
+        for fd in (r, w, other_r, other_w):
+            if fd >= 0:
+                os.close(fd)
+
+
+PASS_MANY_OWNER = """
+import os, sys, netrunner
+r, w = os.pipe()
+open_now = {int(fd) for fd in os.listdir("/proc/self/fd")}
+# Every free number 3..70 gets a copy of w: the targets collide with whatever
+# numbers the shepherd received them on, its error pipe and the cwd fd.
+targets = [n for n in range(3, 71) if n not in open_now]
+for n in targets:
+    os.dup2(w, n, inheritable=False)
+os.close(w)
+child = [sys.executable, "-c", sys.argv[1], *map(str, targets)]
+result = netrunner.run(child, pass_fds=targets, cwd="sub", check=True, text=True)
+for n in targets:
+    os.close(n)
+got = b""
+while chunk := os.read(r, 65536):
+    got += chunk
+print(sorted(map(int, got.split())) == targets)
+print(result.stdout == f"{sorted([1, 2, *targets])} {os.path.abspath('sub')}\\n" or result.stdout)
+"""
+
+
+def test_many_pass_fds_whose_numbers_collide_with_the_shepherds_own(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    owner = subprocess.run(
+        [sys.executable, "-c", PASS_MANY_OWNER, PIPE_FDS],
+        capture_output=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert owner.returncode == 0, owner.stderr.decode()
+    assert owner.stdout.decode() == "True\nTrue\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [([1], ValueError), ([2], ValueError), ([NOT_OPEN], OSError), ("3", TypeError), ([3.0], TypeError), (5, TypeError)],
+)
+def test_bad_pass_fds_are_refused_before_anything_starts(value: Any, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        netrunner.run(["true"], pass_fds=value)
+
+
+def test_a_pass_fd_given_twice_is_refused() -> None:
+    r, w = os.pipe()
+    try:
+        with pytest.raises(ValueError, match="duplicate"):
+            netrunner.run(["true"], pass_fds=[w, w])
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 # ------------------------------------------------------------- stderr modes

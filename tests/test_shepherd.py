@@ -899,6 +899,13 @@ MALFORMED_REQUESTS = {
         F["argv"] + F["exec"] + tlv(op.FIELD_PTY, struct.pack("<HH", 24, 80)) + tlv(op.FIELD_PTY_NO_ECHO, b"\0"),
     ),
     "two-nices": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_NICE, struct.pack("<i", 1)) * 2),
+    "short-pass-fd": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_PASS_FD, b"\5\0")),
+    "pass-fd-onto-stderr": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_PASS_FD, u32(2))),
+    "pass-fd-beyond-int": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_PASS_FD, u32(2**31))),
+    "pass-fd-twice-the-same": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_PASS_FD, u32(7)) * 2),
+    "too-many-pass-fds": raw_frame(
+        op.OP_SPAWN, F["argv"] + F["exec"] + b"".join(tlv(op.FIELD_PASS_FD, u32(fd)) for fd in range(3, 253))
+    ),
     "not-a-spawn-first": encode_signal(signal.SIGTERM),
     "reserved-nonzero": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"], reserved=2),
     "oversize-length": struct.pack("<IHH", op.MAX_PAYLOAD + 1, op.OP_SPAWN, 0),
@@ -1056,11 +1063,14 @@ def test_the_leaf_is_0755_whatever_the_shepherds_umask(variant: Path) -> None:
 
 
 def test_too_many_fds_with_the_request(variant: Path) -> None:
-    """More fds than the shepherd's control buffer holds (MSG_CTRUNC)."""
-    nulls = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range(12)]
+    """More fds than a request can use (SCM_MAX_FD, 253: one sendmsg's
+    worth), sent over two sends: refused, and none of them kept."""
+    nulls = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range(130)]
     try:
         with direct_shepherd() as sh:
-            sh.send(spawn_frame(["true"]), nulls)
+            frame = spawn_frame(["true"])
+            sh.send(frame[:10], nulls)
+            sh.send(frame[10:], nulls)
             expect_request_refused(sh)
     finally:
         for fd in nulls:

@@ -227,6 +227,7 @@ _STAGE_NAMES = {
     op.STAGE_CREDENTIALS: "setgroups/setgid/setuid",
     op.STAGE_PRCTL: "PR_SET_NO_NEW_PRIVS",
     op.STAGE_NICE: "setpriority (nice)",
+    op.STAGE_PASS_FDS: "dup2 (pass_fds)",
 }
 
 
@@ -256,7 +257,7 @@ def spawn_error(failed: SpawnFailed, rq: SpawnRequest) -> BaseException:
     # EPERM, as a non-root owner asking for another uid gets).
     if failed.stage in (
         op.STAGE_RLIMIT, op.STAGE_DUP2, op.STAGE_SETPGID, op.STAGE_SIGNALS, op.STAGE_CREDENTIALS, op.STAGE_PRCTL,
-        op.STAGE_NICE,
+        op.STAGE_NICE, op.STAGE_PASS_FDS,
     ):  # fmt: skip
         return OSError(failed.errno, f"{message} (in the child, at {stage})")
     return ShepherdError(f"the shepherd could not start the child ({stage}: {message})")
@@ -300,9 +301,11 @@ def _hold_signals() -> set[int] | None:
 
 def inherited_fds(rq: SpawnRequest) -> list[int]:
     """The owner's fds that go with the request, in the order the shepherd
-    takes them: one per STDIO_INHERIT slot, in slot order."""
+    takes them: one per STDIO_INHERIT slot, in slot order, then pass_fds
+    (the cwd fd, last, is added at send time)."""
     modes = (rq.stdin, rq.stdout, rq.stderr)
-    return [slot if fd is None else fd for slot, fd in enumerate(rq.stdio_fds) if modes[slot] == op.STDIO_INHERIT]
+    stdio = [slot if fd is None else fd for slot, fd in enumerate(rq.stdio_fds) if modes[slot] == op.STDIO_INHERIT]
+    return stdio + list(rq.pass_fds)
 
 
 class Handshake:

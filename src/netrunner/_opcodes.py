@@ -28,7 +28,7 @@ BOUND_REAP_MS = 3000  # after SIGKILL: the shepherd's wait to reap the child and
 DEFAULT_KILL_TIMEOUT_MS = 5000  # SIGTERM to SIGKILL without FIELD_KILL_TIMEOUT; the API's default kill_timeout
 
 # Owner -> shepherd.
-OP_SPAWN = 1  # TLV request; SCM_RIGHTS: one fd per STDIO_INHERIT slot, in slot order, then FIELD_CWD_FD's
+OP_SPAWN = 1  # TLV request; SCM_RIGHTS: an fd per STDIO_INHERIT slot, then per FIELD_PASS_FD, then FIELD_CWD_FD's
 OP_SIGNAL = 2  # u32 signal number: sent to the child's process group
 OP_STOP = 3  # u32 grace in ms: SIGTERM, wait grace, SIGKILL (0 = SIGKILL now)
 
@@ -62,6 +62,7 @@ FIELD_GROUPS = 17  # u32 per supplementary group (empty: none): setgroups in the
 FIELD_NO_NEW_PRIVS = 18  # empty: PR_SET_NO_NEW_PRIVS in the child before exec
 FIELD_NICE = 19  # i32: added to the child's niceness, as nice(1) does (before the ids change)
 FIELD_PTY_NO_ECHO = 20  # empty: the terminal's ECHO is off before the child starts (needs FIELD_PTY)
+FIELD_PASS_FD = 21  # u32 fd number (>= 3, no repeats) in the child of the next passed fd after the stdio ones
 
 # Stdio modes.
 STDIO_PIPE = 0  # a fresh pipe; the owner's end comes back in OP_STARTED
@@ -91,3 +92,4 @@ STAGE_CGROUP_SET = 12  # writing a FIELD_CGROUP_SET value into the leaf
 STAGE_CREDENTIALS = 13  # setgroups, setgid or setuid in the child
 STAGE_PRCTL = 14  # PR_SET_NO_NEW_PRIVS in the child
 STAGE_NICE = 15  # setpriority in the child (a negative nice needs CAP_SYS_NICE)
+STAGE_PASS_FDS = 16  # moving the FIELD_PASS_FD fds (and the error pipe) into place in the child

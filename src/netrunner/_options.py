@@ -374,6 +374,32 @@ def niceness(value: Any) -> int | None:
     return value
 
 
+# The kernel passes at most SCM_MAX_FD (253) fds in one sendmsg: the
+# request's carries up to three stdio fds and our cwd besides pass_fds.
+MAX_PASS_FDS = 253 - 4
+
+
+def pass_fds(value: Any) -> tuple[int, ...]:
+    """``pass_fds=``: our fds the child gets under the same numbers (every
+    other fd above 2 stays closed in it).  Each is checked open now
+    (``OSError(EBADF)``), as ``subprocess`` would find out in the child."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"pass_fds must be a sequence of ints, not {type(value).__name__}")
+    fds = tuple(value)
+    for fd in fds:
+        if isinstance(fd, bool) or not isinstance(fd, int):
+            raise TypeError(f"pass_fds must hold ints, not {type(fd).__name__}")
+        if fd < 3:
+            raise ValueError(f"pass_fds: {fd} is the child's stdin, stdout or stderr; give it as stdin/stdout/stderr")
+    if len(set(fds)) != len(fds):
+        raise ValueError(f"pass_fds holds a duplicate: {sorted(fds)}")
+    if len(fds) > MAX_PASS_FDS:
+        raise ValueError(f"pass_fds holds {len(fds)} fds, more than the {MAX_PASS_FDS} one spawn can pass")
+    for fd in fds:
+        os.fstat(fd)  # OSError(EBADF) if it is not open
+    return fds
+
+
 @dataclasses.dataclass(frozen=True)
 class SpawnOptions:
     """Every per-child option, once: its name, default and validator.
@@ -413,6 +439,7 @@ class SpawnOptions:
     umask: int | None = None
     no_new_privs: bool = False
     nice: int | None = None
+    pass_fds: Iterable[int] = ()
 
     @classmethod
     def from_call(cls, arguments: Mapping[str, Any]) -> SpawnOptions:
@@ -467,6 +494,7 @@ class SpawnOptions:
             groups=gids,
             no_new_privs=nnp,
             nice=niceness(self.nice),
+            pass_fds=pass_fds(self.pass_fds),
             cwd_fd=send_cwd,
         )
         if leaf is None:

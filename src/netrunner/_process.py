@@ -441,6 +441,7 @@ def spawn(
     umask: int | None = None,
     no_new_privs: bool = False,
     nice: int | None = None,
+    pass_fds: Iterable[int] = (),
 ) -> Process:
     """Start ``args`` under its own shepherd and return the :class:`Process`.
 
@@ -484,7 +485,7 @@ def spawn(
         rows, cols: the terminal's initial size with ``pty=True`` (1 to
             65535; default 24 x 80); change it later with
             ``Process.set_window_size()``.
-        echo, user, group, extra_groups, umask, no_new_privs, nice: as for
+        echo, user, group, extra_groups, umask, no_new_privs, nice, pass_fds: as for
             ``run``
             (and ``subprocess``).
 

@@ -272,6 +272,8 @@ class SpawnRequest:
     # Per slot (stdin, stdout, stderr) in STDIO_INHERIT mode: the owner's fd
     # the child gets a copy of (None: the owner's own fd of that number).
     stdio_fds: tuple[int | None, int | None, int | None] = (None, None, None)
+    # pass_fds: the owner's fds the child gets under the same numbers
+    pass_fds: tuple[int, ...] = ()
 
 
 _env_memo: tuple[list[bytes], bytes] | None = None
@@ -332,4 +334,6 @@ def encode_spawn(rq: SpawnRequest) -> bytes:
         field(op.FIELD_NO_NEW_PRIVS, b"")
     if rq.nice is not None:
         field(op.FIELD_NICE, struct.pack("<i", rq.nice))
+    for fd in rq.pass_fds:
+        field(op.FIELD_PASS_FD, _U32.pack(fd))
     return frame(op.OP_SPAWN, b"".join(parts))

@@ -548,6 +548,7 @@ def run(
     umask: int | None = None,
     no_new_privs: bool = False,
     nice: int | None = None,
+    pass_fds: Iterable[int] = (),
 ) -> Result:
     """Run ``args`` to completion and return its :class:`Result`.
 
@@ -669,6 +670,11 @@ def run(
             child changes user.  Lowering it (negative) needs
             ``CAP_SYS_NICE``, else ``PermissionError``.  ``None``
             (default): the child's niceness is yours.
+        pass_fds: fds (ints >= 3) the child gets open under the same
+            numbers, as ``subprocess``'s ``pass_fds``; every other fd above
+            2 is closed in the child as always.  Each must be open (else
+            ``OSError(EBADF)`` before anything starts), none given twice,
+            at most 249.
 
     Returns:
         A :class:`Result` (a ``subprocess.CompletedProcess``): ``args``,

@@ -297,6 +297,7 @@ def stream(
     umask: int | None = None,
     no_new_privs: bool = False,
     nice: int | None = None,
+    pass_fds: Iterable[int] = (),
 ) -> Stream:
     """Start ``args`` and return a :class:`Stream` of its stdout chunks.
 
@@ -342,7 +343,7 @@ def stream(
         chunk_size: the largest chunk to yield, in bytes (int > 0, default
             65536); a chunk is whatever one read returns, so it may be
             shorter.
-        echo, user, group, extra_groups, umask, no_new_privs, nice: as for
+        echo, user, group, extra_groups, umask, no_new_privs, nice, pass_fds: as for
             ``run``
             (and ``subprocess``).
 
