@@ -36,6 +36,7 @@
 #define NR_FIELD_NICE 19                /* i32: added to the child's niceness, as nice(1) does (before the ids change) */
 #define NR_FIELD_PTY_NO_ECHO 20         /* empty: the terminal's ECHO is off before the child starts (needs FIELD_PTY) */
 #define NR_FIELD_PASS_FD 21             /* u32 fd number (>= 3, no repeats) in the child of the next passed fd after the stdio ones */
+#define NR_FIELD_NEW_SESSION 22         /* empty: setsid() in the child instead of setpgid (it still leads its own group) */
 #define NR_STDIO_PIPE 0                 /* a fresh pipe; the owner's end comes back in OP_STARTED */
 #define NR_STDIO_DEVNULL 1              /* /dev/null */
 #define NR_STDIO_INHERIT 2              /* the fd passed with OP_SPAWN (the owner's own 0/1/2, or the fd or file it was given) */

@@ -376,6 +376,7 @@ struct request {
     size_t ngroups;
     /* FIELD_PASS_FD: the fds (in the order they came, after the stdio ones)
      * and the number each gets in the child; -1 until taken from the inbuf. */
+    int new_session; /* FIELD_NEW_SESSION: setsid() instead of setpgid(0, 0) */
     int npass;
     int pass_fd[MAX_PASS_FDS];
     int pass_target[MAX_PASS_FDS];
@@ -595,6 +596,10 @@ static int parse_request(const uint8_t *p, uint32_t len, struct request *rq) {
             if (flen != 0) return -1;
             rq->no_new_privs = 1;
             break;
+        case NR_FIELD_NEW_SESSION:
+            if (flen != 0 || rq->new_session) return -1;
+            rq->new_session = 1;
+            break;
         case NR_FIELD_PASS_FD: {
             /* A target the child's stdio owns, a duplicate, or one that is
              * not an int: the request is malformed. */
@@ -711,6 +716,10 @@ __attribute__((noreturn)) static void exec_child(const struct request *rq, const
         /* A session of its own with the terminal as its controlling tty:
          * its pid is its process group, as in the pipe case. */
         if (setsid() < 0 || ioctl(stdio[0], TIOCSCTTY, 0) < 0) child_fail(errfd, NR_STAGE_PTY, errno);
+    } else if (rq->new_session) {
+        /* A session of its own, with no controlling terminal: it leads its
+         * own group as well, so the group kill is the same. */
+        if (setsid() < 0) child_fail(errfd, NR_STAGE_SETPGID, errno);
     } else if (setpgid(0, 0) < 0) {
         child_fail(errfd, NR_STAGE_SETPGID, errno);
     }
@@ -1381,9 +1390,9 @@ static int start_child(struct shepherd *s, struct request *rq, struct prepped *p
     }
     /* Also in the child: whichever runs first wins, no race.  Not for a
      * terminal: the child runs concurrently (fork), and a group leader's
-     * setsid() would fail; until its setsid, kill(-pid) finds no group and
+     * setsid() would fail (nor for FIELD_NEW_SESSION); until its setsid, kill(-pid) finds no group and
      * signal_all() falls back to the pid. */
-    if (!rq->pty) setpgid(pid, pid);
+    if (!rq->pty && !rq->new_session) setpgid(pid, pid);
     s->child = pid;
     s->errpipe = errpipe[0];
     errpipe[0] = -1;

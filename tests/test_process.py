@@ -721,3 +721,39 @@ def test_spawn_stdin_from_a_file_object_and_stderr_to_an_fd(tmp_path: Path) -> N
         os.close(r)
         if w >= 0:
             os.close(w)
+
+
+# --------------------------------------------- sessions and process groups
+SESSION = "import os; print(os.getsid(0) == os.getpid(), os.getpgid(0) == os.getpid(), flush=True)"
+
+
+def test_start_new_session_gives_the_child_its_own_session_and_group() -> None:
+    assert netrunner.run([sys.executable, "-c", SESSION]).stdout == b"False True\n"
+    assert netrunner.run([sys.executable, "-c", SESSION], start_new_session=True).stdout == b"True True\n"
+    # A terminal's child has a session of its own whether asked or not.
+    out = netrunner.run([sys.executable, "-c", SESSION], start_new_session=True, pty=True).stdout
+    assert out == b"True True\r\n"
+
+
+def test_a_new_session_child_and_its_descendants_are_still_stopped() -> None:
+    script = "sleep 300 & echo $!; wait"
+    with netrunner.spawn(["sh", "-c", script], start_new_session=True, kill_timeout=0) as p:
+        grandchild = int(read_until(p, b"\n"))
+        p.stop()
+    assert pid_gone(grandchild, within=5)
+
+
+@pytest.mark.parametrize("value", [None, 0])
+def test_process_group_none_or_zero_is_what_every_child_gets(value: int | None) -> None:
+    assert netrunner.run([sys.executable, "-c", SESSION], process_group=value).stdout == b"False True\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "why"),
+    [(1, ValueError, "kill radius"), (os.getpgrp(), ValueError, "kill radius"), (True, TypeError, "None or 0")],
+)
+def test_another_process_group_is_refused_saying_why(value: object, error: type[Exception], why: str) -> None:
+    with pytest.raises(error, match=why):
+        netrunner.spawn(["true"], process_group=value)  # type: ignore[arg-type]
+    with pytest.raises(error, match=why):
+        netrunner.run(["true"], process_group=value)  # type: ignore[arg-type]

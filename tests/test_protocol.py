@@ -531,6 +531,7 @@ def spawn_requests(draw: st.DrawFn) -> SpawnRequest:
             )
         ),
         nice=draw(st.none() | st.integers(-40, 40)),
+        new_session=draw(st.booleans()),
         pass_fds=tuple(draw(st.lists(st.integers(3, 2**31 - 1), max_size=5, unique=True))),
     )
 
@@ -556,6 +557,8 @@ def test_encode_spawn_round_trips(rq: SpawnRequest) -> None:
     expected += [(op.FIELD_RLIMIT, struct.pack("<IQQ", *r)) for r in rq.rlimits]
     if rq.nice is not None:
         expected.append((op.FIELD_NICE, struct.pack("<i", rq.nice)))
+    if rq.new_session:
+        expected.append((op.FIELD_NEW_SESSION, b""))
     expected += [(op.FIELD_PASS_FD, struct.pack("<I", fd)) for fd in rq.pass_fds]
     assert fields == expected
     # The request decodes back to what was encoded.

@@ -906,6 +906,8 @@ MALFORMED_REQUESTS = {
     "too-many-pass-fds": raw_frame(
         op.OP_SPAWN, F["argv"] + F["exec"] + b"".join(tlv(op.FIELD_PASS_FD, u32(fd)) for fd in range(3, 253))
     ),
+    "new-session-with-a-value": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_NEW_SESSION, b"\1")),
+    "two-new-sessions": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"] + tlv(op.FIELD_NEW_SESSION, b"") * 2),
     "not-a-spawn-first": encode_signal(signal.SIGTERM),
     "reserved-nonzero": raw_frame(op.OP_SPAWN, F["argv"] + F["exec"], reserved=2),
     "oversize-length": struct.pack("<IHH", op.MAX_PAYLOAD + 1, op.OP_SPAWN, 0),

@@ -67,7 +67,8 @@ class Command:
             ``stdin``, ``text``, ``encoding``, ``errors``, ``cwd``, ``env``,
             ``pty``, ``rows``, ``cols``, ``kill_timeout``, ``cgroup``,
             ``limits``, ``rlimits``, ``chunk_size``, ``user``, ``group``,
-            ``extra_groups``, ``umask``, ``no_new_privs``, ``nice``, ``echo``, ``stdout``, ``pass_fds``), each meaning
+            ``extra_groups``, ``umask``, ``no_new_privs``, ``nice``, ``echo``, ``stdout``, ``pass_fds``,
+            ``start_new_session``, ``process_group``), each meaning
             what it means there.
 
     Raises:

@@ -68,7 +68,8 @@ class Daemon:
             (``stdin``, ``stderr``, ``cwd``, ``env``, ``pty``, ``rows``,
             ``cols``, ``kill_timeout``, ``cgroup``, ``limits``,
             ``rlimits``, ``user``, ``group``, ``extra_groups``, ``umask``,
-            ``no_new_privs``, ``nice``, ``echo``, ``stdout``, ``pass_fds``) for every incarnation.  Defaults here:
+            ``no_new_privs``, ``nice``, ``echo``, ``stdout``, ``pass_fds``,
+            ``start_new_session``, ``process_group``) for every incarnation.  Defaults here:
             ``stdin="pipe"`` (for :meth:`write`) and ``stderr="stdout"``
             (so ``on_output`` sees everything).  Their values are checked
             by :meth:`start`, as ``spawn`` checks them.

@@ -63,6 +63,7 @@ FIELD_NO_NEW_PRIVS = 18  # empty: PR_SET_NO_NEW_PRIVS in the child before exec
 FIELD_NICE = 19  # i32: added to the child's niceness, as nice(1) does (before the ids change)
 FIELD_PTY_NO_ECHO = 20  # empty: the terminal's ECHO is off before the child starts (needs FIELD_PTY)
 FIELD_PASS_FD = 21  # u32 fd number (>= 3, no repeats) in the child of the next passed fd after the stdio ones
+FIELD_NEW_SESSION = 22  # empty: setsid() in the child instead of setpgid (it still leads its own group)
 
 # Stdio modes.
 STDIO_PIPE = 0  # a fresh pipe; the owner's end comes back in OP_STARTED

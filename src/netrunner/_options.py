@@ -400,6 +400,24 @@ def pass_fds(value: Any) -> tuple[int, ...]:
     return fds
 
 
+def process_group(value: Any) -> None:
+    """``process_group=``: only ``None`` or ``0``, what every child gets
+    anyway (a group of its own, which it leads).  The shepherd's stop and
+    the process-tree rule kill the child's own group: joining another
+    group would put strangers in that kill radius, and take the child's
+    descendants out of it."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"process_group must be None or 0, not {type(value).__name__}")
+    if value != 0:
+        raise ValueError(
+            f"process_group={value}: a child always leads its own process group (0), the group netrunner "
+            "kills when it stops the child; joining another group would put other processes in that "
+            "kill radius and let the child's descendants escape it"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class SpawnOptions:
     """Every per-child option, once: its name, default and validator.
@@ -440,6 +458,8 @@ class SpawnOptions:
     no_new_privs: bool = False
     nice: int | None = None
     pass_fds: Iterable[int] = ()
+    start_new_session: bool = False
+    process_group: int | None = None
 
     @classmethod
     def from_call(cls, arguments: Mapping[str, Any]) -> SpawnOptions:
@@ -457,6 +477,8 @@ class SpawnOptions:
             raise ValueError("echo=False needs pty=True (it turns the terminal's echo off)")
         mask = child_umask(self.umask)
         nnp = flag(self.no_new_privs, "no_new_privs")
+        new_session = flag(self.start_new_session, "start_new_session")
+        process_group(self.process_group)
         leaf = _cgroup.validate(self.cgroup)
         entries = _cgroup.settings(self.limits)
         if entries and leaf is None:
@@ -495,6 +517,7 @@ class SpawnOptions:
             no_new_privs=nnp,
             nice=niceness(self.nice),
             pass_fds=pass_fds(self.pass_fds),
+            new_session=new_session and size is None,  # a terminal's child has a session of its own
             cwd_fd=send_cwd,
         )
         if leaf is None:

@@ -442,6 +442,8 @@ def spawn(
     no_new_privs: bool = False,
     nice: int | None = None,
     pass_fds: Iterable[int] = (),
+    start_new_session: bool = False,
+    process_group: int | None = None,
 ) -> Process:
     """Start ``args`` under its own shepherd and return the :class:`Process`.
 
@@ -485,7 +487,7 @@ def spawn(
         rows, cols: the terminal's initial size with ``pty=True`` (1 to
             65535; default 24 x 80); change it later with
             ``Process.set_window_size()``.
-        echo, user, group, extra_groups, umask, no_new_privs, nice, pass_fds: as for
+        echo, user, group, extra_groups, umask, no_new_privs, nice, pass_fds, start_new_session, process_group: as for
             ``run``
             (and ``subprocess``).
 

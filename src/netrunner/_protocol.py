@@ -274,6 +274,7 @@ class SpawnRequest:
     stdio_fds: tuple[int | None, int | None, int | None] = (None, None, None)
     # pass_fds: the owner's fds the child gets under the same numbers
     pass_fds: tuple[int, ...] = ()
+    new_session: bool = False  # setsid() in the child (a pty implies it)
 
 
 _env_memo: tuple[list[bytes], bytes] | None = None
@@ -334,6 +335,8 @@ def encode_spawn(rq: SpawnRequest) -> bytes:
         field(op.FIELD_NO_NEW_PRIVS, b"")
     if rq.nice is not None:
         field(op.FIELD_NICE, struct.pack("<i", rq.nice))
+    if rq.new_session:
+        field(op.FIELD_NEW_SESSION, b"")
     for fd in rq.pass_fds:
         field(op.FIELD_PASS_FD, _U32.pack(fd))
     return frame(op.OP_SPAWN, b"".join(parts))

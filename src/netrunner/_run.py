@@ -549,6 +549,8 @@ def run(
     no_new_privs: bool = False,
     nice: int | None = None,
     pass_fds: Iterable[int] = (),
+    start_new_session: bool = False,
+    process_group: int | None = None,
 ) -> Result:
     """Run ``args`` to completion and return its :class:`Result`.
 
@@ -675,6 +677,16 @@ def run(
             2 is closed in the child as always.  Each must be open (else
             ``OSError(EBADF)`` before anything starts), none given twice,
             at most 249.
+        start_new_session: if true, the child calls ``setsid()``: a
+            session of its own with no controlling terminal (a terminal's
+            ^C no longer reaches it).  It still leads its own process
+            group, so netrunner stops it and its descendants as always.
+            With ``pty=True`` the child has a session of its own anyway.
+        process_group: ``None`` (default) or ``0``: the child leads its own
+            process group, as it always does.  Any other value is a
+            ``ValueError``: netrunner kills the child's own group when it
+            stops it, and joining another group would put other processes
+            in that kill radius and let the child's descendants escape it.
 
     Returns:
         A :class:`Result` (a ``subprocess.CompletedProcess``): ``args``,

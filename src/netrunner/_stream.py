@@ -298,6 +298,8 @@ def stream(
     no_new_privs: bool = False,
     nice: int | None = None,
     pass_fds: Iterable[int] = (),
+    start_new_session: bool = False,
+    process_group: int | None = None,
 ) -> Stream:
     """Start ``args`` and return a :class:`Stream` of its stdout chunks.
 
@@ -343,7 +345,7 @@ def stream(
         chunk_size: the largest chunk to yield, in bytes (int > 0, default
             65536); a chunk is whatever one read returns, so it may be
             shorter.
-        echo, user, group, extra_groups, umask, no_new_privs, nice, pass_fds: as for
+        echo, user, group, extra_groups, umask, no_new_privs, nice, pass_fds, start_new_session, process_group: as for
             ``run``
             (and ``subprocess``).
 
