@@ -25,6 +25,7 @@ from conftest import fork_server_fds, open_fds
 from procs import pid_gone, read_fifo_line, silent_pipe
 
 import netrunner
+import netrunner.aio
 
 MiB = 1 << 20
 NOT_OPEN = 1 << 20  # above any RLIMIT_NOFILE: never an open fd
@@ -225,6 +226,46 @@ def test_a_pass_fd_given_twice_is_refused() -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+# --------------------------------------------------------------------- shell
+def test_shell_runs_a_command_line_with_bin_sh_on_every_front_end() -> None:
+    line = "echo $0 | tr a-z A-Z; echo two >&2"
+    result = netrunner.run(line, shell=True)
+    assert (result.args, result.stdout, result.stderr) == (line, b"/BIN/SH\n", b"two\n")
+    assert netrunner.run(b"exit 3", shell=True).returncode == 3
+    assert b"".join(netrunner.stream("echo streamed", shell=True)) == b"streamed\n"
+    with netrunner.spawn("read x; echo got $x", shell=True) as p:
+        p.write(b"it\n")
+        p.close_stdin()
+        assert p.read() == b"got it\n"
+        assert p.wait(timeout=30) == 0
+
+    async def main() -> bytes:
+        return (await netrunner.aio.run("echo awaited", shell=True)).stdout
+
+    assert asyncio.run(main()) == b"awaited\n"
+
+
+def test_shell_with_a_sequence_takes_the_rest_as_dollar_0_and_on() -> None:
+    # subprocess's rule: [command line, $0, $1, ...]
+    assert netrunner.run(['echo "$0-$1"', "zero", "one"], shell=True).stdout == b"zero-one\n"
+
+
+def test_a_single_string_without_shell_is_a_type_error_that_names_shell() -> None:
+    with pytest.raises(TypeError, match="shell=True"):
+        netrunner.run("echo hi")
+
+
+@pytest.mark.parametrize(("args", "error"), [(Path("/bin/true"), TypeError), ([], ValueError), (3, TypeError)])
+def test_shell_refuses_what_subprocess_refuses(args: Any, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        netrunner.run(args, shell=True)
+
+
+def test_shell_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="shell"):
+        netrunner.run("true", shell="yes")  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------- stderr modes

@@ -68,7 +68,7 @@ class Command:
             ``pty``, ``rows``, ``cols``, ``kill_timeout``, ``cgroup``,
             ``limits``, ``rlimits``, ``chunk_size``, ``user``, ``group``,
             ``extra_groups``, ``umask``, ``no_new_privs``, ``nice``, ``echo``, ``stdout``, ``pass_fds``,
-            ``start_new_session``, ``process_group``), each meaning
+            ``start_new_session``, ``process_group``, ``shell``), each meaning
             what it means there.
 
     Raises:

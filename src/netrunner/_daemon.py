@@ -69,7 +69,7 @@ class Daemon:
             ``cols``, ``kill_timeout``, ``cgroup``, ``limits``,
             ``rlimits``, ``user``, ``group``, ``extra_groups``, ``umask``,
             ``no_new_privs``, ``nice``, ``echo``, ``stdout``, ``pass_fds``,
-            ``start_new_session``, ``process_group``) for every incarnation.  Defaults here:
+            ``start_new_session``, ``process_group``, ``shell``) for every incarnation.  Defaults here:
             ``stdin="pipe"`` (for :meth:`write`) and ``stderr="stdout"``
             (so ``on_output`` sees everything).  Their values are checked
             by :meth:`start`, as ``spawn`` checks them.
@@ -93,7 +93,7 @@ class Daemon:
         stop_timeout: float = 5.0,
         **spawn_options: Any,
     ) -> None:
-        options.argv(args)  # the same checks as spawn(), before anything starts
+        options.argv(args, spawn_options.get("shell") is True)  # the same checks as spawn(), before anything starts
         if not callable(on_output) and on_output not in OUTPUT_MODES:
             raise ValueError(f"on_output must be one of {OUTPUT_MODES} or a callable, not {on_output!r}")
         if restart not in RESTART_POLICIES:

@@ -54,9 +54,29 @@ def _fsencode(value: Any, what: str) -> bytes:
     return encoded
 
 
-def argv(args: Any) -> list[bytes]:
-    if isinstance(args, (str, bytes)) or hasattr(args, "__fspath__"):
-        raise TypeError("args must be a sequence of arguments, not a single string (there is no shell)")
+SHELL = "/bin/sh"
+
+
+def argv(args: Any, shell: bool = False) -> list[bytes]:
+    """The child's argv.  With ``shell`` (an explicit opt-in), as
+    ``subprocess`` does: a str/bytes is the command line for
+    ``/bin/sh -c``, and of a sequence the first item is, the rest being
+    the shell's ``$0``, ``$1``..."""
+    if shell:
+        if hasattr(args, "__fspath__"):
+            raise TypeError("a path-like args is not allowed with shell=True: give the command line as a str")
+        if isinstance(args, (str, bytes)):
+            args = [args]
+        elif not isinstance(args, Sequence):
+            raise TypeError(f"args must be a str or a sequence with shell=True, not {type(args).__name__}")
+        elif len(args) == 0:
+            raise ValueError("args must not be empty")
+        args = [SHELL, "-c", *args]
+    elif isinstance(args, (str, bytes)) or hasattr(args, "__fspath__"):
+        raise TypeError(
+            "args must be a sequence of arguments, not a single string: there is no shell unless you ask for "
+            "one with shell=True (then a str is run by /bin/sh -c)"
+        )
     if not isinstance(args, Sequence):
         raise TypeError(f"args must be a sequence, not {type(args).__name__}")
     if len(args) == 0:
@@ -460,6 +480,7 @@ class SpawnOptions:
     pass_fds: Iterable[int] = ()
     start_new_session: bool = False
     process_group: int | None = None
+    shell: bool = False
 
     @classmethod
     def from_call(cls, arguments: Mapping[str, Any]) -> SpawnOptions:
@@ -470,7 +491,7 @@ class SpawnOptions:
         """Validate every option and build the request (``stdin`` overrides
         the option: ``run`` decides it from ``input``).  Only once all is
         valid does anything touch the system (a cgroup's parents)."""
-        arguments = argv(args)
+        arguments = argv(args, flag(self.shell, "shell"))
         size = terminal(self.pty, self.rows, self.cols)
         echo = flag(self.echo, "echo")
         if not echo and size is None:

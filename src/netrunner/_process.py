@@ -444,6 +444,7 @@ def spawn(
     pass_fds: Iterable[int] = (),
     start_new_session: bool = False,
     process_group: int | None = None,
+    shell: bool = False,
 ) -> Process:
     """Start ``args`` under its own shepherd and return the :class:`Process`.
 
@@ -487,9 +488,9 @@ def spawn(
         rows, cols: the terminal's initial size with ``pty=True`` (1 to
             65535; default 24 x 80); change it later with
             ``Process.set_window_size()``.
-        echo, user, group, extra_groups, umask, no_new_privs, nice, pass_fds, start_new_session, process_group: as for
-            ``run``
-            (and ``subprocess``).
+        echo, user, group, extra_groups, umask, no_new_privs, nice, pass_fds,
+            start_new_session, process_group, shell: as for ``run`` (and
+            ``subprocess``).
 
     Returns:
         A running :class:`Process` (``pid``, ``read``, ``write``,

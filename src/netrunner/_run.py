@@ -551,6 +551,7 @@ def run(
     pass_fds: Iterable[int] = (),
     start_new_session: bool = False,
     process_group: int | None = None,
+    shell: bool = False,
 ) -> Result:
     """Run ``args`` to completion and return its :class:`Result`.
 
@@ -562,7 +563,8 @@ def run(
 
     Args:
         args: the command, a non-empty sequence of ``str``, ``bytes`` or
-            ``os.PathLike`` (no shell; a single string is a ``TypeError``).
+            ``os.PathLike`` (no shell; a single string is a ``TypeError``
+            unless ``shell=True``).
             ``args[0]`` without a slash is looked up on ``PATH`` (that of
             ``env`` when given), as ``subprocess`` does.
         input: what the child reads on stdin: ``bytes``, ``str`` (encoded
@@ -677,6 +679,12 @@ def run(
             2 is closed in the child as always.  Each must be open (else
             ``OSError(EBADF)`` before anything starts), none given twice,
             at most 249.
+        shell: if true (an explicit opt-in), ``args`` is a command line
+            (``str`` or ``bytes``) run by ``/bin/sh -c``, as ``subprocess``
+            does; a sequence gives the command line first and the shell's
+            ``$0``, ``$1``... after it.  Quote what you interpolate
+            (``shlex.quote``).  Without it a single string is a
+            ``TypeError``.
         start_new_session: if true, the child calls ``setsid()``: a
             session of its own with no controlling terminal (a terminal's
             ^C no longer reaches it).  It still leads its own process

@@ -300,6 +300,7 @@ def stream(
     pass_fds: Iterable[int] = (),
     start_new_session: bool = False,
     process_group: int | None = None,
+    shell: bool = False,
 ) -> Stream:
     """Start ``args`` and return a :class:`Stream` of its stdout chunks.
 
@@ -345,9 +346,9 @@ def stream(
         chunk_size: the largest chunk to yield, in bytes (int > 0, default
             65536); a chunk is whatever one read returns, so it may be
             shorter.
-        echo, user, group, extra_groups, umask, no_new_privs, nice, pass_fds, start_new_session, process_group: as for
-            ``run``
-            (and ``subprocess``).
+        echo, user, group, extra_groups, umask, no_new_privs, nice, pass_fds,
+            start_new_session, process_group, shell: as for ``run`` (and
+            ``subprocess``).
 
     Returns:
         A :class:`Stream`: iterable of ``bytes``, a context manager, with

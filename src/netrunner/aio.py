@@ -70,6 +70,7 @@ async def run(
     pass_fds: Iterable[int] = (),
     start_new_session: bool = False,
     process_group: int | None = None,
+    shell: bool = False,
 ) -> Result:
     """:func:`netrunner.run` on the event loop (see its docstring for the
     full text of each option): no thread, no blocking call on the loop.
@@ -87,7 +88,7 @@ async def run(
         args, timeout, check, max_output_size, stderr, stdout, text, encoding,
             errors, cwd, env, pty, kill_timeout, cgroup, limits, rlimits,
             rows, cols, echo, user, group, extra_groups, umask, no_new_privs, nice, pass_fds,
-            start_new_session, process_group: as for
+            start_new_session, process_group, shell: as for
             :func:`netrunner.run` (``stderr``: ``"pipe"``, ``"stdout"``,
             ``"devnull"``, ``"inherit"`` or a ``subprocess`` alias;
             ``env`` replaces the environment; the call returns within
@@ -231,6 +232,7 @@ async def spawn(
     pass_fds: Iterable[int] = (),
     start_new_session: bool = False,
     process_group: int | None = None,
+    shell: bool = False,
 ) -> AsyncProcess:
     """:func:`netrunner.spawn` on the event loop: the spawn handshake is
     awaited, never waited for (see ``spawn``'s docstring for each option).
@@ -243,7 +245,8 @@ async def spawn(
     Args:
         args, stdin, stderr, stdout, cwd, env, pty, kill_timeout, cgroup, limits,
             rlimits, rows, cols, echo, user, group, extra_groups, umask,
-            no_new_privs, nice, pass_fds, start_new_session, process_group: as for :func:`netrunner.spawn` (``stdin``:
+            no_new_privs, nice, pass_fds, start_new_session, process_group, shell: as for
+            :func:`netrunner.spawn` (``stdin``:
             ``"pipe"``, ``"devnull"``, ``"inherit"``; ``rows``/``cols``:
             the pty's size).
 
@@ -415,6 +418,7 @@ def stream(
     pass_fds: Iterable[int] = (),
     start_new_session: bool = False,
     process_group: int | None = None,
+    shell: bool = False,
 ) -> AsyncStream:
     """:func:`netrunner.stream` for ``async for`` (see its docstring for
     each option).  Not a coroutine: the options are validated now (bad
@@ -432,8 +436,8 @@ def stream(
             loop and must not block.
         args, stderr, stdout, timeout, check, cwd, env, pty, kill_timeout, cgroup,
             limits, rlimits, chunk_size, rows, cols, echo, user, group,
-            extra_groups, umask, no_new_privs, nice, pass_fds, start_new_session, process_group: as for
-            :func:`netrunner.stream` (``timeout``
+            extra_groups, umask, no_new_privs, nice, pass_fds, start_new_session, process_group, shell:
+            as for :func:`netrunner.stream` (``timeout``
             bounds the whole stream; ``chunk_size``: the largest chunk).
 
     Returns:
