@@ -5,6 +5,7 @@ collection) killing the group at once."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import io
@@ -22,6 +23,7 @@ import pytest
 from procs import assert_group_gone, pid_gone, read_fifo_line
 
 import netrunner
+from netrunner import aio
 from netrunner._launch import FORK_SERVER, OWNER_CWD
 
 KiB = 1 << 10
@@ -716,3 +718,55 @@ def test_a_stream_made_in_one_thread_is_consumed_and_broken_off_in_another() -> 
     assert results["size"] == 5 << 20 and whole.returncode == 0
     assert_group_gone(flood.pid)
     assert flood.returncode == -signal.SIGKILL
+
+
+# ----------------------------------------------------------------- text=True
+# printf's octal escapes: é (2 bytes), € (3), 😀 (4); chunk_size=1 makes
+# every read one byte, so every multi-byte character is cut between reads.
+MULTIBYTE = r"printf 'a\303\251b\342\202\254c\360\237\230\200\n'"
+
+
+def test_text_chunks_survive_characters_cut_between_reads() -> None:
+    chunks = list(netrunner.stream(["sh", "-c", MULTIBYTE], text=True, chunk_size=1))
+    assert "".join(chunks) == "aéb€c😀\n"
+    assert all(isinstance(c, str) and c for c in chunks)
+
+
+def test_text_stream_translates_newlines_as_run_does_even_across_reads() -> None:
+    script = r"printf 'one\r\ntwo\rthree\n\r'"
+    expected = netrunner.run(["sh", "-c", script], text=True).stdout
+    assert expected == "one\ntwo\nthree\n\n"
+    for size in (1, 2, 65536):
+        assert "".join(netrunner.stream(["sh", "-c", script], text=True, chunk_size=size)) == expected
+
+
+def test_text_stream_lines_are_str() -> None:
+    s = netrunner.stream(["sh", "-c", r"printf 'x\r\ny\303\251\nlast'"], text=True, chunk_size=1)
+    assert list(s.lines()) == ["x\n", "yé\n", "last"]
+
+
+def test_encoding_and_errors_imply_text_and_stderr_is_decoded_too() -> None:
+    s = netrunner.stream(["sh", "-c", r"printf '\351\n'; printf 'err\r\n' >&2"], encoding="latin-1")
+    assert list(s) == ["é\n"]
+    assert s.stderr == "err\n"
+    s = netrunner.stream(["sh", "-c", r"printf 'a\377b'"], errors="replace", chunk_size=1)
+    assert "".join(s) == "a\ufffdb"
+
+
+def test_undecodable_output_raises_and_the_child_is_stopped() -> None:
+    script = r"printf '\377'; exec sleep 60"
+    with netrunner.stream(["sh", "-c", script], text=True, kill_timeout=0) as s:
+        with pytest.raises(UnicodeDecodeError):
+            list(s)
+        assert s.returncode is not None  # stopped and reaped before the error reached us
+
+
+def test_aio_stream_text_shares_the_same_decoding() -> None:
+    async def main() -> tuple[list[str], list[str]]:
+        chunks = [c async for c in aio.stream(["sh", "-c", MULTIBYTE], text=True, chunk_size=1)]
+        lines = [line async for line in aio.stream(["sh", "-c", r"printf 'p\r\nq'"], text=True).lines()]
+        return chunks, lines
+
+    chunks, lines = asyncio.run(main())
+    assert "".join(chunks) == "aéb€c😀\n"
+    assert lines == ["p\n", "q"]

@@ -571,6 +571,9 @@ CALL_OPTIONS: dict[str, tuple[tuple[str, str, Any], ...]] = {
         ("timeout", "float | None", None),
         ("check", "bool", False),
         ("chunk_size", "int", 65536),
+        ("text", "bool", False),
+        ("encoding", "str | None", None),
+        ("errors", "str | None", None),
     ),
     "spawn": (
         ("stdin", "Any", "pipe"),

@@ -10,7 +10,9 @@ any size runs in bounded memory.  :class:`StreamJob` holds that logic once;
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import io
 import os
 import subprocess
 import time
@@ -20,7 +22,7 @@ from typing import Any
 from ._core import ChildCore, eof_on_eio
 from ._drive import CHECKPOINT, FAIR_READS, Flow, Pending, drive_flow, until
 from ._errors import CalledProcessError, ShepherdError, TimeoutExpired
-from ._run import RunCore, RunPlan, _Input, plan
+from ._run import RunCore, RunPlan, _decode, _Input, plan
 from ._start import started
 from ._stats import Stats
 
@@ -31,9 +33,26 @@ class StreamJob(RunCore):
     collect = False
 
     def __init__(
-        self, core: ChildCore, source: _Input | None, *, timeout: float | None, chunk_size: int, grace: float
+        self,
+        core: ChildCore,
+        source: _Input | None,
+        *,
+        timeout: float | None,
+        chunk_size: int,
+        grace: float,
+        decode: tuple[bool, str | None, str | None] = (False, None, None),
     ) -> None:
         super().__init__(core, source, timeout=timeout, max_output_size=None)
+        # text=True: chunks are decoded as they come, by an incremental
+        # decoder (a character cut between two reads is held back until its
+        # end arrives) under universal newlines, as run(text=True) decodes
+        # (a "\r" at a chunk's end waits to see whether "\n" follows).
+        text, encoding, errors = decode
+        self.encoding = (encoding or "utf-8", errors or "strict") if text else None
+        self.decoder: io.IncrementalNewlineDecoder | None = None
+        if self.encoding is not None:
+            inner = codecs.getincrementaldecoder(self.encoding[0])(self.encoding[1])
+            self.decoder = io.IncrementalNewlineDecoder(inner, translate=True)
         # The caller's kill_timeout, for a timeout or a graceful stop; the
         # shepherd's own (owner loss) is 0, see prepare_stream().
         core.set_grace(grace)
@@ -88,9 +107,11 @@ class StreamJob(RunCore):
         self.timeout_at = None
         self._stop(0.0)
 
-    def chunk(self) -> Flow[bytes]:
+    def chunk(self) -> Flow[Any]:
         """The next chunk as a flow, ``b""`` once stdout ended and the child
         is reaped (``ended`` is then set; :meth:`outcome` says how it went).
+        With text, ``str`` chunks and ``""`` at the end; a read that ends
+        inside a character reads on rather than yield an empty chunk.
 
         Whatever interrupts it (KeyboardInterrupt, a cancellation) stops the
         child gracefully (SIGTERM, ``kill_timeout``, SIGKILL) and waits
@@ -102,14 +123,23 @@ class StreamJob(RunCore):
             self.reads += 1
             if self.reads % FAIR_READS == 0:
                 yield CHECKPOINT
-            data = self.next_chunk()
-            if data is None:
-                data = yield from until(self.chunk_attempt)
-            if data:
-                return data
+            decoder = self.decoder
+            while True:
+                data = self.next_chunk()
+                if data is None:
+                    data = yield from until(self.chunk_attempt)
+                if decoder is None:
+                    if data:
+                        return data
+                    break
+                text: str = decoder.decode(data, final=not data)
+                if text:
+                    return text
+                if not data:
+                    break
             yield from until(self.attempt)
             self.ended = True
-            return b""
+            return b"" if decoder is None else ""
         except GeneratorExit:  # closed unfinished: owner loss, no waiting now
             self.ended = True
             self.core.abandon()
@@ -134,20 +164,26 @@ class StreamJob(RunCore):
         finally:
             self.core.abandon()
 
-    def settled(self) -> tuple[int | None, bytes, Stats]:
+    def stderr_value(self) -> Any:
+        """Captured stderr: ``bytes``, or with text ``str`` decoded as
+        ``run(text=True)`` decodes it."""
+        data = self.core.err_buf.value()
+        return data if self.encoding is None else _decode(data, *self.encoding)
+
+    def settled(self) -> tuple[int | None, Any, Stats]:
         """After the end: returncode, captured stderr, stats, without
         raising (a stream records them even when :meth:`outcome` raises)."""
         core = self.core
-        return core.returncode, core.err_buf.value(), core.stats()
+        return core.returncode, self.stderr_value(), core.stats()
 
-    def outcome(self, check: bool) -> tuple[int, bytes, Stats]:
+    def outcome(self, check: bool) -> tuple[int, Any, Stats]:
         """After the end: returncode, captured stderr, stats; raises like
         ``run()`` (TimeoutExpired, CalledProcessError, ShepherdError)."""
         core = self.core
         # The child is reaped: let go of the shepherd socket too, so an
         # exhausted stream that is kept around holds no fd.
         core.abandon()
-        stderr = core.err_buf.value()
+        stderr = core.err_buf.value()  # bytes in TimeoutExpired, as run() keeps partial output
         if core.exited is None and not core.child_dead:
             raise ShepherdError(f"pid {core.pid}: {core.lost}")
         if self.timed_out:
@@ -157,6 +193,7 @@ class StreamJob(RunCore):
             raise ShepherdError(f"pid {core.pid}: {core.lost}")
         rc = core.returncode
         assert rc is not None
+        stderr = self.stderr_value()
         if check and rc != 0:
             stats = core.stats()
             raise CalledProcessError(
@@ -168,21 +205,23 @@ class StreamJob(RunCore):
 class LineSplitter:
     """Complete lines (newline kept) from chunks however they were cut; no
     length limit (unlike asyncio's 64 KiB ``LimitOverrunError``).  A long
-    line is kept as a list of parts and joined once."""
+    line is kept as a list of parts and joined once.  Chunks are ``bytes``,
+    or ``str`` from a text stream (its newlines already translated)."""
 
     def __init__(self) -> None:
-        self.parts: list[bytes] = []
+        self.parts: list[Any] = []
 
-    def feed(self, chunk: bytes) -> list[bytes]:
+    def feed(self, chunk: Any) -> list[Any]:
         lines = []
         start = 0
+        newline = "\n" if isinstance(chunk, str) else b"\n"
         while True:
-            end = chunk.find(b"\n", start) + 1
+            end = chunk.find(newline, start) + 1
             if not end:
                 break
             if self.parts:
                 self.parts.append(chunk[start:end])
-                lines.append(b"".join(self.parts))
+                lines.append(chunk[:0].join(self.parts))
                 self.parts.clear()
             else:
                 lines.append(chunk[start:end])
@@ -191,16 +230,16 @@ class LineSplitter:
             self.parts.append(chunk[start:])
         return lines
 
-    def finish(self) -> bytes | None:
-        """The final line if it had no newline."""
+    def finish(self) -> Any:
+        """The final line if it had no newline (None if there is none)."""
         if not self.parts:
             return None
-        last = b"".join(self.parts)
+        last = self.parts[0][:0].join(self.parts)
         self.parts.clear()
         return last
 
 
-def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+def split_lines(chunks: Iterable[Any]) -> Iterator[Any]:
     """Lines from an iterable of chunks (a final unterminated one too)."""
     splitter = LineSplitter()
     try:
@@ -232,19 +271,19 @@ class Stream:
         self._job = job
         self._check = check
         self.returncode: int | None = None
-        self.stderr: bytes | None = None
+        self.stderr: Any = None  # bytes, or str with text=True
         self.stats: Stats | None = None
         self.pid = job.core.pid
         self.args = job.core.args
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[Any]:
         return self._chunks()
 
-    def lines(self) -> Iterator[bytes]:
+    def lines(self) -> Iterator[Any]:
         """Complete lines, newline kept (see :func:`split_lines`)."""
         return split_lines(self._chunks())
 
-    def _chunks(self) -> Iterator[bytes]:
+    def _chunks(self) -> Iterator[Any]:
         job = self._job
         try:
             while not job.ended:
@@ -280,6 +319,9 @@ def stream(
     timeout: float | None = None,
     check: bool = False,
     chunk_size: int = 65536,
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
     stdout: Any = "pipe",
     cwd: Any = None,
     env: Any = None,
@@ -346,6 +388,17 @@ def stream(
         chunk_size: the largest chunk to yield, in bytes (int > 0, default
             65536); a chunk is whatever one read returns, so it may be
             shorter.
+        text: if true, chunks (and ``lines()``, and ``Stream.stderr``) are
+            ``str``, decoded as they arrive with ``encoding``/``errors`` by
+            an incremental decoder: a character cut between two reads comes
+            whole in the later chunk.  Newlines are translated as
+            ``run(text=True)`` does (``\\r\\n`` and ``\\r`` become ``\\n``, even
+            across reads).  An undecodable byte under ``errors="strict"``
+            raises ``UnicodeDecodeError`` from the iteration, after the
+            child is stopped.
+        encoding: as for ``run``: the codec (default UTF-8) of text chunks
+            and of ``str`` input; giving it implies ``text=True``.
+        errors: as for ``run``; giving it implies ``text=True``.
         echo, user, group, extra_groups, umask, no_new_privs, nice, pass_fds,
             start_new_session, process_group, shell: as for ``run`` (and
             ``subprocess``).
@@ -365,7 +418,8 @@ def stream(
     call, size, grace = stream_plan(args, locals())
 
     def wrap(core: ChildCore) -> Stream:
-        return Stream(StreamJob(core, call.source, timeout=call.timeout, chunk_size=size, grace=grace), check)
+        job = StreamJob(core, call.source, timeout=call.timeout, chunk_size=size, grace=grace, decode=call.decode)
+        return Stream(job, check)
 
     return drive_flow(started(args, call.rq, wrap, timeout=call.timeout))
 

@@ -283,7 +283,7 @@ class AsyncStream:
         self._job: StreamJob | None = None
         self._starting = False
         self.returncode: int | None = None
-        self.stderr: bytes | None = None
+        self.stderr: Any = None  # bytes, or str with text=True
         self.stats: Stats | None = None
 
     @property
@@ -292,7 +292,9 @@ class AsyncStream:
 
     def _wrap(self, core: ChildCore) -> StreamJob:
         call = self._call
-        return StreamJob(core, call.source, timeout=call.timeout, chunk_size=self._chunk_size, grace=self._grace)
+        return StreamJob(
+            core, call.source, timeout=call.timeout, chunk_size=self._chunk_size, grace=self._grace, decode=call.decode
+        )
 
     async def _job_started(self) -> StreamJob:
         if self._job is None:
@@ -309,7 +311,7 @@ class AsyncStream:
     def __aiter__(self) -> AsyncStream:
         return self
 
-    async def __anext__(self) -> bytes:
+    async def __anext__(self) -> Any:
         job = self._job
         if job is not None and job.ended:
             raise StopAsyncIteration
@@ -354,14 +356,14 @@ class _AsyncLines:
     def __init__(self, source: AsyncStream) -> None:
         self._source = source
         self._splitter = LineSplitter()
-        self._ready: list[bytes] = []
+        self._ready: list[Any] = []
         self._done = False
         self._failed: CalledProcessError | None = None
 
     def __aiter__(self) -> _AsyncLines:
         return self
 
-    async def __anext__(self) -> bytes:
+    async def __anext__(self) -> Any:
         while not self._ready:
             if self._failed is not None:
                 failed, self._failed = self._failed, None
@@ -398,6 +400,9 @@ def stream(
     timeout: float | None = None,
     check: bool = False,
     chunk_size: int = 65536,
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
     stdout: Any = "pipe",
     cwd: Any = None,
     env: Any = None,
@@ -435,7 +440,7 @@ def stream(
             terminal is waited on by the loop, others are pulled on the
             loop and must not block.
         args, stderr, stdout, timeout, check, cwd, env, pty, kill_timeout, cgroup,
-            limits, rlimits, chunk_size, rows, cols, echo, user, group,
+            limits, rlimits, chunk_size, text, encoding, errors, rows, cols, echo, user, group,
             extra_groups, umask, no_new_privs, nice, pass_fds, start_new_session, process_group, shell:
             as for :func:`netrunner.stream` (``timeout``
             bounds the whole stream; ``chunk_size``: the largest chunk).
