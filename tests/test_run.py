@@ -210,11 +210,18 @@ def test_many_pass_fds_whose_numbers_collide_with_the_shepherds_own(tmp_path: Pa
 
 
 @pytest.mark.parametrize(
-    ("value", "error"),
-    [([1], ValueError), ([2], ValueError), ([NOT_OPEN], OSError), ("3", TypeError), ([3.0], TypeError), (5, TypeError)],
+    ("value", "error", "why"),
+    [
+        ([1], ValueError, "stdin, stdout or stderr"),
+        ([2], ValueError, "stdin, stdout or stderr"),
+        ([NOT_OPEN], OSError, "Bad file descriptor"),
+        ("3", TypeError, "pass_fds must be"),
+        ([3.0], TypeError, "pass_fds must hold ints"),
+        (5, TypeError, "pass_fds must be"),
+    ],
 )
-def test_bad_pass_fds_are_refused_before_anything_starts(value: Any, error: type[Exception]) -> None:
-    with pytest.raises(error):
+def test_bad_pass_fds_are_refused_before_anything_starts(value: Any, error: type[Exception], why: str) -> None:
+    with pytest.raises(error, match=why):
         netrunner.run(["true"], pass_fds=value)
 
 
@@ -257,14 +264,17 @@ def test_a_single_string_without_shell_is_a_type_error_that_names_shell() -> Non
         netrunner.run("echo hi")
 
 
-@pytest.mark.parametrize(("args", "error"), [(Path("/bin/true"), TypeError), ([], ValueError), (3, TypeError)])
-def test_shell_refuses_what_subprocess_refuses(args: Any, error: type[Exception]) -> None:
-    with pytest.raises(error):
+@pytest.mark.parametrize(
+    ("args", "error", "why"),
+    [(Path("/bin/true"), TypeError, "path-like"), ([], ValueError, "empty"), (3, TypeError, "with shell=True")],
+)
+def test_shell_refuses_what_subprocess_refuses(args: Any, error: type[Exception], why: str) -> None:
+    with pytest.raises(error, match=why):
         netrunner.run(args, shell=True)
 
 
 def test_shell_must_be_a_bool() -> None:
-    with pytest.raises(TypeError, match="shell"):
+    with pytest.raises(TypeError, match="shell must be a bool"):
         netrunner.run("true", shell="yes")  # type: ignore[arg-type]
 
 
