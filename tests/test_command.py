@@ -93,6 +93,7 @@ def test_argv_and_options_for_drive_the_asyncio_front_end() -> None:
 
     assert asyncio.run(main()) == "a-b"
     assert printf.options_for("spawn") == {}
-    assert printf.options_for("stream", {"check": True}) == {"timeout": 30, "check": True}
+    # (stream takes text= too: a text Command's streams yield str)
+    assert printf.options_for("stream", {"check": True}) == {"timeout": 30, "text": True, "check": True}
     with pytest.raises(ValueError):
         printf.options_for("popen")
