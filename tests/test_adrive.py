@@ -171,9 +171,9 @@ KITS = {
 def _needs(name: str) -> None:
     """Skip a kit whose libraries are not installed."""
     if trio is None and "trio" in name:
-        pytest.skip("trio is not installed (pip install 'netrunner-exec[test]')")
+        pytest.skip("trio is not installed (pip install '.[test]')")
     if anyio is None and "anyio" in name:
-        pytest.skip("anyio is not installed (pip install 'netrunner-exec[test]')")
+        pytest.skip("anyio is not installed (pip install '.[test]')")
 
 
 @pytest.fixture(params=list(KITS))
