@@ -638,3 +638,42 @@ def test_a_shielded_wait_under_a_cancelled_scope_does_not_spin_the_loop(kit_run:
     assert result is None
     assert isinstance(error, cancellation)
     assert selects < 50
+
+
+def test_aio_run_cancelled_on_any_library_reaps_the_group_before_the_cancellation(kit_run: Any, tmp_path: Path) -> None:
+    """End to end through the public ``netrunner.aio.run``: on asyncio, trio
+    and anyio, cancelling the awaiting task or scope stops the child's
+    TERM-ignoring group (SIGTERM, kill_timeout, SIGKILL) and reaps it
+    before the cancellation reaches the caller."""
+    from procs import assert_group_gone
+
+    from netrunner import aio
+
+    fifo = tmp_path / "pid"
+    os.mkfifo(fifo)
+    script = 'trap "" TERM; (trap "" TERM; exec sleep 60) & echo $$ > "$1"; exec sleep 60'
+
+    def read_line(fd: int) -> Step:
+        data = b""
+        while not data.endswith(b"\n"):
+            ready = yield Pending([(fd, POLLIN)], soon())
+            assert ready, "the child never wrote its pid"
+            data += os.read(fd, 64)
+        return data
+
+    async def main(kit: Kit) -> Any:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            handle = kit.spawn(lambda: aio.run(["sh", "-c", script, "sh", str(fifo)], kill_timeout=0.3, timeout=60))
+            pid = int(await adrive_flow(read_line(fd)))
+        finally:
+            os.close(fd)
+        began = time.monotonic()
+        kit.cancel(handle)
+        await kit.join(handle)
+        assert_group_gone(pid)
+        return handle.error, kit.cancellation, time.monotonic() - began
+
+    error, cancellation, took = kit_run(main)
+    assert isinstance(error, cancellation)
+    assert took >= 0.3  # it did wait kill_timeout for the TERM-ignoring child
