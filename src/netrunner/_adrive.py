@@ -28,12 +28,23 @@ How each waits:
 - **trio**: ``wait_readable`` raises ``BusyResourceError`` for a second
   waiter on one fd and takes one fd per call, so each wait makes its own
   ``epoll`` (CLOEXEC) holding its interest and waits for *that* fd to be
-  readable, inside a ``CancelScope`` carrying the deadline (and the shield).
-  ``notify_closing`` cancels the scopes of the waiters on that fd (a
-  per-thread registry fd -> waits), which then report the fd as ready.
-  Cost per wait (``bench/bench_adrive.py``, one ready eventfd, this 2-core
-  VM, Python 3.11): trio ~13 us with the epoll against ~8 us for a bare
-  ``wait_readable``; asyncio ~8 us (the same as before this module).
+  readable, inside a ``CancelScope`` carrying the deadline (and the shield)
+  if it has either.  ``notify_closing`` wakes the waiters on that fd (a
+  per-thread registry fd -> waits) with trio's own ``notify_closing`` of
+  their epolls, and they report the fd as ready.
+  A fresh epoll each time, not a pooled one: an fd closed behind our back
+  while its file lives on elsewhere would leave a stale entry in a pooled
+  epoll, waking every later wait at once.
+
+Cost per wait (``bench/bench_adrive.py``: CPU time for one ``adrive`` of an
+attempt that waits once on a ready eventfd, one turn of the loop included;
+2-core VM, Python 3.11): asyncio 17.3 us (17.0 us before this module: the
+same within noise); trio 19.2 us, against 7.3 us for a bare
+``trio.lowlevel.wait_readable`` on the fd: the epoll (create, register,
+trio's own registration of it, poll, close) and the registry.  A cancel
+scope is made only for a deadline or a shield (it adds ~5 us).  Waiting on
+trio directly would save that for one-fd waits, but ours have at least two
+(the shepherd socket and stderr).
 
 Cancellation in :func:`adrive_flow` (trio's rule: a helper that started a
 child never returns before the child is reaped): what a wait raises is
@@ -272,14 +283,8 @@ class _Asyncio:
 
     name = "asyncio"
 
-    async def wait(
-        self,
-        interest: Interest,
-        deadline: float | None,
-        shielded: bool = False,
-        caught: list[BaseException] | None = None,
-    ) -> list[int]:
-        return await wait_ready(interest, deadline, shielded, caught)
+    # wait_ready itself, not a coroutine awaiting it: one frame less per wait.
+    wait = staticmethod(wait_ready)
 
     async def checkpoint(self) -> None:
         await asyncio.sleep(0)
@@ -317,14 +322,15 @@ class _Asyncio:
 
 # ------------------------------------------------------------------ trio
 class _TrioWait:
-    """One wait in progress on trio: its cancel scope, its epoll, and the
-    fds ``notify_closing`` woke it for (reported as ready)."""
+    """One wait in progress on trio: its epoll, how to wake it (trio's
+    ``notify_closing`` of that epoll), and the fds ``notify_closing`` woke
+    it for (reported as ready)."""
 
-    __slots__ = ("closing", "epoll", "scope")
+    __slots__ = ("closing", "epoll", "wake")
 
-    def __init__(self, scope: Any, epoll: select.epoll) -> None:
-        self.scope = scope
+    def __init__(self, epoll: select.epoll, wake: Callable[[int], None]) -> None:
         self.epoll = epoll
+        self.wake = wake
         self.closing: list[int] = []
 
 
@@ -340,8 +346,8 @@ _trio_used = False  # set by the first trio wait: notify_closing's fast path
 
 
 def _trio_notify_closing(fd: int) -> None:
-    """Wake this thread's trio waits on ``fd`` (cancel their scopes: they
-    report it ready) and drop it from their epolls before it closes."""
+    """Wake this thread's trio waits on ``fd`` (they report it ready) and
+    drop it from their epolls before it closes."""
     if not _trio_used:
         return
     waits = _trio_waits.by_fd.pop(fd, None)
@@ -353,7 +359,10 @@ def _trio_notify_closing(fd: int) -> None:
             wait.epoll.unregister(fd)
         except (OSError, ValueError):
             pass
-        wait.scope.cancel()
+        try:  # its wait_readable raises ClosedResourceError
+            wait.wake(wait.epoll.fileno())
+        except RuntimeError:  # not inside this thread's trio run after all
+            pass
 
 
 class _Trio:
@@ -368,6 +377,8 @@ class _Trio:
         self.wait_readable = trio.lowlevel.wait_readable
         self.current_time = trio.current_time
         self.CancelScope = trio.CancelScope
+        self.ClosedResourceError = trio.ClosedResourceError
+        self.notify_closing_fd = trio.lowlevel.notify_closing
         self._checkpoint = trio.lowlevel.checkpoint
         self._checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 
@@ -379,12 +390,16 @@ class _Trio:
         caught: list[BaseException] | None = None,
     ) -> list[int]:
         global _trio_used
-        scope = self.CancelScope(shield=shielded)
+        # A cancel scope only for a deadline or a shield: it costs ~5 us,
+        # and notify_closing wakes a wait without one.
+        scope = None
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
                 return []
-            scope.deadline = self.current_time() + left
+            scope = self.CancelScope(deadline=self.current_time() + left, shield=shielded)
+        elif shielded:
+            scope = self.CancelScope(shield=True)
         masks: dict[int, int] = {}
         for fd, events in interest:
             mask = masks.get(fd, 0)
@@ -394,15 +409,22 @@ class _Trio:
                 mask |= select.EPOLLOUT
             masks[fd] = mask
         epoll = select.epoll(len(masks), select.EPOLL_CLOEXEC)
-        wait = _TrioWait(scope, epoll)
+        wait = _TrioWait(epoll, self.notify_closing_fd)
         by_fd = _trio_waits.by_fd
         _trio_used = True
         try:
             for fd, mask in masks.items():
                 epoll.register(fd, mask)
                 by_fd.setdefault(fd, set()).add(wait)
-            with scope:
-                await self.wait_readable(epoll.fileno())
+            try:
+                if scope is None:
+                    await self.wait_readable(epoll.fileno())
+                else:
+                    with scope:
+                        await self.wait_readable(epoll.fileno())
+            except self.ClosedResourceError:
+                if not wait.closing:
+                    raise
             ready = wait.closing + [fd for fd, _events in epoll.poll(0)]
         finally:
             for fd in masks:
