@@ -19,7 +19,6 @@ collected, and closing the shepherd socket is owner loss.
 from __future__ import annotations
 
 import array
-import asyncio
 import enum
 import errno
 import importlib
@@ -37,7 +36,7 @@ from typing import Any
 from . import _opcodes as op
 from ._bounds import COMMAND_SEND_BOUND, NUDGE_AFTER, REPORT_MARGIN, SILENT_BOUND, STOP_BOUND, TAKEOVER_GRACE
 from ._cgroup import teardown as cgroup_teardown
-from ._drive import POLLIN, POLLOUT, Pending, notify_closing
+from ._drive import POLLIN, POLLOUT, Pending, may_block, notify_closing
 from ._errors import CgroupError, ShepherdError, TimeoutExpired
 from ._launch import OWNER_CWD, WeakRegistry, drop_spares, prepare_spare, take_shepherd, wake_fork_server
 from ._protocol import (
@@ -708,9 +707,10 @@ def _kill_child_and_group(pidfd: int, pgid: int) -> None:
 
 
 def _cgroup_teardown_off_the_loop(leaf: str) -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    """The leaf's teardown (may wait, bounded, for it to empty): inline in
+    sync code, on a thread of its own on an event loop (asyncio or trio:
+    the driver hook :func:`~netrunner._drive.may_block` says which)."""
+    if may_block():
         cgroup_teardown(leaf)
         return
     threading.Thread(target=cgroup_teardown, args=(leaf,), name="netrunner-cgroup-teardown", daemon=True).start()

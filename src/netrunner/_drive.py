@@ -1,23 +1,23 @@
-"""The two drivers: how to wait for fds, synchronously or on asyncio.
+"""The sync driver, the flows, and the hooks the async drivers fill.
 
 Everything above this module is written as *attempts*: a non-blocking
 function that either returns its result or a :class:`Pending` naming the
 fds (and deadline) worth waiting for before trying again.  The sync API
-waits with ``poll(2)``; :mod:`netrunner.aio` waits with the running event
-loop's ``add_reader``/``add_writer``.  That is the only difference between
-the two fronts (the httpcore/psycopg shape: one core, two thin drivers).
+waits with ``poll(2)`` (here); :mod:`netrunner.aio` waits on the running
+asyncio or trio loop (:mod:`netrunner._adrive`).  That is the only
+difference between the fronts (the httpcore/psycopg shape: one core, thin
+drivers).  This module imports no async library: the core reaches the
+async drivers through :func:`notify_closing` and :func:`may_block`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import math
 import select
 import time
-import weakref
-from collections.abc import Callable, Coroutine, Generator
-from typing import Any, TypeVar
+from collections.abc import Callable, Generator
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -140,165 +140,38 @@ def drive_flow(flow: Flow[T]) -> T:
             ready = None
 
 
-# --------------------------------------------------------------- asyncio
-class _LoopFds:
-    """Per event loop: many waiters per fd.  ``loop.add_reader`` keeps one
-    callback per fd, so two tasks waiting on the same fd (a reader and a
-    ``wait()``, both following the shepherd socket) would silently steal
-    each other's wake-ups; this registers each fd once and fans out."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.readers: dict[int, set[Callable[[int], None]]] = {}
-        self.writers: dict[int, set[Callable[[int], None]]] = {}
-
-    def _fire(self, table: dict[int, set[Callable[[int], None]]], fd: int) -> None:
-        for callback in list(table.get(fd, ())):
-            callback(fd)
-
-    def add(self, fd: int, write: bool, callback: Callable[[int], None]) -> None:
-        table = self.writers if write else self.readers
-        waiters = table.get(fd)
-        if waiters is None:
-            waiters = table[fd] = set()
-            if write:
-                self.loop.add_writer(fd, self._fire, self.writers, fd)
-            else:
-                self.loop.add_reader(fd, self._fire, self.readers, fd)
-        waiters.add(callback)
-
-    def remove(self, fd: int, write: bool, callback: Callable[[int], None]) -> None:
-        table = self.writers if write else self.readers
-        waiters = table.get(fd)
-        if waiters is None:
-            return
-        waiters.discard(callback)
-        if not waiters:
-            del table[fd]
-            if write:
-                self.loop.remove_writer(fd)
-            else:
-                self.loop.remove_reader(fd)
+# ------------------------------------------------------------ driver hooks
+# The async drivers live in ``_adrive`` (which imports asyncio); the core
+# reaches them only through these hooks, which ``_adrive`` fills on import.
+_closing_hooks: tuple[Callable[[int], None], ...] = ()
+_loop_probes: tuple[Callable[[], bool], ...] = ()
 
 
-_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopFds] = weakref.WeakKeyDictionary()
+def add_closing_hook(hook: Callable[[int], None]) -> None:
+    """Have :func:`notify_closing` call ``hook(fd)`` (an async driver's)."""
+    global _closing_hooks
+    _closing_hooks = (*_closing_hooks, hook)
+
+
+def add_loop_probe(probe: Callable[[], bool]) -> None:
+    """Have :func:`may_block` ask ``probe()`` whether an event loop runs in
+    this thread (an async driver's)."""
+    global _loop_probes
+    _loop_probes = (*_loop_probes, probe)
 
 
 def notify_closing(fd: int) -> None:
-    """About to close ``fd``: wake every waiter on it in the running loop
-    and drop its registration while the number still names the same file
+    """About to close ``fd``: every async driver wakes its waiters on it and
+    drops its registration while the number still names the same file
     (trio's ``notify_closing``).  Otherwise a new fd that reuses the number
-    could be "already registered" and never wake anyone."""
-    if not _loops:
-        return  # no event loop ever waited on an fd: the sync API's fast path
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    fds = _loops.get(loop)
-    if fds is None:
-        return
-    for write, table in ((False, fds.readers), (True, fds.writers)):
-        waiters = table.pop(fd, None)
-        if waiters is None:
-            continue
-        if write:
-            loop.remove_writer(fd)
-        else:
-            loop.remove_reader(fd)
-        for callback in list(waiters):
-            callback(fd)
+    could be "already registered" and never wake anyone.  Each hook returns
+    at once while no loop ever waited: the sync API's fast path."""
+    for hook in _closing_hooks:
+        hook(fd)
 
 
-async def wait_ready(interest: Interest, deadline: float | None) -> list[int]:
-    """The event loop's version of :func:`poll_ready`: never blocks the loop."""
-    loop = asyncio.get_running_loop()
-    fds = _loops.get(loop)
-    if fds is None:
-        fds = _loops[loop] = _LoopFds(loop)
-    waiter: asyncio.Future[None] = loop.create_future()
-    ready: list[int] = []
-
-    def fire(fd: int) -> None:
-        ready.append(fd)
-        if not waiter.done():
-            waiter.set_result(None)
-
-    added: list[tuple[int, bool]] = []
-    timer = None
-    try:
-        for fd, events in interest:
-            for write, mask in ((False, select.POLLIN), (True, select.POLLOUT)):
-                if events & mask:
-                    fds.add(fd, write, fire)
-                    added.append((fd, write))
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return ready
-            timer = loop.call_later(left, fire, -1)
-        await waiter
-    finally:
-        for fd, write in added:
-            fds.remove(fd, write, fire)
-        if timer is not None:
-            timer.cancel()
-    return [fd for fd in ready if fd >= 0]
-
-
-async def adrive(attempt: Callable[[list[int] | None], T | Pending]) -> T:
-    """Run ``attempt`` to completion, awaiting readiness between tries."""
-    ready: list[int] | None = None
-    while True:
-        result = attempt(ready)
-        if not isinstance(result, Pending):
-            return result
-        ready = await wait_ready(result.interest, result.deadline)
-
-
-# -------------------------------------------------------- stopping, both
-Step = Callable[[], object]
-
-
-def settle(begin: Step, attempt: Callable[[list[int] | None], object], release: Step) -> None:
-    """After a failure or an interrupt: ``begin`` stopping the child, drive
-    ``attempt`` until it is reaped (bounded by the shepherd's own
-    escalation), and ``release`` whatever happens.  A second interrupt while
-    we wait still releases, and dropping the socket is owner loss: the
-    shepherd finishes the stop on its own."""
-    try:
-        begin()
-        drive(attempt)
-    finally:
-        release()
-
-
-async def uncancellable(cleanup: Coroutine[Any, Any, None]) -> None:
-    """Run ``cleanup`` to the end even if our task is cancelled meanwhile
-    (trio's rule: a supervised helper never returns before the child is
-    reaped).  A cancellation that arrives during cleanup is re-raised after."""
-    task = asyncio.ensure_future(cleanup)
-    cancelled = False
-    while True:
-        try:
-            await asyncio.shield(task)
-            break
-        except asyncio.CancelledError:
-            cancelled = True  # even if the cleanup is done by now: never swallow it
-            if task.done():
-                break
-    if cancelled:
-        raise asyncio.CancelledError
-
-
-async def asettle(begin: Step, attempt: Callable[[list[int] | None], object], release: Step) -> None:
-    """:func:`settle` on the event loop, shielded from cancellation."""
-
-    async def work() -> None:
-        try:
-            begin()
-            await adrive(attempt)
-        finally:
-            release()
-
-    await uncancellable(work())
+def may_block() -> bool:
+    """Whether blocking work (bounded, seconds) may run in this thread now:
+    not on an event loop's thread (asyncio or trio), where it goes to a
+    thread instead; yes in sync code."""
+    return not any(probe() for probe in _loop_probes)

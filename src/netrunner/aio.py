@@ -123,7 +123,8 @@ class AsyncProcess(ProcessBase):
         super().close_stdin()
         if self._core.eof_pending and self._eof_writer is None:
             # (The flow holds the attempt, which holds us weakly.)
-            self._eof_writer = start_background(lambda: _write_eof(until(self._eof_attempt())))
+            flow = until(self._eof_attempt())  # (made here: the task must not hold self)
+            self._eof_writer = start_background(lambda: _write_eof(flow))
 
     async def _guarded(self, flow: Flow[Any]) -> Any:
         """Await ``flow``; if it is cancelled, stop and reap the child first."""
