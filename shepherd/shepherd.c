@@ -133,6 +133,11 @@ static void on_sigchld(int sig) {
  * a shepherd stops its child (as STOP with kill_timeout) and reports; the
  * fork server ignores them (its shepherds go on; owner loss is its end). */
 static const int stop_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT};
+/* Signals that would kill us by default and mean nothing to us: a child
+ * that signals its parent (`kill -USR1 $PPID`, a daemon's readiness
+ * signal) reaches its shepherd, which must not die of it (the child would
+ * go with it).  Ignored; the child gets them back at their default. */
+static const int stray_signals[] = {SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGXCPU, SIGXFSZ};
 static volatile sig_atomic_t stop_requested = 0;
 
 static void on_stop_signal(int sig) {
@@ -157,6 +162,9 @@ static int install_signals(int stop_handler) {
     sa.sa_handler = SIG_IGN;
     sa.sa_flags = 0;
     if (sigaction(SIGPIPE, &sa, NULL) < 0) { complain("sigaction SIGPIPE"); return -1; }
+    for (size_t i = 0; i < sizeof stray_signals / sizeof stray_signals[0]; i++) {
+        if (sigaction(stray_signals[i], &sa, NULL) < 0) { complain("sigaction"); return -1; }
+    }
     sigemptyset(&empty);
     if (sigprocmask(SIG_SETMASK, &empty, NULL) < 0) { complain("sigprocmask"); return -1; }
     return 0;
@@ -707,6 +715,19 @@ __attribute__((noreturn)) static void exec_child(const struct request *rq, const
         child_fail(errfd, NR_STAGE_SIGNALS, errno);
     for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++) {
         if (sigaction(stop_signals[i], &dfl, NULL) < 0) child_fail(errfd, NR_STAGE_SIGNALS, errno);
+    }
+    for (size_t i = 0; i < sizeof stray_signals / sizeof stray_signals[0]; i++) {
+        if (sigaction(stray_signals[i], &dfl, NULL) < 0) child_fail(errfd, NR_STAGE_SIGNALS, errno);
+    }
+    /* libc keeps its own real-time signals (32 and 33) out of sigaction's
+     * reach, and a starter may have left them ignored (posix_spawn does):
+     * an ignored disposition survives exec.  The raw syscall resets them;
+     * all zeroes is SIG_DFL, no flags, an empty mask, on every architecture,
+     * and 8 bytes is the kernel's sigset. */
+    for (int sig = 32; sig < SIGRTMIN; sig++) {
+        unsigned long kernel_sigaction[4] = {0, 0, 0, 0};
+        if (syscall(SYS_rt_sigaction, sig, kernel_sigaction, NULL, (size_t)8) < 0)
+            child_fail(errfd, NR_STAGE_SIGNALS, errno);
     }
     sigemptyset(&empty);
     if (sigprocmask(SIG_SETMASK, &empty, NULL) < 0) child_fail(errfd, NR_STAGE_SIGNALS, errno);

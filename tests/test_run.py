@@ -991,3 +991,23 @@ def test_an_exception_from_run_holds_no_fd(call: Callable[[], object]) -> None:
     with pytest.raises(netrunner.NetRunnerError) as held:
         call()
     assert open_fds() - fork_server_fds() - before == set(), held.value
+
+
+# ------------------------------------------------- the child's signal state
+def test_a_child_that_signals_its_parent_keeps_its_shepherd() -> None:
+    # The child's parent is its shepherd: a readiness signal to $PPID (as
+    # daemons send) must not kill the shepherd, and so the child with it.
+    script = "kill -USR1 $PPID; kill -USR2 $PPID; kill -ALRM $PPID; kill -PROF $PPID; echo alive"
+    r = netrunner.run(["sh", "-c", script], timeout=30)
+    assert (r.returncode, r.stdout) == (0, b"alive\n")
+
+
+def test_the_child_starts_with_every_signal_at_its_default() -> None:
+    # Nothing ignored (libc's own real-time signals 32 and 33 included,
+    # which a posix_spawn'd starter leaves ignored) and nothing blocked,
+    # whatever the owner and the shepherd ignore themselves.
+    status = netrunner.run(["cat", "/proc/self/status"], timeout=30).stdout.decode()
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if line.startswith(("SigIgn", "SigBlk")))
+    assert fields == {"SigBlk": "0000000000000000", "SigIgn": "0000000000000000"}
+    # And the signals the shepherd ignores for itself kill the child as usual.
+    assert netrunner.run(["sh", "-c", "kill -USR1 $$; sleep 30"], timeout=30).returncode == -signal.SIGUSR1
