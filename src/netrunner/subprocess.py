@@ -73,21 +73,32 @@ __all__ = [
     "CompletedProcess",
 ]
 
-PREEXEC_FN_REFUSED = (
+_PREEXEC_FN_REFUSED = (
     "preexec_fn is not supported: netrunner cannot run Python in the child between fork and exec "
     "(the child is forked by its shepherd, a small C program, and Python code there is not "
     "fork-safe anyway); use user=/group=/extra_groups=/umask=/start_new_session= here, or "
     "netrunner.run(..., rlimits=..., nice=..., no_new_privs=...) for the rest"
 )
 
-# subprocess's bookkeeping of unreaped children.  A shepherd reaps every
-# child here, so nothing is ever left to collect; kept (empty) for code
-# and tests that look at it.
+# Popens collected while their child still ran, as in ``subprocess``:
+# the child goes on (fire and forget works as it always did) until it
+# exits or we do; its shepherd reaps it, and the next Popen() lets go of
+# the ones that ended.  Our own death still stops every one of them.
 _active: list[_Any] = []
 
 
 def _cleanup() -> None:
-    """Nothing to do: each child's shepherd reaps it."""
+    """Forget the collected Popens of :data:`_active` whose child has
+    exited (its shepherd reaped it; this releases our end).  Called by each
+    new ``Popen``, as ``subprocess`` does."""
+    for inst in _active[:]:
+        process = inst._process
+        if process is None or not process.alive:
+            try:
+                _active.remove(inst)
+            except ValueError:  # another thread got there first
+                pass
+            inst._release()
 
 
 # How long a Popen's owner waits after SIGTERM before SIGKILL when it
@@ -146,7 +157,7 @@ def _child_options(args: _Any, kw: dict[str, _Any], stdio: tuple[_Any, _Any, _An
     from ``kw``; what is left is an unexpected keyword)."""
     executable = kw.pop("executable", None)
     if kw.pop("preexec_fn", None) is not None:
-        raise ValueError(PREEXEC_FN_REFUSED)
+        raise ValueError(_PREEXEC_FN_REFUSED)
     close_fds = kw.pop("close_fds", True)
     pass_fds = kw.pop("pass_fds", ())
     if kw.pop("startupinfo", None) is not None:
@@ -163,6 +174,8 @@ def _child_options(args: _Any, kw: dict[str, _Any], stdio: tuple[_Any, _Any, _An
         close_fds = True
     if not close_fds:
         pass_fds = _inheritable_fds()
+    for what in ("user", "group"):
+        _overflow(kw.get(what), what)
     options = _SpawnOptions(
         stdin=stdio[0],
         stdout=stdio[1],
@@ -191,6 +204,12 @@ def _child_options(args: _Any, kw: dict[str, _Any], stdio: tuple[_Any, _Any, _An
             argv[0] = program  # subprocess: the shell itself is replaced
         rq = _dataclasses.replace(rq, argv=argv, executables=_options.executables(program, options.env))
     return rq
+
+
+def _overflow(value: _Any, what: str) -> None:
+    """An id past uid_t/gid_t is the ``OverflowError`` subprocess raises."""
+    if isinstance(value, int) and value > 0xFFFFFFFF:
+        raise OverflowError(f"{what} id {value} is greater than maximum")
 
 
 # ------------------------------------------------------------------ run
@@ -358,6 +377,7 @@ class Popen:
         pipesize: int = -1,
         process_group: int | None = None,
     ) -> None:
+        _cleanup()
         self._process: _NativeProcess | None = None
         self._job: _RunCore | None = None
         self._communication_started = False
@@ -377,7 +397,7 @@ class Popen:
         if not isinstance(pipesize, int):
             raise TypeError("pipesize must be an integer")
         if preexec_fn is not None:
-            raise ValueError(PREEXEC_FN_REFUSED)
+            raise ValueError(_PREEXEC_FN_REFUSED)
         self.encoding = encoding
         self.errors = errors
         self.pipesize = pipesize
@@ -468,8 +488,14 @@ class Popen:
     def _execute_child(self, args: _Any, stdio: tuple[_Any, _Any, _Any], **kw: _Any) -> None:
         """Validate the options and start the child through the ``started``
         flow (returns once it has exec'd, or raises the exec's error)."""
+        executable = kw.get("executable")
         rq = _child_options(args, kw, stdio, _KILL_TIMEOUT)
-        self._process = _drive_flow(_started(args, rq, _NativeProcess))
+        try:
+            self._process = _drive_flow(_started(args, rq, _NativeProcess))
+        except OSError as exc:
+            if executable is not None and exc.filename == _os.fsdecode(rq.argv[0]):
+                exc.filename = executable  # subprocess names what it was asked to run
+            raise
         self.pid = self._process.pid
 
     # -------------------------------------------------------------- info
@@ -499,13 +525,14 @@ class Popen:
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the child to exit; ``TimeoutExpired`` after ``timeout``
         (the child goes on running, as with ``subprocess``)."""
+        return self._wait(timeout=timeout)
+
+    def _wait(self, timeout: float | None) -> int:
+        # (subprocess's internal name: code that patches it keeps working)
         if self.returncode is None and self._process is not None:
             self.returncode = self._process.wait(_timeout(timeout))
         assert self.returncode is not None
         return self.returncode
-
-    def _wait(self, timeout: float | None) -> int:  # subprocess's internal name; some code calls it
-        return self.wait(timeout)
 
     def send_signal(self, sig: int) -> None:
         """Send ``sig`` to the child's process group (nothing once it exited)."""
@@ -530,12 +557,46 @@ class Popen:
             raise ValueError("Cannot send input after starting communication")
         if self._communicated is not None:
             return self._communicated
+        if timeout is None and not self._communication_started and [self.stdin, self.stdout, self.stderr].count(None) >= 2:
+            # One pipe at most: nothing can deadlock, so its file object is
+            # used as is (what it buffered already included), as subprocess.
+            stdout = stderr = None
+            if self.stdin:
+                self._stdin_write(input)
+            elif self.stdout:
+                stdout = self.stdout.read()
+                self.stdout.close()
+            elif self.stderr:
+                stderr = self.stderr.read()
+                self.stderr.close()
+            self.wait()
+            return stdout, stderr
+        seconds = _timeout(timeout)
+        deadline = None if seconds is None else _time.monotonic() + seconds
+        try:
+            stdout, stderr = self._communicate(input, deadline, timeout)
+        finally:
+            self._communication_started = True
+        self._communicated = (stdout, stderr)
+        return stdout, stderr
+
+    def _stdin_write(self, input: _Any) -> None:
+        if input:
+            try:
+                self.stdin.write(input)
+            except BrokenPipeError:
+                pass  # the child stopped reading: as subprocess, not an error
+        try:
+            self.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    def _communicate(self, input: _Any, deadline: float | None, timeout: float | None) -> tuple[_Any, _Any]:
+        """Feed and collect to the end through the child's core (see
+        :meth:`_lend_pipes`); resumable after ``TimeoutExpired``."""
         job = self._job
         if job is None:
             job = self._job = self._lend_pipes(input)
-        self._communication_started = True
-        seconds = _timeout(timeout)
-        deadline = None if seconds is None else _time.monotonic() + seconds
         _drive_flow(self._communicating(job, deadline, timeout))
         result = job.result(False, None, None, False)
         for f in (self.stdout, self.stderr):
@@ -548,8 +609,7 @@ class Popen:
                 stdout = _decode(stdout, self.stdout.encoding, self.stdout.errors)
             if stderr is not None:
                 stderr = _decode(stderr, self.stderr.encoding, self.stderr.errors)
-        self._communicated = (stdout, stderr)
-        return self._communicated
+        return stdout, stderr
 
     def _lend_pipes(self, input: _Any) -> _RunCore:
         """Hand the pipes to the child's core for ``communicate`` (duplicates,
@@ -559,7 +619,8 @@ class Popen:
         core = self._process._core
         fds: list[int | None] = [None, None, None]
         source = None
-        if self.stdin is not None and not self.stdin.closed:
+        if self.stdin:
+            # As subprocess: what the caller wrote through p.stdin goes first.
             try:
                 self.stdin.flush()
             except BrokenPipeError:
@@ -570,7 +631,7 @@ class Popen:
                 fds[0] = _dup_nonblocking(self.stdin.fileno())
                 source = _Input(input, None, None)
             try:
-                self.stdin.close()  # EOF once the core's copy is closed too
+                self.stdin.close()  # the child sees EOF once the core's copy is closed too
             except BrokenPipeError:
                 pass
         for slot, f in ((1, self.stdout), (2, self.stderr)):
@@ -606,31 +667,52 @@ class Popen:
         return self
 
     def __exit__(self, exc_type: _Any, value: _Any, traceback: _Any) -> None:
-        """As ``subprocess``: close the pipes, then wait for the child.  If
-        that wait is interrupted (Ctrl-C), the child's group is stopped and
-        reaped before the exception goes on, instead of left running."""
+        """As ``subprocess``: close the pipes, then wait for the child.  On
+        Ctrl-C it waits a quarter second as ``subprocess`` does, and then,
+        where ``subprocess`` would leave the child running, stops its
+        group and reaps it before the exception goes on."""
         try:
-            for f in (self.stdout, self.stderr):
-                if f is not None:
-                    f.close()
-            if self.stdin is not None:
-                try:
-                    self.stdin.close()
-                except BrokenPipeError:
-                    pass
+            if self.stdout:
+                self.stdout.close()
+            if self.stderr:
+                self.stderr.close()
+            if self.stdin:
+                self.stdin.close()  # flushing may raise BrokenPipeError: it goes on, after the wait
         finally:
-            process = self._process
-            if process is not None:
-                try:
-                    if exc_type is KeyboardInterrupt:
-                        self.returncode = process.stop(_SIGINT_WAIT)
-                    else:
-                        self.wait()
-                except BaseException:
-                    process.stop(0.0)
-                    raise
-                finally:
-                    process.close()
+            try:
+                if exc_type is KeyboardInterrupt:
+                    try:
+                        self._wait(timeout=_SIGINT_WAIT)
+                    except TimeoutExpired:
+                        pass
+                else:
+                    self.wait()
+            finally:
+                # Reaped by now, unless interrupted: then stop the group.
+                self._release(stop=True)
+
+    def _release(self, *, stop: bool = False) -> None:
+        """Let go of the shepherd and the core's fds (``stop``: stopping
+        the child's group first if it still runs, SIGKILL after
+        ``_SIGINT_WAIT``)."""
+        process = self._process
+        if process is None:
+            return
+        try:
+            if stop and process.alive:
+                self.returncode = process.stop(_SIGINT_WAIT)
+        finally:
+            process._release()
+
+    def __del__(self, _warn: _Any = _warnings.warn) -> None:
+        """As ``subprocess``: a child still running when its Popen is
+        collected goes on (ResourceWarning) until it exits or we die."""
+        process = self.__dict__.get("_process")
+        if process is None or self.returncode is not None:
+            return
+        if process.alive:
+            _warn(f"subprocess {self.pid} is still running", ResourceWarning, source=self)
+            _active.append(self)  # kept alive: the next Popen() checks on it
 
 
 def _dup_nonblocking(fd: int) -> int:
