@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import select
 import signal
 import subprocess as std
 import sys
@@ -211,9 +212,9 @@ def test_owner_sigkill_leaves_nothing(how: str) -> None:
             owner.wait()
             deadline = time.monotonic() + GONE_WITHIN
             for fd in watched:
-                import select
-
-                assert select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0], "a process outlived its owner"
+                assert select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0], (
+                    "a process outlived its owner"
+                )
         finally:
             for fd in watched:
                 os.close(fd)

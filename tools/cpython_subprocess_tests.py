@@ -83,13 +83,13 @@ class Timed(unittest.TestResult):
         self.details: dict[str, str] = {}
         self.started = 0.0
 
-    def startTest(self, test: unittest.TestCase) -> None:  # noqa: N802 (unittest's name)
+    def startTest(self, test: unittest.TestCase) -> None:
         super().startTest(test)
         self.outcomes[test.id()] = "pass"
         self.started = time.monotonic()
         signal.setitimer(signal.ITIMER_REAL, self.limit)
 
-    def stopTest(self, test: unittest.TestCase) -> None:  # noqa: N802
+    def stopTest(self, test: unittest.TestCase) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
         super().stopTest(test)
         if self.verbose:
@@ -100,26 +100,26 @@ class Timed(unittest.TestResult):
         self.outcomes[test.id()] = "fail"
         self.details[test.id()] = self._exc_info_to_string(err, test)  # type: ignore[arg-type]
 
-    def addFailure(self, test: unittest.TestCase, err: object) -> None:  # type: ignore[override]  # noqa: N802
+    def addFailure(self, test: unittest.TestCase, err: object) -> None:  # type: ignore[override]
         super().addFailure(test, err)  # type: ignore[arg-type]
         self._failed(test, err)
 
-    def addError(self, test: unittest.TestCase, err: object) -> None:  # type: ignore[override]  # noqa: N802
+    def addError(self, test: unittest.TestCase, err: object) -> None:  # type: ignore[override]
         super().addError(test, err)  # type: ignore[arg-type]
         if isinstance(test, unittest.TestCase):
             self._failed(test, err)
         else:  # a class or module fixture (setUpClass): no test id of its own
             self.details[str(test)] = self._exc_info_to_string(err, unittest.FunctionTestCase(lambda: None))  # type: ignore[arg-type]
 
-    def addSkip(self, test: unittest.TestCase, reason: str) -> None:  # noqa: N802
+    def addSkip(self, test: unittest.TestCase, reason: str) -> None:
         super().addSkip(test, reason)
         self.outcomes[test.id()] = "skip"
 
-    def addExpectedFailure(self, test: unittest.TestCase, err: object) -> None:  # type: ignore[override]  # noqa: N802
+    def addExpectedFailure(self, test: unittest.TestCase, err: object) -> None:  # type: ignore[override]
         super().addExpectedFailure(test, err)  # type: ignore[arg-type]
         self.outcomes[test.id()] = "pass"
 
-    def addUnexpectedSuccess(self, test: unittest.TestCase) -> None:  # noqa: N802
+    def addUnexpectedSuccess(self, test: unittest.TestCase) -> None:
         super().addUnexpectedSuccess(test)
         self.outcomes[test.id()] = "fail"
         self.details[test.id()] = "unexpected success"

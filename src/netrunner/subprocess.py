@@ -36,13 +36,12 @@ from subprocess import (
     CompletedProcess,
     SubprocessError,
     TimeoutExpired,
-    list2cmdline,
+    list2cmdline,  # noqa: F401  (public in subprocess, though not in its __all__)
 )
 from typing import Any as _Any
 
-from . import _errors
+from . import _errors, _options
 from . import _opcodes as _op
-from . import _options
 from ._drive import Flow as _Flow
 from ._drive import Pending as _Pending
 from ._drive import drive_flow as _drive_flow
@@ -51,26 +50,25 @@ from ._process import Process as _NativeProcess
 from ._result import Result as _Result
 from ._run import RunCore as _RunCore
 from ._run import RunPlan as _RunPlan
-from ._run import _decode
-from ._run import _Input
+from ._run import _decode, _Input
 from ._run import running as _running
 from ._start import started as _started
 
 __all__ = [
-    "Popen",
+    "DEVNULL",
     "PIPE",
     "STDOUT",
-    "call",
-    "check_call",
-    "getstatusoutput",
-    "getoutput",
-    "check_output",
-    "run",
     "CalledProcessError",
-    "DEVNULL",
+    "CompletedProcess",
+    "Popen",
     "SubprocessError",
     "TimeoutExpired",
-    "CompletedProcess",
+    "call",
+    "check_call",
+    "check_output",
+    "getoutput",
+    "getstatusoutput",
+    "run",
 ]
 
 _PREEXEC_FN_REFUSED = (
@@ -263,7 +261,7 @@ def _popen_arguments(popenargs: tuple[_Any, ...], kwargs: dict[str, _Any]) -> tu
     if len(popenargs) > len(names):
         raise TypeError(f"Popen() takes at most {len(names)} positional arguments ({len(popenargs)} given)")
     kw = dict(kwargs)
-    for name, value in zip(names, popenargs):
+    for name, value in zip(names, popenargs, strict=False):
         if name in kw:
             raise TypeError(f"got multiple values for argument {name!r}")
         kw[name] = value
@@ -443,7 +441,7 @@ class Popen:
             for slot, mode in enumerate(("wb", "rb", "rb")):
                 if ours[slot] < 0:
                     continue
-                raw = _io.open(ours[slot], mode, bufsize)
+                raw = open(ours[slot], mode, bufsize)
                 unwrapped.remove(ours[slot])
                 if self.text_mode and slot == 0:
                     raw = _io.TextIOWrapper(
@@ -507,7 +505,7 @@ class Popen:
     def universal_newlines(self, universal_newlines: _Any) -> None:
         self.text_mode = bool(universal_newlines)
 
-    __class_getitem__ = classmethod(_types.GenericAlias)
+    __class_getitem__: _Any = classmethod(_types.GenericAlias)  # Popen[bytes] in annotations
 
     def __repr__(self) -> str:
         text = f"<{type(self).__name__}: returncode: {self.returncode} args: {self.args!r}>"
@@ -557,7 +555,11 @@ class Popen:
             raise ValueError("Cannot send input after starting communication")
         if self._communicated is not None:
             return self._communicated
-        if timeout is None and not self._communication_started and [self.stdin, self.stdout, self.stderr].count(None) >= 2:
+        if (
+            timeout is None
+            and not self._communication_started
+            and [self.stdin, self.stdout, self.stderr].count(None) >= 2
+        ):
             # One pipe at most: nothing can deadlock, so its file object is
             # used as is (what it buffered already included), as subprocess.
             stdout = stderr = None
@@ -726,4 +728,3 @@ def _close_quietly(fd: int) -> None:
         _os.close(fd)
     except OSError:
         pass
-
