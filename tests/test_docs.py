@@ -149,7 +149,7 @@ DOCS = [*sorted((ROOT / "docs").rglob("*.md")), ROOT / "README.md"]
 # Where a bare file name in the docs may live.
 FILE_HOMES = ("", "src", "src/netrunner", "tests", "tools", "shepherd", "bench", "docs", "docs/decisions")
 # Names with a leading underscore that are not ours (libc, CPython).
-FOREIGN_PRIVATE = frozenset({"_exit", "_Fork", "_dl_fixup", "_posixsubprocess"})
+FOREIGN_PRIVATE = frozenset({"_exit", "_Fork", "_dl_fixup", "_posixsubprocess", "_fork_exec"})
 
 
 def _code_spans() -> list[tuple[str, str]]:
@@ -182,6 +182,8 @@ def _defined(paths: list[Path]) -> set[str]:
                 names.add(node.id)
             elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
                 names.add(node.attr)
+            elif isinstance(node, ast.ImportFrom):  # re-exported (netrunner.subprocess's stdlib names)
+                names |= {alias.asname or alias.name for alias in node.names}
     return names
 
 

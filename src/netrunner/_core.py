@@ -849,6 +849,21 @@ class ChildCore:
         self.stderr.close()
         self.err_eof = True
 
+    def adopt_pipes(self, stdin: int | None, stdout: int | None, stderr: int | None) -> None:
+        """Own pipe ends the caller made itself and the child has the other
+        ends of (``netrunner.subprocess.Popen`` makes its own pipes, as
+        ``subprocess`` does, and lends them here for ``communicate()``).
+        Each must be non-blocking, and its slot empty (the child was started
+        with that stdio going to an fd, not to a pipe of the shepherd's)."""
+        for holder, fd in ((self.stdin, stdin), (self.stdout, stdout), (self.stderr, stderr)):
+            if fd is not None:
+                assert not holder, "adopt_pipes: the slot already holds a pipe"
+                holder.adopt(fd)
+        if stdout is not None:
+            self.out_eof = not self.stdout
+        if stderr is not None:
+            self.err_eof = not self.stderr
+
     def capture_stderr(self, limit: int) -> None:
         """Keep the newest ``limit`` bytes of stderr (instead of STDERR_BUFFER)."""
         self.err_buf = TailBuffer(limit)

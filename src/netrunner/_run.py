@@ -186,6 +186,14 @@ class _Collector:
         """Keep only the first ``size`` bytes."""
         self.size = min(self.size, size)
 
+    def peek(self) -> bytes:
+        """A copy of what is collected so far; collecting goes on (the
+        partial output a resumable ``communicate()`` timeout reports)."""
+        if self.bio is None:
+            return (self.first or b"")[: self.size]
+        with self.bio.getbuffer() as view:
+            return bytes(view[: self.size])
+
     def value(self) -> bytes:
         if self.bio is None:
             return (self.first or b"")[: self.size]
