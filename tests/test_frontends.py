@@ -75,3 +75,31 @@ def test_interrupted_reaches_a_blocked_call_and_fails_a_call_that_returns(name: 
     finally:
         os.close(r)
         os.close(w)
+
+
+@pytest.mark.parametrize("name", FRONTS)
+def test_in_thread_and_gather_give_results_in_order(name: str) -> None:
+    if name == "trio":
+        pytest.importorskip("trio")
+    front = make_front(name)
+    seen: list[str] = []
+
+    async def first() -> str:
+        seen.append(threading.current_thread().name)
+        return "first"
+
+    async def second() -> int:
+        return await front.in_thread(lambda a, b=0: a + b, 40, b=2)
+
+    async def main() -> list[Any]:
+        return await front.gather(first, second)
+
+    if name == "trio":
+        import trio
+
+        assert trio.run(main) == ["first", 42]
+    elif name == "asyncio":
+        assert asyncio.run(main()) == ["first", 42]
+    else:
+        assert run_to_completion(main()) == ["first", 42]
+        assert seen[0].startswith("gather-")  # sync branches run in threads
