@@ -443,6 +443,10 @@ class SyncFront(Front):
         assert main is not None and threading.get_ident() == main, "interrupts need the main thread"
         failed: list[BaseException] = []
         armed = True
+        # The readiness wait starts only once the call has begun, so the
+        # interrupt cannot land in this method (before the call) however
+        # late the main thread gets a CPU.
+        entered = threading.Event()
 
         def on_sigint(signum: int, frame: Any) -> None:
             if armed:  # a SIGINT that comes after the call ended must not hit pytest
@@ -450,6 +454,7 @@ class SyncFront(Front):
 
         def interrupt() -> None:
             try:
+                assert entered.wait(THREAD_BOUND), "the call never began"
                 when()
             except BaseException as exc:  # reported below; interrupt anyway so the call ends
                 failed.append(exc)
@@ -458,8 +463,9 @@ class SyncFront(Front):
         previous = signal.signal(signal.SIGINT, on_sigint)
         helper = threading.Thread(target=interrupt, name="interrupter")
         interrupted = False
+        helper.start()
         try:
-            helper.start()
+            entered.set()
             await call()
         except KeyboardInterrupt:
             interrupted = True

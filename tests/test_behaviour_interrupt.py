@@ -62,11 +62,15 @@ async def test_interrupting_run_stops_the_group_first(front: Front, fifo: Path) 
 
 
 async def test_interrupting_a_stream_consumer_stops_the_group_first(front: Front, fifo: Path) -> None:
+    # Inside ``async with``: a KeyboardInterrupt can land anywhere, also
+    # between iterations, where only the block's exit can stop the child
+    # (a cancellation lands at an await, inside the stream's own cleanup).
     s: FrontStream = front.stream(announcing(fifo, grandchild=True), kill_timeout=KILL_TIMEOUT)
 
     async def consume() -> None:
-        async for _ in s:
-            pass
+        async with s:
+            async for _ in s:
+                pass
 
     ready = Announced(fifo)
     await front.interrupted(consume, ready)
