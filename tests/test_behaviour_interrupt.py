@@ -74,7 +74,8 @@ async def test_interrupting_a_stream_consumer_stops_the_group_first(front: Front
 
     ready = Announced(fifo)
     await front.interrupted(consume, ready)
-    assert s.pid == ready.pid
+    # (An async stream cancelled inside its start never got a pid to show.)
+    assert s.pid in (None, ready.pid)
     assert_group_gone(ready.pid)
 
 
