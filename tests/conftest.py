@@ -10,6 +10,7 @@ pidfds, never with sleeps.
 from __future__ import annotations
 
 import gc
+import inspect
 import os
 import select
 import time
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from frontends import FRONTS, Front, make_front
 
 import netrunner
 from netrunner._launch import FORK_SERVER, OWNER_CWD
@@ -175,6 +177,32 @@ def fresh_fork_server() -> Iterator[None]:
     FORK_SERVER.close()
     yield
     FORK_SERVER.close()
+
+
+@pytest.fixture(params=FRONTS)
+def front(request: pytest.FixtureRequest) -> Front:
+    """The front end a behaviour test runs through (see frontends.py):
+    the blocking API, netrunner.aio on asyncio, netrunner.aio on trio."""
+    if request.param == "trio":
+        try:
+            import trio  # noqa: F401
+        except ImportError:
+            pytest.skip("trio is not installed (pip install trio): the trio front end is not tested")
+    return make_front(request.param)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """A behaviour test (an ``async def`` taking ``front``) is run by its
+    front end: driven without a loop (sync), by asyncio.run or trio.run."""
+    front = pyfuncitem.funcargs.get("front")
+    if not isinstance(front, Front):
+        return None
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        pytest.fail("a test taking `front` is written once, as an `async def`", pytrace=False)
+    kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    front.run_test(pyfuncitem.obj(**kwargs))
+    return True
 
 
 __all__ = ["LEAK_GRACE", "MARK", "marked_processes", "netrunner", "wait_gone"]

@@ -1,5 +1,11 @@
-"""spawn() and Process: I/O round trips, timeouts, signals, stopping,
-lifetime (context manager, garbage collection), stats, threads."""
+"""spawn() and Process of the blocking API only: threads sharing one
+Process, a writer parked in another thread, stdin inherited from ours,
+signal name forms, stopped children, reference cycles.
+
+Behaviour every front end shares (round trips, timeouts, stderr drained,
+broken pipes, signals to the group, stop's escalation, the child stopped
+when the block is left or the object dropped) is in
+test_behaviour_process.py, run for sync, asyncio and trio."""
 
 from __future__ import annotations
 
@@ -7,7 +13,6 @@ import gc
 import os
 import select
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -48,110 +53,7 @@ def read_all(p: netrunner.Process, within: float = 20.0) -> bytes:
     return b"".join(parts)
 
 
-def read_all_stderr(p: netrunner.Process, within: float = 20.0) -> bytes:
-    deadline = time.monotonic() + within
-    parts = []
-    while chunk := p.read_stderr(timeout=max(0.0, deadline - time.monotonic())):
-        parts.append(chunk)
-    return b"".join(parts)
-
-
 # --------------------------------------------------------------- basics
-def test_pid_returncode_alive() -> None:
-    with netrunner.spawn(["sh", "-c", "echo $$; exec cat"]) as p:
-        assert isinstance(p, netrunner.Process)
-        assert read_until(p, b"\n") == b"%d\n" % p.pid
-        assert p.returncode is None
-        assert p.alive
-        # Same process group id as pid (its own group).
-        assert os.getpgid(p.pid) == p.pid
-        p.close_stdin()
-        assert p.wait(timeout=20) == 0
-        assert p.returncode == 0
-        assert not p.alive
-
-
-def test_write_read_round_trip_with_cat() -> None:
-    with netrunner.spawn(["cat"]) as p:
-        p.write(b"hello\n")
-        assert read_until(p, b"\n") == b"hello\n"
-        p.write(b"a\0b\0\n")
-        assert read_until(p, b"\n") == b"a\0b\0\n"
-        p.write(bytearray(b"ba"))
-        p.write(memoryview(b"xyz")[:1])
-        p.close_stdin()
-        assert read_all(p) == b"bax"
-        assert p.read() == b""  # EOF stays EOF
-        assert p.wait(timeout=20) == 0
-
-
-def test_read_respects_n() -> None:
-    with netrunner.spawn(["printf", "0123456789"]) as p:
-        first = p.read(4, timeout=20)
-        assert 1 <= len(first) <= 4
-        rest = read_all(p)
-        assert first + rest == b"0123456789"
-        assert p.wait(timeout=20) == 0
-
-
-def test_close_stdin_gives_eof_and_is_idempotent() -> None:
-    with netrunner.spawn(["wc", "-c"]) as p:
-        p.write(b"x" * 1000)
-        p.close_stdin()
-        p.close_stdin()
-        assert read_all(p).strip() == b"1000"
-        assert p.wait(timeout=20) == 0
-
-
-def test_write_after_child_closed_stdin_is_brokenpipe() -> None:
-    with netrunner.spawn(["sh", "-c", "exec 0<&-; echo closed; exec sleep 60"]) as p:
-        assert read_until(p, b"\n") == b"closed\n"
-        with pytest.raises(BrokenPipeError):
-            p.write(b"x" * (2 * MiB))  # more than any pipe buffer
-        p.kill()
-        assert p.wait(timeout=20) == -signal.SIGKILL
-
-
-def test_write_after_close_stdin_is_brokenpipe() -> None:
-    with netrunner.spawn(["cat"]) as p:
-        p.close_stdin()
-        with pytest.raises(BrokenPipeError):
-            p.write(b"late")
-        assert p.wait(timeout=20) == 0
-
-
-def test_large_round_trip_nul_bytes_8mib() -> None:
-    """8 MiB through cat with one thread writing and this one reading."""
-    data = bytes(range(256)) * (8 * MiB // 256)
-    errors: list[BaseException] = []
-    with netrunner.spawn(["cat"]) as p:
-
-        def writer() -> None:
-            try:
-                view = memoryview(data)
-                for i in range(0, len(data), 256 * 1024):
-                    p.write(view[i : i + 256 * 1024])
-                p.close_stdin()
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        thread = threading.Thread(target=writer)
-        thread.start()
-        try:
-            received = read_all(p, within=60)
-        finally:
-            thread.join(60)
-            if thread.is_alive():
-                p.kill()
-                thread.join(20)
-        assert not thread.is_alive()
-        assert errors == []
-        assert len(received) == len(data)
-        assert received == data
-        assert p.wait(timeout=20) == 0
-        stats = p.stats
-        assert stats.bytes_in == len(data)
-        assert stats.bytes_out == len(data)
 
 
 def test_single_thread_write_larger_than_pipes_does_not_deadlock() -> None:
@@ -183,70 +85,6 @@ def test_single_thread_write_larger_than_pipes_does_not_deadlock() -> None:
         assert p.wait(timeout=20) == 0
 
 
-# ------------------------------------------------------------- timeouts
-def test_read_timeout_is_timeouterror_and_process_still_usable() -> None:
-    with netrunner.spawn(["cat"]) as p:
-        started = time.monotonic()
-        with pytest.raises(TimeoutError):
-            p.read(timeout=0.2)
-        assert time.monotonic() - started < 5
-        assert p.alive
-        p.write(b"after\n")
-        assert read_until(p, b"\n") == b"after\n"
-
-
-def test_read_stderr_timeout_is_timeouterror() -> None:
-    with netrunner.spawn(["cat"]) as p:
-        with pytest.raises(TimeoutError):
-            p.read_stderr(timeout=0.1)
-        assert p.alive
-
-
-def test_wait_timeout_is_timeoutexpired() -> None:
-    with netrunner.spawn(["sleep", "60"]) as p:
-        started = time.monotonic()
-        with pytest.raises(netrunner.TimeoutExpired) as info:
-            p.wait(timeout=0.2)
-        assert time.monotonic() - started < 5
-        assert isinstance(info.value, subprocess.TimeoutExpired)
-        assert info.value.timeout == 0.2
-        assert p.alive
-        assert p.returncode is None
-
-
-# --------------------------------------------------------------- stderr
-def test_read_stderr() -> None:
-    with netrunner.spawn(["sh", "-c", "echo out; echo oops >&2"]) as p:
-        assert read_all_stderr(p) == b"oops\n"
-        assert read_all(p) == b"out\n"
-        assert p.wait(timeout=20) == 0
-
-
-def test_stderr_merged_into_stdout() -> None:
-    with netrunner.spawn(["sh", "-c", "echo out; echo err >&2"], stderr="stdout") as p:
-        assert read_all(p) == b"out\nerr\n"
-        assert p.wait(timeout=20) == 0
-
-
-def test_reading_only_stdout_of_stderr_flooder_does_not_deadlock() -> None:
-    with netrunner.spawn(["sh", "-c", "head -c 5000000 /dev/zero >&2; echo done"]) as p:
-        assert read_all(p, within=60) == b"done\n"
-        assert p.wait(timeout=20) == 0
-        assert p.stats.bytes_err == 5_000_000
-        # The tail of what was drained is still readable.
-        tail = read_all_stderr(p)
-        assert 0 < len(tail) <= 5_000_000
-        assert tail == bytes(len(tail))
-
-
-def test_wait_alone_on_flooder_does_not_deadlock() -> None:
-    """Waiting without reading at all: both pipes are drained meanwhile."""
-    script = "head -c 3000000 /dev/zero >&2; head -c 3000000 /dev/zero; echo end"
-    with netrunner.spawn(["sh", "-c", script]) as p:
-        assert p.wait(timeout=60) == 0
-        assert read_all(p).endswith(b"end\n")
-
-
 # -------------------------------------------------------------- signals
 @pytest.mark.parametrize("sig", [15, signal.SIGTERM, "TERM", "sigterm", "SIGTERM", "Term"], ids=repr)
 def test_send_signal_forms(sig: Any) -> None:
@@ -263,17 +101,6 @@ def test_send_signal_invalid_is_valueerror(sig: Any) -> None:
         assert p.alive
         with pytest.raises(netrunner.TimeoutExpired):
             p.wait(timeout=0.05)
-
-
-def test_send_signal_is_delivered_and_handled() -> None:
-    # The background sleep dies of USR1 too (same group), so the wait
-    # returns and the trap runs whenever the signal lands.
-    script = 'trap "echo got-usr1; exit 3" USR1; echo ready; sleep 60 & wait'
-    with netrunner.spawn(["sh", "-c", script]) as p:
-        assert read_until(p, b"ready\n") == b"ready\n"
-        p.send_signal("usr1")
-        assert read_all(p) == b"got-usr1\n"
-        assert p.wait(timeout=20) == 3
 
 
 # A child and a grandchild in its process group, each with a SIGUSR1
@@ -315,67 +142,7 @@ def test_send_signal_reaches_the_whole_group() -> None:
         assert p.wait(timeout=20) == 0
 
 
-def test_terminate_and_kill() -> None:
-    with netrunner.spawn(["sleep", "60"]) as p:
-        p.terminate()
-        assert p.wait(timeout=20) == -15
-        assert p.returncode == -15
-    with netrunner.spawn(TERM_IGNORING) as p:
-        assert read_until(p, b"ready\n") == b"ready\n"
-        p.kill()
-        assert p.wait(timeout=20) == -9
-
-
-def test_terminate_ignored_then_kill() -> None:
-    with netrunner.spawn(TERM_IGNORING) as p:
-        assert read_until(p, b"ready\n") == b"ready\n"
-        p.terminate()
-        with pytest.raises(netrunner.TimeoutExpired):
-            p.wait(timeout=0.3)
-        assert p.alive
-        p.kill()
-        assert p.wait(timeout=20) == -signal.SIGKILL
-
-
-def test_signalling_after_exit_is_a_noop() -> None:
-    with netrunner.spawn(["sh", "-c", "exit 4"]) as p:
-        assert p.wait(timeout=20) == 4
-        p.send_signal("TERM")
-        p.terminate()
-        p.kill()
-        assert p.stop() == 4
-        assert p.returncode == 4
-        assert p.wait(timeout=1) == 4
-        # A bad signal is still refused after exit.
-        with pytest.raises(ValueError):
-            p.send_signal("NOPE")
-
-
 # ----------------------------------------------------------------- stop
-def test_stop_obeying_child() -> None:
-    with netrunner.spawn(["sleep", "60"], kill_timeout=30) as p:
-        started = time.monotonic()
-        assert p.stop() == -signal.SIGTERM
-        assert time.monotonic() - started < 10
-        assert not p.alive
-
-
-def test_stop_escalates_to_sigkill() -> None:
-    with netrunner.spawn(TERM_IGNORING) as p:
-        assert read_until(p, b"ready\n") == b"ready\n"
-        started = time.monotonic()
-        assert p.stop(grace=0.3) == -signal.SIGKILL
-        assert time.monotonic() - started < 0.3 + 5
-        assert p.returncode == -signal.SIGKILL
-        assert pid_gone(p.pid, within=2)
-
-
-def test_stop_default_grace_is_kill_timeout() -> None:
-    with netrunner.spawn(TERM_IGNORING, kill_timeout=0.3) as p:
-        assert read_until(p, b"ready\n") == b"ready\n"
-        started = time.monotonic()
-        assert p.stop() == -signal.SIGKILL
-        assert time.monotonic() - started < 0.3 + 5
 
 
 # A child whose worker (in its group) has stopped itself: see the helper.
@@ -403,71 +170,7 @@ def test_terminate_reaches_a_stopped_child() -> None:
         assert p.wait(timeout=20) == -signal.SIGTERM
 
 
-def test_stop_zero_grace_kills_at_once() -> None:
-    with netrunner.spawn(["sleep", "60"], kill_timeout=60) as p:
-        assert p.stop(0) == -signal.SIGKILL
-
-
-def test_stop_kills_background_grandchildren() -> None:
-    with netrunner.spawn(["sh", "-c", 'trap "" TERM; sleep 60 & echo $!; wait'], kill_timeout=0.3) as p:
-        grandchild = int(read_until(p, b"\n"))
-        p.stop()
-        assert pid_gone(grandchild, within=5)
-
-
-def test_child_exit_kills_leftover_grandchildren() -> None:
-    with netrunner.spawn(["sh", "-c", "sleep 60 & echo $!"]) as p:
-        grandchild = int(read_until(p, b"\n"))
-        assert p.wait(timeout=20) == 0
-        assert pid_gone(grandchild, within=5)
-
-
 # ------------------------------------------------------------- lifetime
-def test_context_manager_exit_stops_child() -> None:
-    with netrunner.spawn(["sleep", "60"]) as p:
-        pid = p.pid
-        assert p.alive
-    assert not p.alive
-    assert p.returncode == -signal.SIGTERM
-    assert pid_gone(pid, within=5)
-
-
-def test_context_manager_exit_on_exception_stops_child() -> None:
-    class Boom(Exception):
-        pass
-
-    with pytest.raises(Boom):
-        with netrunner.spawn(TERM_IGNORING, kill_timeout=0.3) as p:
-            assert read_until(p, b"ready\n") == b"ready\n"
-            raise Boom
-    assert p.returncode == -signal.SIGKILL
-    assert pid_gone(p.pid, within=5)
-
-
-def test_context_manager_after_normal_exit_keeps_returncode() -> None:
-    with netrunner.spawn(["sh", "-c", "exit 6"]) as p:
-        assert p.wait(timeout=20) == 6
-    assert p.returncode == 6
-
-
-def test_close_releases_and_is_idempotent() -> None:
-    p = netrunner.spawn(["sleep", "60"])
-    pid = p.pid
-    p.close()
-    p.close()
-    assert pid_gone(pid, within=5)
-    assert p.returncode == -signal.SIGTERM
-
-
-def test_dropped_process_is_stopped_by_gc() -> None:
-    p = netrunner.spawn(["sleep", "60"])
-    pidfd = os.pidfd_open(p.pid)
-    try:
-        del p
-        gc.collect()
-        assert select.select([pidfd], [], [], 10)[0], "child still running after its Process was collected"
-    finally:
-        os.close(pidfd)
 
 
 def test_dropped_process_in_reference_cycle_is_stopped_by_gc() -> None:
@@ -483,43 +186,6 @@ def test_dropped_process_in_reference_cycle_is_stopped_by_gc() -> None:
         assert select.select([pidfd], [], [], 0.3 + 5)[0], "TERM-ignoring child not killed after GC"
     finally:
         os.close(pidfd)
-
-
-# ---------------------------------------------------------------- stats
-def test_stats_live_and_final() -> None:
-    with netrunner.spawn(["cat"]) as p:
-        p.write(b"x" * 1000)
-        assert len(read_until(p, b"x" * 1000)) == 1000
-        live = p.stats
-        assert isinstance(live, netrunner.Stats)
-        assert live.returncode is None
-        assert live.bytes_in == 1000
-        assert live.bytes_out == 1000
-        assert live.bytes_err == 0
-        assert live.write_count >= 1
-        assert live.read_count >= 1
-        assert live.duration >= 0
-        assert live.user_time is None and live.system_time is None and live.max_rss is None
-        later = p.stats
-        assert later.duration >= live.duration
-        p.close_stdin()
-        assert p.wait(timeout=20) == 0
-        final = p.stats
-        assert final.returncode == 0
-        assert final.bytes_in == 1000 and final.bytes_out == 1000
-        assert final.duration >= later.duration
-        assert final.user_time is not None and final.user_time >= 0
-        assert final.system_time is not None and final.system_time >= 0
-        assert final.max_rss is not None and final.max_rss > 0
-        # Final means final: the clock has stopped.
-        assert p.stats.duration == final.duration
-
-
-def test_stats_returncode_for_signal() -> None:
-    with netrunner.spawn(["sleep", "60"]) as p:
-        p.kill()
-        p.wait(timeout=20)
-        assert p.stats.returncode == -9
 
 
 # -------------------------------------------------------------- threads
@@ -559,13 +225,6 @@ def test_reader_thread_and_writer_thread_interleaved() -> None:
 
 
 # ---------------------------------------------------------- stdin modes
-def test_stdin_devnull() -> None:
-    with netrunner.spawn(["sh", "-c", "readlink /proc/self/fd/0; cat"], stdin="devnull") as p:
-        assert read_all(p) == b"/dev/null\n"
-        assert p.wait(timeout=20) == 0
-    with netrunner.spawn(["cat"], stdin=subprocess.DEVNULL) as p:
-        assert read_all(p) == b""
-        assert p.wait(timeout=20) == 0
 
 
 def test_stdin_inherit() -> None:
@@ -608,12 +267,6 @@ def test_stdin_inherit_alias_none() -> None:
     finally:
         os.close(saved)
         os.close(w)
-
-
-def test_cwd_and_env_for_spawn(tmp_path: Any) -> None:
-    with netrunner.spawn(["sh", "-c", 'pwd -P; printf "%s\\n" "$V"'], cwd=tmp_path, env={"V": "value"}) as p:
-        assert read_all(p) == os.fsencode(os.path.realpath(tmp_path)) + b"\nvalue\n"
-        assert p.wait(timeout=20) == 0
 
 
 def test_set_window_size_needs_a_pty() -> None:
