@@ -7,7 +7,8 @@
   yields for ``seq 1 COUNT`` (captured once, then split in memory, so only
   the splitter is timed), against the per-line ``find`` loop the splitter
   used before issue 13 (kept below as the reference).
-* end to end: ``for line in netrunner.stream(cmd).lines()`` against
+* end to end: ``for line in netrunner.stream(cmd).lines()`` against the
+  same chunks through the old splitter, and against
   ``for line in Popen(cmd, stdout=PIPE).stdout`` (target: >= 1.5x Popen).
 """
 
@@ -18,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import netrunner
 from netrunner._stream import LineSplitter
@@ -64,6 +65,23 @@ def nr_lines(cmd: list[str], lines: int) -> float:
     start = time.perf_counter()
     count = 0
     for _ in netrunner.stream(cmd).lines():
+        count += 1
+    elapsed = time.perf_counter() - start
+    assert count == lines, count
+    return elapsed
+
+
+def old_lines(cmd: list[str], lines: int) -> float:
+    """stream() chunks through the splitter and generator used before issue 13."""
+
+    def split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+        splitter = FindLoopSplitter()
+        for chunk in chunks:
+            yield from splitter.feed(chunk)
+
+    start = time.perf_counter()
+    count = 0
+    for _ in split_lines(iter(netrunner.stream(cmd))):
         count += 1
     elapsed = time.perf_counter() - start
     assert count == lines, count
@@ -118,6 +136,7 @@ def main() -> int:
     e2e = interleaved(
         {
             "stream().lines()": lambda: nr_lines(cmd, args.count),
+            "stream() + old split": lambda: old_lines(cmd, args.count),
             "Popen stdout iter": lambda: popen_lines(cmd, args.count),
         },
         args.rounds,
