@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import os
 import signal
 import subprocess
@@ -22,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from procs import assert_group_gone, pid_gone
 
 import netrunner
 from netrunner import aio
 from netrunner._launch import FORK_SERVER, OWNER_CWD
+from netrunner._stream import LineSplitter, split_lines
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -118,6 +122,40 @@ def test_three_gib_stream_in_bounded_memory() -> None:
 
 
 # ------------------------------------------------------------------- lines
+# Every byte that bytes.splitlines (or str.splitlines) treats as a break.
+LINE_PIECES = [b"\n", b"\r", b"\r\n", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\x85", b"\0", b"a"]
+
+
+@given(
+    data=st.lists(st.sampled_from([*LINE_PIECES, b"x" * 5000]), max_size=60).map(b"".join) | st.binary(max_size=300),
+    choice=st.data(),
+)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_line_splitter_any_chunking_gives_lines_ended_by_newline_only(data: bytes, choice: st.DataObject) -> None:
+    """However the output is cut (empty chunks, one byte each, long lines
+    over many chunks), lines end at b"\\n" and nowhere else, and joined
+    they are the output again, so nothing is lost or reordered."""
+    cuts = sorted(choice.draw(st.lists(st.integers(0, len(data)), max_size=40)))
+    bounds = [0, *cuts, len(data)]
+    chunks = [data[a:b] for a, b in itertools.pairwise(bounds)]
+    *whole, tail = data.split(b"\n")
+    expected = [line + b"\n" for line in whole] + ([tail] if tail else [])
+
+    splitter = LineSplitter()
+    got: list[bytes] = []
+    for chunk in chunks:
+        fed = splitter.feed(chunk)
+        assert all(line.endswith(b"\n") for line in fed)
+        got += fed
+    last = splitter.finish()
+    assert last == (tail or None)
+    assert splitter.finish() is None
+    assert got + ([last] if last is not None else []) == expected
+    assert list(split_lines(iter(chunks))) == expected
+    # A text stream's chunks (str, newlines already translated) split the
+    # same way: at "\n" only, not at str.splitlines' dozen line breaks.
+    text = [chunk.decode("latin-1") for chunk in chunks]
+    assert list(split_lines(iter(text))) == [line.decode("latin-1") for line in expected]
 
 
 def test_lines_break_kills_at_once() -> None:
