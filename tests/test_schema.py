@@ -110,3 +110,18 @@ def test_a_negative_nice_is_applied_before_the_child_changes_user() -> None:
 def test_a_bad_nice_is_refused_before_anything_starts(value: object, error: type[Exception]) -> None:
     with pytest.raises(error, match="nice"):
         netrunner.run(["true"], nice=value)  # type: ignore[arg-type]
+
+
+def test_an_unknown_keyword_to_an_async_twin_is_the_type_error_python_gives() -> None:
+    # The twins take (args, **call) and complete it from the schema: a name
+    # the sync front end does not take must fail as a call to it would.
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        aio.stream(["true"], bogus=1)
+
+    async def main() -> None:
+        with pytest.raises(TypeError, match="unexpected keyword argument 'chunk_size'"):
+            await aio.run(["true"], chunk_size=1)  # a stream option, not run's
+        with pytest.raises(TypeError, match="unexpected keyword argument 'input'"):
+            await aio.spawn(["true"], input=b"")
+
+    asyncio.run(main())

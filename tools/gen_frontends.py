@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Write the parameter lists of the public front ends from the option schema.
 
-``run``, ``stream`` and ``spawn`` and their ``netrunner.aio`` twins keep
-explicit, typed keyword parameters (what ``help()``, IDEs and mypy show),
-but nobody writes them by hand: this script renders each one from
+``run``, ``stream`` and ``spawn`` keep explicit, typed keyword parameters
+(what ``help()``, IDEs and mypy show), but nobody writes them by hand
+(their ``netrunner.aio`` twins take them from these through
+``_options.same_options``, written nowhere): this script renders each one from
 ``_options.CALL_OPTIONS`` (the keywords of that kind of call) followed by
 every field of ``_options.SpawnOptions`` (the child options), and rewrites
 the lines between ``def NAME(`` and its ``) -> ...:`` in place.
@@ -28,9 +29,6 @@ TARGETS = (
     ("src/netrunner/_run.py", "run", "run"),
     ("src/netrunner/_stream.py", "stream", "stream"),
     ("src/netrunner/_process.py", "spawn", "spawn"),
-    ("src/netrunner/aio.py", "run", "run"),
-    ("src/netrunner/aio.py", "stream", "stream"),
-    ("src/netrunner/aio.py", "spawn", "spawn"),
 )
 
 

@@ -18,7 +18,7 @@ import resource
 import signal
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any, ParamSpec, TypeVar, Union
 
 from . import _cgroup
 from . import _opcodes as op
@@ -586,3 +586,44 @@ def keyword_names(function: Callable[..., Any]) -> frozenset[str]:
     """The keyword-only options ``function`` takes (what a template or a
     supervisor may pass on to it)."""
     return frozenset(name for name, p in inspect.signature(function).parameters.items() if p.kind is p.KEYWORD_ONLY)
+
+
+def _defaults(kind: str) -> dict[str, Any]:
+    out = {name: default for name, _annotation, default in CALL_OPTIONS[kind]}
+    for field in dataclasses.fields(SpawnOptions):
+        if field.name in CHILD_OPTIONS and field.name not in out:
+            out[field.name] = field.default
+    return out
+
+
+_DEFAULTS = {kind: _defaults(kind) for kind in CALL_OPTIONS}
+
+
+def call_options(kind: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every keyword of a ``kind`` front end, ``given`` over the defaults
+    (what ``locals()`` holds in a front end with the explicit signature);
+    an unknown name is the ``TypeError`` Python would raise."""
+    defaults = _DEFAULTS[kind]
+    unknown = given.keys() - defaults.keys()
+    if unknown:
+        raise TypeError(f"{kind}() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+    return {**defaults, **given}
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def same_options(front_end: Callable[P, object]) -> Callable[[Callable[..., R]], Callable[P, R]]:
+    """Give a twin (``aio.run`` of ``run``) exactly ``front_end``'s
+    parameters: for mypy through ``P``, for ``help()`` and ``inspect``
+    through ``__signature__`` (the twin's own return annotation kept).
+    The twin takes ``(args, **call)`` and completes ``call`` with
+    :func:`call_options`, so its parameter list is written nowhere."""
+
+    def decorate(twin: Callable[..., R]) -> Callable[P, R]:
+        own = inspect.signature(twin).return_annotation
+        twin.__signature__ = inspect.signature(front_end).replace(return_annotation=own)  # type: ignore[attr-defined]
+        return twin
+
+    return decorate

@@ -21,14 +21,14 @@ shielded and is waited for even if cancelled again meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
+from . import _process, _run, _stream
 from ._adrive import adrive_flow, start_background
 from ._core import ChildCore
 from ._drive import Flow, after_checkpoint, until
 from ._errors import CalledProcessError, NetRunnerError
-from ._options import SpawnOptions
+from ._options import SpawnOptions, call_options, same_options
 from ._process import ProcessBase
 from ._result import Result
 from ._run import RunPlan, plan, running
@@ -39,39 +39,8 @@ from ._stream import LineSplitter, StreamJob, stream_plan
 __all__ = ["AsyncProcess", "AsyncStream", "run", "spawn", "stream"]
 
 
-async def run(
-    args: Any,
-    *,
-    input: Any = None,
-    timeout: float | None = None,
-    check: bool = False,
-    max_output_size: int | None = None,
-    stderr: Any = "pipe",
-    text: bool = False,
-    encoding: str | None = None,
-    errors: str | None = None,
-    stdout: Any = "pipe",
-    cwd: Any = None,
-    env: Any = None,
-    pty: bool = False,
-    kill_timeout: float = 5.0,
-    cgroup: Any = None,
-    limits: Any = None,
-    rlimits: Any = None,
-    rows: int = 24,
-    cols: int = 80,
-    echo: bool = True,
-    user: str | int | None = None,
-    group: str | int | None = None,
-    extra_groups: Iterable[str | int] | None = None,
-    umask: int | None = None,
-    no_new_privs: bool = False,
-    nice: int | None = None,
-    pass_fds: Iterable[int] = (),
-    start_new_session: bool = False,
-    process_group: int | None = None,
-    shell: bool = False,
-) -> Result:
+@same_options(_run.run)
+async def run(args: Any, **call: Any) -> Result:
     """:func:`netrunner.run` on the event loop (see its docstring for the
     full text of each option): no thread, no blocking call on the loop.
 
@@ -102,7 +71,7 @@ async def run(
             stopped and reaped first).
         Everything ``run`` raises, for the same reasons.
     """
-    return await adrive_flow(running(args, plan(args, locals())))
+    return await adrive_flow(running(args, plan(args, call_options("run", call))))
 
 
 class AsyncProcess(ProcessBase):
@@ -208,33 +177,8 @@ async def _write_eof(flow: Flow[None]) -> None:
         pass  # the child or its shepherd is gone: nobody reads the EOF
 
 
-async def spawn(
-    args: Any,
-    *,
-    stdin: Any = "pipe",
-    stderr: Any = "pipe",
-    stdout: Any = "pipe",
-    cwd: Any = None,
-    env: Any = None,
-    pty: bool = False,
-    kill_timeout: float = 5.0,
-    cgroup: Any = None,
-    limits: Any = None,
-    rlimits: Any = None,
-    rows: int = 24,
-    cols: int = 80,
-    echo: bool = True,
-    user: str | int | None = None,
-    group: str | int | None = None,
-    extra_groups: Iterable[str | int] | None = None,
-    umask: int | None = None,
-    no_new_privs: bool = False,
-    nice: int | None = None,
-    pass_fds: Iterable[int] = (),
-    start_new_session: bool = False,
-    process_group: int | None = None,
-    shell: bool = False,
-) -> AsyncProcess:
+@same_options(_process.spawn)
+async def spawn(args: Any, **call: Any) -> AsyncProcess:
     """:func:`netrunner.spawn` on the event loop: the spawn handshake is
     awaited, never waited for (see ``spawn``'s docstring for each option).
 
@@ -260,7 +204,7 @@ async def spawn(
             stopped and reaped first).
         Everything ``spawn`` raises, for the same reasons.
     """
-    rq = SpawnOptions.from_call(locals()).request(args)
+    rq = SpawnOptions.from_call(call_options("spawn", call)).request(args)
     return await adrive_flow(started(args, rq, AsyncProcess))
 
 
@@ -393,39 +337,8 @@ class _AsyncLines:
         return self._ready.pop()
 
 
-def stream(
-    args: Any,
-    *,
-    input: Any = None,
-    stderr: Any = "pipe",
-    timeout: float | None = None,
-    check: bool = False,
-    chunk_size: int = 65536,
-    text: bool = False,
-    encoding: str | None = None,
-    errors: str | None = None,
-    stdout: Any = "pipe",
-    cwd: Any = None,
-    env: Any = None,
-    pty: bool = False,
-    kill_timeout: float = 5.0,
-    cgroup: Any = None,
-    limits: Any = None,
-    rlimits: Any = None,
-    rows: int = 24,
-    cols: int = 80,
-    echo: bool = True,
-    user: str | int | None = None,
-    group: str | int | None = None,
-    extra_groups: Iterable[str | int] | None = None,
-    umask: int | None = None,
-    no_new_privs: bool = False,
-    nice: int | None = None,
-    pass_fds: Iterable[int] = (),
-    start_new_session: bool = False,
-    process_group: int | None = None,
-    shell: bool = False,
-) -> AsyncStream:
+@same_options(_stream.stream)
+def stream(args: Any, **call: Any) -> AsyncStream:
     """:func:`netrunner.stream` for ``async for`` (see its docstring for
     each option).  Not a coroutine: the options are validated now (bad
     ones raise here), the child starts on the first iteration
@@ -459,5 +372,6 @@ def stream(
         Everything else ``stream`` raises, from the iteration (the start's
             errors included).
     """
-    call, size, grace = stream_plan(args, locals())
-    return AsyncStream(args, call, size, grace, check)
+    options = call_options("stream", call)
+    plan_, size, grace = stream_plan(args, options)
+    return AsyncStream(args, plan_, size, grace, options["check"])
