@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+import netrunner
 from netrunner import _drive
 from netrunner._adrive import adrive_flow, current_backend
 from netrunner._drive import CHECKPOINT, POLLIN, POLLOUT, Checkpoint, Pending, may_block, notify_closing
@@ -567,7 +568,8 @@ def test_background_work_runs_as_a_task_on_asyncio_and_is_declined_on_trio(kit_r
 
 
 def test_importing_the_async_front_end_does_not_import_trio_and_the_core_no_asyncio() -> None:
-    src = str(Path(__file__).parent.parent / "src")
+    # The netrunner under test (the installed one in CI, src/ in a dev tree).
+    src = str(Path(netrunner.__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     code = (
         "import sys\n"
