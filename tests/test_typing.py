@@ -11,6 +11,7 @@ clean.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import subprocess
@@ -31,6 +32,7 @@ import sys
 
 import netrunner
 from netrunner import aio, run, spawn, stream
+from netrunner.typing import Args, Env
 
 plain = run(["true"])
 reveal_type(plain.stdout)
@@ -53,6 +55,10 @@ run(["cat"], input=sys.stdin.buffer, stderr=sys.stderr, limits={"memory.max": "1
 process = spawn(["cat"], stdin="pipe", rows=30, pty=True)
 process.write(b"x")
 result: netrunner.Result[bytes] = run(["true"], check=True)
+
+
+def build(command: Args, env: Env = None) -> netrunner.Result[str]:
+    return run(command, env=env, text=True)
 
 
 async def main() -> None:
@@ -156,3 +162,38 @@ def test_mistakes_are_type_errors(mypy_output: str) -> None:
     missing = [source[number - 1].strip() for number in sorted(calls - errors.keys())]
     assert not missing, f"not caught by mypy: {missing}\n{mypy_output}"
     assert errors.keys() <= calls, mypy_output
+
+
+def _annotations(function: object) -> list[str]:
+    signature = inspect.signature(function)  # type: ignore[arg-type]
+    return [str(p.annotation) for p in signature.parameters.values()] + [str(signature.return_annotation)]
+
+
+def test_no_any_in_the_native_signatures() -> None:
+    """What the front ends, their results and the exceptions show mypy and
+    ``help()``: precise types, never ``Any`` (which would hide mistakes)."""
+    import netrunner
+    from netrunner import aio
+
+    classes = [
+        netrunner.Process,
+        netrunner.Stream,
+        netrunner.Result,
+        netrunner.CalledProcessError,
+        netrunner.TimeoutExpired,
+        netrunner.OutputLimitExceeded,
+        aio.AsyncProcess,
+        aio.AsyncStream,
+    ]
+    found = {}
+    for function in (netrunner.run, netrunner.stream, netrunner.spawn, aio.run, aio.stream, aio.spawn):
+        found[function.__qualname__] = _annotations(function)
+    for cls in classes:
+        for klass in cls.__mro__:
+            if klass.__module__.startswith("netrunner"):
+                for name, member in vars(klass).items():
+                    getter = member.fget if isinstance(member, property) else member
+                    if callable(getter) and (not name.startswith("_") or name == "__init__"):
+                        found[f"{cls.__name__}.{name}"] = _annotations(getter)
+    with_any = {name: notes for name, notes in found.items() if any("Any" in note for note in notes)}
+    assert not with_any

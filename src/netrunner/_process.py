@@ -72,8 +72,10 @@ class ProcessBase:
         return self._core.pid
 
     @property
-    def args(self) -> Any:
-        return self._core.args
+    def args(self) -> Args:
+        """The command as given to ``spawn``."""
+        args: Args = self._core.args
+        return args
 
     def _followed(self) -> ChildCore:
         """The core, after taking in whatever the shepherd said (non-blocking)."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from ._errors import CalledProcessError
+from ._options import Args
 from ._stats import Stats
 
-T = TypeVar("T")
+T = TypeVar("T", bound="bytes | str")
 
 
 class Result(subprocess.CompletedProcess[T], Generic[T]):
@@ -20,7 +21,7 @@ class Result(subprocess.CompletedProcess[T], Generic[T]):
     say which).  As there, ``stdout``/``stderr`` are typed ``T`` though they
     are ``None`` when not captured (``stdout="inherit"``, ...)."""
 
-    def __init__(self, args: Any, returncode: int, stdout: T, stderr: T, *, pid: int, stats: Stats) -> None:
+    def __init__(self, args: Args, returncode: int, stdout: T, stderr: T, *, pid: int, stats: Stats) -> None:
         super().__init__(args, returncode, stdout, stderr)
         self.pid = pid
         self.stats = stats

@@ -413,7 +413,7 @@ class AsyncStream(Generic[T]):
     socket close in C, and the shepherd SIGKILLs at once on that owner loss
     (see ``prepare_stream``)."""
 
-    def __init__(self, args: Any, call: RunPlan, chunk_size: int, grace: float, check: bool) -> None:
+    def __init__(self, args: Args, call: RunPlan, chunk_size: int, grace: float, check: bool) -> None:
         self.args = args
         self._call = call
         self._chunk_size = chunk_size
