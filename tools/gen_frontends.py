@@ -9,6 +9,18 @@
 every field of ``_options.SpawnOptions`` (the child options), and rewrites
 the lines between ``def NAME(`` and its ``) -> ...:`` in place.
 
+``run`` and ``stream`` are also overloaded on ``text``/``encoding``/
+``errors`` (``Result[bytes]`` by default, ``Result[str]`` once any of them
+asks for text; ``_options.TEXT_OVERLOADS`` lists the variants).  Each
+overload is a full parameter list, rendered here between the marker lines
+``# overloads of NAME: generated ...`` and ``# end of generated overloads``
+above the function.  The ``netrunner.aio`` twins get the same rendered
+overloads (``async def``): ``same_options`` copies *one* signature through
+a ParamSpec, which cannot carry overloads, so without them
+``await aio.run(...)`` would be typed ``Result[bytes] | Result[str]``
+whatever ``text`` says; ``same_options`` still gives them their runtime
+``__signature__`` and the implementation's checks.
+
 Run with no arguments to rewrite; ``--check`` exits 1 when a checked-in
 signature differs (the suite runs the same comparison).
 """
@@ -31,6 +43,15 @@ TARGETS = (
     ("src/netrunner/_process.py", "spawn", "spawn"),
 )
 
+# (file, function, kind of call, async, return type by variant)
+OVERLOADED = (
+    ("src/netrunner/_run.py", "run", "run", False, "Result[{}]"),
+    ("src/netrunner/_stream.py", "stream", "stream", False, "Stream[{}]"),
+    ("src/netrunner/aio.py", "run", "run", True, "Result[{}]"),
+    ("src/netrunner/aio.py", "stream", "stream", False, "AsyncStream[{}]"),
+)
+END_MARK = "# end of generated overloads"
+
 
 def _literal(value: object) -> str:
     if isinstance(value, str):
@@ -38,30 +59,69 @@ def _literal(value: object) -> str:
     return repr(value)
 
 
-def parameters(kind: str) -> list[str]:
-    """The parameter lines of a ``kind`` front end, as the source spells them."""
-    lines = ["    args: Any,", "    *,"]
-    seen = set()
-    for name, annotation, default in _options.CALL_OPTIONS[kind]:
-        lines.append(f"    {name}: {annotation} = {_literal(default)},")
-        seen.add(name)
+def parameters(kind: str, variant: dict[str, tuple[str, object]] | None = None) -> list[str]:
+    """The parameter lines of a ``kind`` front end, as the source spells
+    them; ``variant`` overrides some (annotation, default), for an overload
+    (default ``_options.REQUIRED``: no default)."""
+    variant = variant or {}
+    lines = ["    args: Args,", "    *,"]
+    entries = list(_options.CALL_OPTIONS[kind])
+    seen = {name for name, _annotation, _default in entries}
     for field in dataclasses.fields(_options.SpawnOptions):
-        if field.name in seen or field.name not in _options.CHILD_OPTIONS:
-            continue
-        lines.append(f"    {field.name}: {field.type} = {_literal(field.default)},")
+        if field.name not in seen and field.name in _options.CHILD_OPTIONS:
+            entries.append((field.name, str(field.type), field.default))
+    for name, annotation, default in entries:
+        annotation, default = variant.get(name, (annotation, default))
+        if default is _options.REQUIRED:
+            lines.append(f"    {name}: {annotation},")
+        else:
+            lines.append(f"    {name}: {annotation} = {_literal(default)},")
     return lines
+
+
+def overloads(function: str, kind: str, is_async: bool, returns: str) -> list[str]:
+    """The ``@overload`` stubs of a front end, one per text variant."""
+    out = []
+    for variant, result in _options.TEXT_OVERLOADS:
+        if result == "both":
+            annotation = f"{returns.format('bytes')} | {returns.format('str')}"
+        else:
+            annotation = returns.format(result)
+        out.append("@overload")
+        out.append(f"{'async def' if is_async else 'def'} {function}(")
+        out.extend(parameters(kind, variant))
+        out.append(f") -> {annotation}: ...")
+    return [*out, "", ""]  # ruff format's two blank lines before the end marker
+
+
+def _heads(lines: list[str], function: str, path: str) -> int:
+    heads = [
+        i
+        for i, line in enumerate(lines)
+        if line in (f"def {function}(", f"async def {function}(") and lines[i - 1] != "@overload"
+    ]
+    if len(heads) != 1:
+        raise SystemExit(f"{path}: expected one 'def {function}(' at the left margin, found {len(heads)}")
+    return heads[0]
 
 
 def rewrite(source: str, function: str, kind: str, path: str) -> str:
     lines = source.split("\n")
-    heads = [i for i, line in enumerate(lines) if line in (f"def {function}(", f"async def {function}(")]
-    if len(heads) != 1:
-        raise SystemExit(f"{path}: expected one 'def {function}(' at the left margin, found {len(heads)}")
-    start = heads[0] + 1
+    start = _heads(lines, function, path) + 1
     end = start
     while not lines[end].startswith(")"):
         end += 1
     return "\n".join([*lines[:start], *parameters(kind), *lines[end:]])
+
+
+def rewrite_overloads(source: str, function: str, kind: str, is_async: bool, returns: str, path: str) -> str:
+    lines = source.split("\n")
+    mark = f"# overloads of {function}: generated by tools/gen_frontends.py from the option schema"
+    if lines.count(mark) != 1:
+        raise SystemExit(f"{path}: expected one line {mark!r}")
+    start = lines.index(mark) + 1
+    end = lines.index(END_MARK, start)
+    return "\n".join([*lines[:start], *overloads(function, kind, is_async, returns), *lines[end:]])
 
 
 def render_all() -> dict[Path, str]:
@@ -70,6 +130,10 @@ def render_all() -> dict[Path, str]:
         path = ROOT / relative
         text = out.get(path, path.read_text())
         out[path] = rewrite(text, function, kind, relative)
+    for relative, function, kind, is_async, returns in OVERLOADED:
+        path = ROOT / relative
+        text = out.get(path, path.read_text())
+        out[path] = rewrite_overloads(text, function, kind, is_async, returns, relative)
     return out
 
 

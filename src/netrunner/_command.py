@@ -157,7 +157,7 @@ class Command:
         _check_names(options)
         return Command(self._program, self._args, **{**self._options, **options})
 
-    def run(self, args: Sequence[Any] = (), **options: Any) -> Result:
+    def run(self, args: Sequence[Any] = (), **options: Any) -> Result[Any]:
         """:func:`netrunner.run` of ``argv(args)``.
 
         Args:
@@ -175,7 +175,7 @@ class Command:
         """
         return run(self.argv(args), **self.options_for("run", options))
 
-    def stream(self, args: Sequence[Any] = (), **options: Any) -> Stream:
+    def stream(self, args: Sequence[Any] = (), **options: Any) -> Stream[Any]:
         """:func:`netrunner.stream` of ``argv(args)``.
 
         Args:

@@ -4,7 +4,10 @@ catches, so code moving from ``subprocess`` keeps working unchanged."""
 from __future__ import annotations
 
 import subprocess
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._options import Args
 
 
 class NetRunnerError(Exception):
@@ -17,9 +20,9 @@ class CalledProcessError(NetRunnerError, subprocess.CalledProcessError):
     def __init__(
         self,
         returncode: int,
-        cmd: Any,
-        output: Any = None,
-        stderr: Any = None,
+        cmd: Args,
+        output: bytes | str | None = None,
+        stderr: bytes | str | None = None,
         tail: bytes = b"",
         oom_killed: bool = False,
     ) -> None:
@@ -40,14 +43,16 @@ class CalledProcessError(NetRunnerError, subprocess.CalledProcessError):
 class TimeoutExpired(NetRunnerError, subprocess.TimeoutExpired):
     """The timeout passed; the child was stopped; partial output attached."""
 
-    def __init__(self, cmd: Any, timeout: float, output: Any = None, stderr: Any = None) -> None:
+    def __init__(
+        self, cmd: Args, timeout: float, output: bytes | str | None = None, stderr: bytes | str | None = None
+    ) -> None:
         subprocess.TimeoutExpired.__init__(self, cmd, timeout, output, stderr)
 
 
 class OutputLimitExceeded(NetRunnerError, subprocess.SubprocessError):
     """stdout grew past ``max_output_size``; ``.stdout`` holds the first bytes."""
 
-    def __init__(self, cmd: Any, limit: int, stdout: Any = None, stderr: Any = None) -> None:
+    def __init__(self, cmd: Args, limit: int, stdout: bytes | None = None, stderr: bytes | str | None = None) -> None:
         super().__init__(f"Command {cmd!r} wrote more than {limit} bytes to stdout")
         self.cmd = cmd
         self.limit = limit
@@ -55,7 +60,7 @@ class OutputLimitExceeded(NetRunnerError, subprocess.SubprocessError):
         self.stderr = stderr
 
     @property
-    def output(self) -> Any:
+    def output(self) -> bytes | None:
         return self.stdout
 
 

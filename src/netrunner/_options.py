@@ -18,7 +18,7 @@ import resource
 import signal
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar, Union
+from typing import IO, Any, Literal, ParamSpec, Protocol, TypeAlias, TypeVar, Union
 
 from . import _cgroup
 from . import _opcodes as op
@@ -26,6 +26,38 @@ from ._bounds import DEFAULT_KILL_TIMEOUT
 from ._protocol import SpawnRequest
 
 StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+
+# The public option types (re-exported by ``netrunner.typing``): what the
+# validators below accept, spelled for mypy, so a wrong type is caught
+# before the program runs and not only by the ValueError/TypeError here.
+Args: TypeAlias = StrOrBytesPath | Sequence[StrOrBytesPath]
+"""A command: a sequence of arguments (a single str/bytes only with
+``shell=True``, which the validator checks)."""
+
+
+class HasFileno(Protocol):
+    """Any object with ``fileno()`` (a file, a socket): the child gets a
+    duplicate of that fd."""
+
+    def fileno(self) -> int: ...
+
+
+StdinSpec: TypeAlias = Literal["pipe", "devnull", "inherit"] | int | HasFileno | None
+"""stdin/stdout: a mode name, a ``subprocess`` constant or fd (both ints),
+a file object, or None (inherit)."""
+StdoutSpec: TypeAlias = StdinSpec
+StderrSpec: TypeAlias = Literal["pipe", "stdout", "devnull", "inherit"] | int | HasFileno | None
+"""stderr: as stdin, plus ``"stdout"`` (``subprocess.STDOUT``)."""
+Env: TypeAlias = Mapping[str, StrOrBytesPath] | Mapping[bytes, StrOrBytesPath] | None
+"""The child's whole environment (None: ours)."""
+Input: TypeAlias = bytes | bytearray | memoryview | str | Iterable[bytes] | IO[bytes] | None
+"""What ``run``/``stream`` feed to stdin (None: ``/dev/null``)."""
+Cgroup: TypeAlias = bool | str | None
+"""True for a fresh cgroup, a path relative to the cgroup v2 mount, or None/False."""
+Limits: TypeAlias = Mapping[str, str | int] | None
+"""cgroup controller files to write, ``{"memory.max": "100M"}``."""
+Rlimits: TypeAlias = Mapping[str, tuple[int, int]] | Mapping[int, tuple[int, int]] | None
+"""``{"RLIMIT_NOFILE": (soft, hard)}``, by name or ``resource`` constant."""
 
 _STDERR_MODES = {
     "pipe": op.STDIO_PIPE,
@@ -458,16 +490,16 @@ class SpawnOptions:
     ``input``), so they are not in the generated keyword lists.
     """
 
-    stdin: Any = "pipe"
-    stderr: Any = "pipe"
-    stdout: Any = "pipe"
-    cwd: Any = None
-    env: Any = None
+    stdin: StdinSpec = "pipe"
+    stderr: StderrSpec = "pipe"
+    stdout: StdoutSpec = "pipe"
+    cwd: StrOrBytesPath | None = None
+    env: Env = None
     pty: bool = False
     kill_timeout: float = DEFAULT_KILL_TIMEOUT
-    cgroup: Any = None
-    limits: Any = None
-    rlimits: Any = None
+    cgroup: Cgroup = None
+    limits: Limits = None
+    rlimits: Rlimits = None
     rows: int = 24
     cols: int = 80
     echo: bool = True
@@ -556,18 +588,18 @@ CHILD_OPTIONS = tuple(name for name in _FIELD_NAMES if name not in ("stdin", "st
 # SpawnOptions, so the six signatures cannot drift apart.
 CALL_OPTIONS: dict[str, tuple[tuple[str, str, Any], ...]] = {
     "run": (
-        ("input", "Any", None),
+        ("input", "Input", None),
         ("timeout", "float | None", None),
         ("check", "bool", False),
         ("max_output_size", "int | None", None),
-        ("stderr", "Any", "pipe"),
+        ("stderr", "StderrSpec", "pipe"),
         ("text", "bool", False),
         ("encoding", "str | None", None),
         ("errors", "str | None", None),
     ),
     "stream": (
-        ("input", "Any", None),
-        ("stderr", "Any", "pipe"),
+        ("input", "Input", None),
+        ("stderr", "StderrSpec", "pipe"),
         ("timeout", "float | None", None),
         ("check", "bool", False),
         ("chunk_size", "int", 65536),
@@ -576,10 +608,25 @@ CALL_OPTIONS: dict[str, tuple[tuple[str, str, Any], ...]] = {
         ("errors", "str | None", None),
     ),
     "spawn": (
-        ("stdin", "Any", "pipe"),
-        ("stderr", "Any", "pipe"),
+        ("stdin", "StdinSpec", "pipe"),
+        ("stderr", "StderrSpec", "pipe"),
     ),
 }
+
+
+REQUIRED = object()  # an overload's keyword without a default
+
+# The overloads of run/stream (and their aio twins) on text: each variant
+# overrides some keywords' (annotation, default) and says whether the
+# output is bytes, str, or not known from the types ("both").  As at run
+# time, text=True, an encoding or an error handler each mean str.
+TEXT_OVERLOADS: tuple[tuple[dict[str, tuple[str, object]], str], ...] = (
+    ({"text": ("Literal[False]", False), "encoding": ("None", None), "errors": ("None", None)}, "bytes"),
+    ({"text": ("Literal[True]", REQUIRED)}, "str"),
+    ({"encoding": ("str", REQUIRED)}, "str"),
+    ({"errors": ("str", REQUIRED)}, "str"),
+    ({}, "both"),
+)
 
 
 def keyword_names(function: Callable[..., Any]) -> frozenset[str]:
@@ -622,6 +669,23 @@ def same_options(front_end: Callable[P, object]) -> Callable[[Callable[..., R]],
     :func:`call_options`, so its parameter list is written nowhere."""
 
     def decorate(twin: Callable[..., R]) -> Callable[P, R]:
+        own = inspect.signature(twin).return_annotation
+        twin.__signature__ = inspect.signature(front_end).replace(return_annotation=own)  # type: ignore[attr-defined]
+        return twin
+
+    return decorate
+
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def same_signature(front_end: Callable[..., object]) -> Callable[[F], F]:
+    """:func:`same_options` for a twin with overloads of its own (``aio.run``
+    and ``aio.stream``, generated with their sync front end's): a ParamSpec
+    would copy only the first overload, so mypy keeps the twin's overloads
+    and only ``help()``/``inspect`` get ``front_end``'s signature."""
+
+    def decorate(twin: F) -> F:
         own = inspect.signature(twin).return_annotation
         twin.__signature__ = inspect.signature(front_end).replace(return_annotation=own)  # type: ignore[attr-defined]
         return twin

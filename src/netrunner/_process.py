@@ -23,7 +23,18 @@ from ._bounds import CGROUP_TEARDOWN, REPORT_MARGIN, STOP_MARGIN
 from ._core import ChildCore
 from ._drive import FAIR_READS, POLLIN, Flow, Pending, after_checkpoint, drive_flow, until
 from ._errors import ShepherdError, TimeoutExpired
-from ._options import SpawnOptions
+from ._options import (
+    Args,
+    Cgroup,
+    Env,
+    Limits,
+    Rlimits,
+    SpawnOptions,
+    StderrSpec,
+    StdinSpec,
+    StdoutSpec,
+    StrOrBytesPath,
+)
 from ._protocol import encode_signal, encode_stop
 from ._start import started
 from ._stats import Stats
@@ -61,8 +72,10 @@ class ProcessBase:
         return self._core.pid
 
     @property
-    def args(self) -> Any:
-        return self._core.args
+    def args(self) -> Args:
+        """The command as given to ``spawn``."""
+        args: Args = self._core.args
+        return args
 
     def _followed(self) -> ChildCore:
         """The core, after taking in whatever the shepherd said (non-blocking)."""
@@ -420,18 +433,18 @@ class Process(ProcessBase):
 
 
 def spawn(
-    args: Any,
+    args: Args,
     *,
-    stdin: Any = "pipe",
-    stderr: Any = "pipe",
-    stdout: Any = "pipe",
-    cwd: Any = None,
-    env: Any = None,
+    stdin: StdinSpec = "pipe",
+    stderr: StderrSpec = "pipe",
+    stdout: StdoutSpec = "pipe",
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
     pty: bool = False,
     kill_timeout: float = 5.0,
-    cgroup: Any = None,
-    limits: Any = None,
-    rlimits: Any = None,
+    cgroup: Cgroup = None,
+    limits: Limits = None,
+    rlimits: Rlimits = None,
     rows: int = 24,
     cols: int = 80,
     echo: bool = True,

@@ -273,7 +273,7 @@ def _popen_arguments(popenargs: tuple[_Any, ...], kwargs: dict[str, _Any]) -> tu
 def call(*popenargs: _Any, timeout: float | None = None, **kwargs: _Any) -> int:
     """``subprocess.call``: run the command and return its returncode (on
     timeout the child's group is killed and ``TimeoutExpired`` raised)."""
-    result: _Result = run(*popenargs, timeout=timeout, **kwargs)
+    result: _Result[_Any] = run(*popenargs, timeout=timeout, **kwargs)
     return result.returncode
 
 
