@@ -15,7 +15,7 @@ import os
 import stat
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _opcodes as op
 from . import _options as options
@@ -23,6 +23,7 @@ from ._bounds import CGROUP_TEARDOWN, EOF_GRACE, REAP_BOUND, REPORT_MARGIN
 from ._core import READ_SIZE, ChildCore, eof_on_eio
 from ._drive import POLLIN, POLLOUT, Flow, Pending, drive_flow, until
 from ._errors import CalledProcessError, OutputLimitExceeded, ShepherdError, TimeoutExpired
+from ._keywords import RunKeywords
 from ._options import (
     Args,
     Cgroup,
@@ -38,6 +39,9 @@ from ._options import (
 from ._protocol import SpawnRequest, encode_stop
 from ._result import Result
 from ._start import started
+
+if TYPE_CHECKING:  # (typing.Unpack is 3.11+; annotations are never evaluated)
+    from typing_extensions import Unpack
 
 INPUT_CHUNK = 1 << 20
 INPUT_KINDS = "input must be bytes, str, an iterable of bytes or a binary file"
@@ -544,171 +548,46 @@ def running(args: Any, plan: RunPlan) -> Flow[Result[Any]]:
 def run(
     args: Args,
     *,
-    input: Input = None,
-    timeout: float | None = None,
-    check: bool = False,
-    max_output_size: int | None = None,
-    stderr: StderrSpec = "pipe",
     text: Literal[False] = False,
     encoding: None = None,
     errors: None = None,
-    stdout: StdoutSpec = "pipe",
-    cwd: StrOrBytesPath | None = None,
-    env: Env = None,
-    pty: bool = False,
-    kill_timeout: float = 5.0,
-    cgroup: Cgroup = None,
-    limits: Limits = None,
-    rlimits: Rlimits = None,
-    rows: int = 24,
-    cols: int = 80,
-    echo: bool = True,
-    user: str | int | None = None,
-    group: str | int | None = None,
-    extra_groups: Iterable[str | int] | None = None,
-    umask: int | None = None,
-    no_new_privs: bool = False,
-    nice: int | None = None,
-    pass_fds: Iterable[int] = (),
-    start_new_session: bool = False,
-    process_group: int | None = None,
-    shell: bool = False,
+    **options: Unpack[RunKeywords],
 ) -> Result[bytes]: ...
 @overload
 def run(
     args: Args,
     *,
-    input: Input = None,
-    timeout: float | None = None,
-    check: bool = False,
-    max_output_size: int | None = None,
-    stderr: StderrSpec = "pipe",
     text: Literal[True],
     encoding: str | None = None,
     errors: str | None = None,
-    stdout: StdoutSpec = "pipe",
-    cwd: StrOrBytesPath | None = None,
-    env: Env = None,
-    pty: bool = False,
-    kill_timeout: float = 5.0,
-    cgroup: Cgroup = None,
-    limits: Limits = None,
-    rlimits: Rlimits = None,
-    rows: int = 24,
-    cols: int = 80,
-    echo: bool = True,
-    user: str | int | None = None,
-    group: str | int | None = None,
-    extra_groups: Iterable[str | int] | None = None,
-    umask: int | None = None,
-    no_new_privs: bool = False,
-    nice: int | None = None,
-    pass_fds: Iterable[int] = (),
-    start_new_session: bool = False,
-    process_group: int | None = None,
-    shell: bool = False,
+    **options: Unpack[RunKeywords],
 ) -> Result[str]: ...
 @overload
 def run(
     args: Args,
     *,
-    input: Input = None,
-    timeout: float | None = None,
-    check: bool = False,
-    max_output_size: int | None = None,
-    stderr: StderrSpec = "pipe",
     text: bool = False,
     encoding: str,
     errors: str | None = None,
-    stdout: StdoutSpec = "pipe",
-    cwd: StrOrBytesPath | None = None,
-    env: Env = None,
-    pty: bool = False,
-    kill_timeout: float = 5.0,
-    cgroup: Cgroup = None,
-    limits: Limits = None,
-    rlimits: Rlimits = None,
-    rows: int = 24,
-    cols: int = 80,
-    echo: bool = True,
-    user: str | int | None = None,
-    group: str | int | None = None,
-    extra_groups: Iterable[str | int] | None = None,
-    umask: int | None = None,
-    no_new_privs: bool = False,
-    nice: int | None = None,
-    pass_fds: Iterable[int] = (),
-    start_new_session: bool = False,
-    process_group: int | None = None,
-    shell: bool = False,
+    **options: Unpack[RunKeywords],
 ) -> Result[str]: ...
 @overload
 def run(
     args: Args,
     *,
-    input: Input = None,
-    timeout: float | None = None,
-    check: bool = False,
-    max_output_size: int | None = None,
-    stderr: StderrSpec = "pipe",
     text: bool = False,
     encoding: str | None = None,
     errors: str,
-    stdout: StdoutSpec = "pipe",
-    cwd: StrOrBytesPath | None = None,
-    env: Env = None,
-    pty: bool = False,
-    kill_timeout: float = 5.0,
-    cgroup: Cgroup = None,
-    limits: Limits = None,
-    rlimits: Rlimits = None,
-    rows: int = 24,
-    cols: int = 80,
-    echo: bool = True,
-    user: str | int | None = None,
-    group: str | int | None = None,
-    extra_groups: Iterable[str | int] | None = None,
-    umask: int | None = None,
-    no_new_privs: bool = False,
-    nice: int | None = None,
-    pass_fds: Iterable[int] = (),
-    start_new_session: bool = False,
-    process_group: int | None = None,
-    shell: bool = False,
+    **options: Unpack[RunKeywords],
 ) -> Result[str]: ...
 @overload
 def run(
     args: Args,
     *,
-    input: Input = None,
-    timeout: float | None = None,
-    check: bool = False,
-    max_output_size: int | None = None,
-    stderr: StderrSpec = "pipe",
     text: bool = False,
     encoding: str | None = None,
     errors: str | None = None,
-    stdout: StdoutSpec = "pipe",
-    cwd: StrOrBytesPath | None = None,
-    env: Env = None,
-    pty: bool = False,
-    kill_timeout: float = 5.0,
-    cgroup: Cgroup = None,
-    limits: Limits = None,
-    rlimits: Rlimits = None,
-    rows: int = 24,
-    cols: int = 80,
-    echo: bool = True,
-    user: str | int | None = None,
-    group: str | int | None = None,
-    extra_groups: Iterable[str | int] | None = None,
-    umask: int | None = None,
-    no_new_privs: bool = False,
-    nice: int | None = None,
-    pass_fds: Iterable[int] = (),
-    start_new_session: bool = False,
-    process_group: int | None = None,
-    shell: bool = False,
+    **options: Unpack[RunKeywords],
 ) -> Result[bytes] | Result[str]: ...
 
 
