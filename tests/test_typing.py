@@ -61,7 +61,13 @@ def build(command: Args, env: Env = None) -> netrunner.Result[str]:
     return run(command, env=env, text=True)
 
 
+curl = netrunner.Command("curl", ["-sS"], timeout=30.0, stderr="devnull")
+curl.run(["https://example.com"], timeout=5.0)
+netrunner.Daemon(["sleep", "60"], restart="on-failure", rows=30)
+
+
 async def main() -> None:
+    await aio.run(curl.argv(["x"]), **curl.options_for("run"))  # the README's way to aio
     done = await aio.run(["true"])
     reveal_type(done)
     text = await aio.run(["true"], text=True)
@@ -77,9 +83,13 @@ asyncio.run(main())
 
 # Each line must be an error (and only these lines).
 BAD = """
-from netrunner import aio, run, spawn, stream
+from netrunner import Command, Daemon, aio, run, spawn, stream
 
 run(12345)
+Command("x", bogus=1)
+Command("x", stderr="bogus")
+Command("x").spawn(timeout=3.0)
+Daemon(["x"], rows="x")
 run(["x"], stderr="bogus")
 spawn(["x"], rows="x")
 run(["x"], env={"A": 1})
@@ -184,6 +194,8 @@ def test_no_any_in_the_native_signatures() -> None:
         netrunner.OutputLimitExceeded,
         aio.AsyncProcess,
         aio.AsyncStream,
+        netrunner.Command,
+        netrunner.Daemon,
     ]
     found = {}
     for function in (netrunner.run, netrunner.stream, netrunner.spawn, aio.run, aio.stream, aio.spawn):

@@ -12,13 +12,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from . import _options as options
+from ._keywords import CommandKeywords, RunAllKeywords, SpawnKeywords, StreamAllKeywords
+from ._options import StrOrBytesPath
 from ._process import Process, spawn
 from ._result import Result
 from ._run import run
 from ._stream import Stream, stream
+
+if TYPE_CHECKING:  # (typing.Unpack is 3.11+; annotations are never evaluated)
+    from typing_extensions import Unpack
 
 _ACCEPTS: dict[str, frozenset[str]] = {
     "run": options.keyword_names(run),
@@ -79,7 +84,9 @@ class Command:
 
     __slots__ = ("_args", "_options", "_program")
 
-    def __init__(self, program: str | bytes | os.PathLike[Any], args: Sequence[Any] = (), **options: Any) -> None:
+    def __init__(
+        self, program: StrOrBytesPath, args: Sequence[StrOrBytesPath] = (), **options: Unpack[CommandKeywords]
+    ) -> None:
         if not isinstance(program, (str, bytes)) and not hasattr(program, "__fspath__"):
             raise TypeError(f"program must be str, bytes or os.PathLike, not {type(program).__name__}")
         if not os.fspath(program):
@@ -87,23 +94,23 @@ class Command:
         _check_names(options)
         self._program = program
         self._args = _arguments(args, "args")
-        self._options = dict(options)
+        self._options: dict[str, Any] = dict(options)
 
     @property
-    def program(self) -> str | bytes | os.PathLike[Any]:
+    def program(self) -> StrOrBytesPath:
         return self._program
 
     @property
-    def args(self) -> tuple[Any, ...]:
+    def args(self) -> tuple[StrOrBytesPath, ...]:
         """The leading arguments (after the program)."""
         return self._args
 
     @property
-    def options(self) -> Mapping[str, Any]:
+    def options(self) -> Mapping[str, object]:
         """The default options (read-only)."""
         return MappingProxyType(self._options)
 
-    def argv(self, args: Sequence[Any] = ()) -> list[Any]:
+    def argv(self, args: Sequence[StrOrBytesPath] = ()) -> list[StrOrBytesPath]:
         """The full argument list for a call with ``args`` appended; with
         :meth:`options_for`, what to hand to :mod:`netrunner.aio`.
 
@@ -118,7 +125,17 @@ class Command:
         """
         return [self._program, *self._args, *_arguments(args, "args")]
 
-    def options_for(self, method: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    @overload
+    def options_for(self, method: Literal["run"], overrides: Mapping[str, object] | None = None) -> RunAllKeywords: ...
+    @overload
+    def options_for(
+        self, method: Literal["stream"], overrides: Mapping[str, object] | None = None
+    ) -> StreamAllKeywords: ...
+    @overload
+    def options_for(self, method: Literal["spawn"], overrides: Mapping[str, object] | None = None) -> SpawnKeywords: ...
+    def options_for(
+        self, method: str, overrides: Mapping[str, object] | None = None
+    ) -> RunAllKeywords | StreamAllKeywords | SpawnKeywords:
         """The keyword arguments ``method`` gets: the defaults it takes,
         then ``overrides`` as given.
 
@@ -139,9 +156,9 @@ class Command:
             raise ValueError(f"method must be one of {sorted(_ACCEPTS)}, not {method!r}")
         merged = {name: value for name, value in self._options.items() if name in accepted}
         merged.update(overrides or {})
-        return merged
+        return cast("RunAllKeywords | StreamAllKeywords | SpawnKeywords", merged)
 
-    def with_options(self, **options: Any) -> Command:
+    def with_options(self, **options: Unpack[CommandKeywords]) -> Command:
         """A new template with ``options`` over these defaults.
 
         Args:
@@ -155,9 +172,12 @@ class Command:
             TypeError: an option none of ``run``/``stream``/``spawn`` takes.
         """
         _check_names(options)
-        return Command(self._program, self._args, **{**self._options, **options})
+        merged: dict[str, Any] = {**self._options, **options}
+        return Command(self._program, self._args, **merged)
 
-    def run(self, args: Sequence[Any] = (), **options: Any) -> Result[Any]:
+    def run(
+        self, args: Sequence[StrOrBytesPath] = (), **options: Unpack[RunAllKeywords]
+    ) -> Result[bytes] | Result[str]:
         """:func:`netrunner.run` of ``argv(args)``.
 
         Args:
@@ -173,9 +193,11 @@ class Command:
             TypeError: an option ``run`` does not take; otherwise whatever
                 ``netrunner.run`` raises.
         """
-        return run(self.argv(args), **self.options_for("run", options))
+        return run(self.argv(args), **self.options_for("run", cast("Mapping[str, object]", options)))
 
-    def stream(self, args: Sequence[Any] = (), **options: Any) -> Stream[Any]:
+    def stream(
+        self, args: Sequence[StrOrBytesPath] = (), **options: Unpack[StreamAllKeywords]
+    ) -> Stream[bytes] | Stream[str]:
         """:func:`netrunner.stream` of ``argv(args)``.
 
         Args:
@@ -191,9 +213,9 @@ class Command:
             TypeError: an option ``stream`` does not take; otherwise
                 whatever ``netrunner.stream`` raises.
         """
-        return stream(self.argv(args), **self.options_for("stream", options))
+        return stream(self.argv(args), **self.options_for("stream", cast("Mapping[str, object]", options)))
 
-    def spawn(self, args: Sequence[Any] = (), **options: Any) -> Process:
+    def spawn(self, args: Sequence[StrOrBytesPath] = (), **options: Unpack[SpawnKeywords]) -> Process:
         """:func:`netrunner.spawn` of ``argv(args)``.
 
         Args:
@@ -209,7 +231,7 @@ class Command:
             TypeError: an option ``spawn`` does not take; otherwise
                 whatever ``netrunner.spawn`` raises.
         """
-        return spawn(self.argv(args), **self.options_for("spawn", options))
+        return spawn(self.argv(args), **self.options_for("spawn", cast("Mapping[str, object]", options)))
 
     def __repr__(self) -> str:
         options = "".join(f", {name}={value!r}" for name, value in self._options.items())

@@ -22,12 +22,17 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _options as options
 from ._errors import ShepherdError, TimeoutExpired
+from ._keywords import SpawnKeywords
+from ._options import StrOrBytesPath
 from ._process import Process, spawn
 from ._stream import LineSplitter
+
+if TYPE_CHECKING:  # (typing.Unpack is 3.11+; annotations are never evaluated)
+    from typing_extensions import Unpack
 
 logger = logging.getLogger("netrunner.daemon")
 
@@ -84,14 +89,14 @@ class Daemon:
 
     def __init__(
         self,
-        args: Sequence[Any],
+        args: Sequence[StrOrBytesPath],
         *,
         on_output: str | Callable[[bytes], object] = "discard",
         restart: str = "never",
         max_restarts: int | None = None,
         backoff: float = 1.0,
         stop_timeout: float = 5.0,
-        **spawn_options: Any,
+        **spawn_options: Unpack[SpawnKeywords],
     ) -> None:
         options.argv(args, spawn_options.get("shell") is True)  # the same checks as spawn(), before anything starts
         if not callable(on_output) and on_output not in OUTPUT_MODES:
@@ -115,7 +120,7 @@ class Daemon:
         self._max_restarts = max_restarts
         self._backoff = delay
         self._stop_timeout = grace
-        self._spawn_options = {"stdin": "pipe", "stderr": "stdout", **spawn_options}
+        self._spawn_options: dict[str, Any] = {"stdin": "pipe", "stderr": "stdout", **spawn_options}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._proc: Process | None = None
