@@ -98,8 +98,10 @@ def keywords_class(kind: str) -> str:
     return f"{kind.capitalize()}Keywords"
 
 
-def _typed_dict(name: str, doc: str, entries: list[tuple[str, str, object]], names: set[str]) -> str:
-    body = [f"class {name}(TypedDict, total=False):", f'    """{doc}"""', ""]
+def _typed_dict(name: str, bases: str, doc: str, entries: list[tuple[str, str, object]], names: set[str]) -> str:
+    body = [f"class {name}({bases}, total=False):", f'    """{doc}"""']
+    if entries:
+        body.append("")
     for key, annotation, _default in entries:
         body.append(f"    {key}: {annotation}")
         names.update(annotation.replace("|", " ").replace("[", " ").replace("]", " ").replace(",", " ").split())
@@ -107,31 +109,42 @@ def _typed_dict(name: str, doc: str, entries: list[tuple[str, str, object]], nam
 
 
 def keywords_module() -> str:
-    """``_keywords.py``: the keywords of each front end as TypedDicts.
+    """``_keywords.py``: the keywords of each front end as TypedDicts, each
+    key written once (the classes inherit):
 
-    ``RunKeywords``/``StreamKeywords``: every keyword but the text ones
-    (what an overload takes as ``**options``); ``RunAllKeywords``,
-    ``StreamAllKeywords``, ``SpawnKeywords``: all of them (what ``Command``'s
-    methods and ``Daemon`` pass on); ``CommandKeywords``: any of the three
-    (a ``Command``'s defaults)."""
-    classes = []
+    - ``ChildKeywords``: the schema's child options, every front end's;
+    - ``RunKeywords``/``StreamKeywords``: those plus the call's own, but
+      the text ones (what an overload takes as ``**options``);
+      ``SpawnKeywords``: all of ``spawn()``'s;
+    - ``RunAllKeywords``/``StreamAllKeywords``: with ``text``/``encoding``/
+      ``errors`` (what ``Command``'s methods and ``Daemon`` pass on);
+    - ``CommandKeywords``: any of them (a ``Command``'s defaults)."""
     names: set[str] = set()
+    child = [
+        (field.name, str(field.type), field.default)
+        for field in dataclasses.fields(_options.SpawnOptions)
+        if field.name in _options.CHILD_OPTIONS
+    ]
+    doc = "The child options (``SpawnOptions``), which every front end takes."
+    classes = [_typed_dict("ChildKeywords", "TypedDict", doc, child, names)]
     overloaded = sorted({kind for _path, _function, kind, _async, _returns in OVERLOADED})
-    union: dict[str, tuple[str, str, object]] = {}
+    every = []
     for kind in sorted(_options.CALL_OPTIONS):
-        entries = _entries(kind)
-        for entry in entries:
-            union.setdefault(entry[0], entry)
+        own = list(_options.CALL_OPTIONS[kind])
         if kind in overloaded:
-            rest = [entry for entry in entries if entry[0] not in TEXT_KEYWORDS]
+            rest = [entry for entry in own if entry[0] not in TEXT_KEYWORDS]
+            text = [entry for entry in own if entry[0] in TEXT_KEYWORDS]
             doc = f"The keywords of ``{kind}()`` besides text/encoding/errors."
-            classes.append(_typed_dict(keywords_class(kind), doc, rest, names))
+            classes.append(_typed_dict(keywords_class(kind), "ChildKeywords", doc, rest, names))
             doc = f"Every keyword of ``{kind}()``."
-            classes.append(_typed_dict(f"{kind.capitalize()}AllKeywords", doc, entries, names))
+            every.append(f"{kind.capitalize()}AllKeywords")
+            classes.append(_typed_dict(every[-1], keywords_class(kind), doc, text, names))
         else:
-            classes.append(_typed_dict(keywords_class(kind), f"Every keyword of ``{kind}()``.", entries, names))
+            every.append(keywords_class(kind))
+            doc = f"Every keyword of ``{kind}()``."
+            classes.append(_typed_dict(every[-1], "ChildKeywords", doc, own, names))
     doc = "Any keyword of ``run()``, ``stream()`` or ``spawn()`` (a ``Command``'s defaults)."
-    classes.append(_typed_dict("CommandKeywords", doc, list(union.values()), names))
+    classes.append(_typed_dict("CommandKeywords", ", ".join(every), doc, [], names))
     abc = sorted(name for name in names if name in ("Iterable", "Mapping", "Sequence"))
     imported = sorted(name for name in names if name in vars(_options) and name[0].isupper() and name not in abc)
     head = [

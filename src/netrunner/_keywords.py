@@ -13,7 +13,33 @@ from typing import TypedDict
 from ._options import Cgroup, Env, Input, Limits, Rlimits, StderrSpec, StdinSpec, StdoutSpec, StrOrBytesPath
 
 
-class RunKeywords(TypedDict, total=False):
+class ChildKeywords(TypedDict, total=False):
+    """The child options (``SpawnOptions``), which every front end takes."""
+
+    stdout: StdoutSpec
+    cwd: StrOrBytesPath | None
+    env: Env
+    pty: bool
+    kill_timeout: float
+    cgroup: Cgroup
+    limits: Limits
+    rlimits: Rlimits
+    rows: int
+    cols: int
+    echo: bool
+    user: str | int | None
+    group: str | int | None
+    extra_groups: Iterable[str | int] | None
+    umask: int | None
+    no_new_privs: bool
+    nice: int | None
+    pass_fds: Iterable[int]
+    start_new_session: bool
+    process_group: int | None
+    shell: bool
+
+
+class RunKeywords(ChildKeywords, total=False):
     """The keywords of ``run()`` besides text/encoding/errors."""
 
     input: Input
@@ -21,92 +47,24 @@ class RunKeywords(TypedDict, total=False):
     check: bool
     max_output_size: int | None
     stderr: StderrSpec
-    stdout: StdoutSpec
-    cwd: StrOrBytesPath | None
-    env: Env
-    pty: bool
-    kill_timeout: float
-    cgroup: Cgroup
-    limits: Limits
-    rlimits: Rlimits
-    rows: int
-    cols: int
-    echo: bool
-    user: str | int | None
-    group: str | int | None
-    extra_groups: Iterable[str | int] | None
-    umask: int | None
-    no_new_privs: bool
-    nice: int | None
-    pass_fds: Iterable[int]
-    start_new_session: bool
-    process_group: int | None
-    shell: bool
 
 
-class RunAllKeywords(TypedDict, total=False):
+class RunAllKeywords(RunKeywords, total=False):
     """Every keyword of ``run()``."""
 
-    input: Input
-    timeout: float | None
-    check: bool
-    max_output_size: int | None
-    stderr: StderrSpec
     text: bool
     encoding: str | None
     errors: str | None
-    stdout: StdoutSpec
-    cwd: StrOrBytesPath | None
-    env: Env
-    pty: bool
-    kill_timeout: float
-    cgroup: Cgroup
-    limits: Limits
-    rlimits: Rlimits
-    rows: int
-    cols: int
-    echo: bool
-    user: str | int | None
-    group: str | int | None
-    extra_groups: Iterable[str | int] | None
-    umask: int | None
-    no_new_privs: bool
-    nice: int | None
-    pass_fds: Iterable[int]
-    start_new_session: bool
-    process_group: int | None
-    shell: bool
 
 
-class SpawnKeywords(TypedDict, total=False):
+class SpawnKeywords(ChildKeywords, total=False):
     """Every keyword of ``spawn()``."""
 
     stdin: StdinSpec
     stderr: StderrSpec
-    stdout: StdoutSpec
-    cwd: StrOrBytesPath | None
-    env: Env
-    pty: bool
-    kill_timeout: float
-    cgroup: Cgroup
-    limits: Limits
-    rlimits: Rlimits
-    rows: int
-    cols: int
-    echo: bool
-    user: str | int | None
-    group: str | int | None
-    extra_groups: Iterable[str | int] | None
-    umask: int | None
-    no_new_privs: bool
-    nice: int | None
-    pass_fds: Iterable[int]
-    start_new_session: bool
-    process_group: int | None
-    shell: bool
 
 
-class StreamKeywords(TypedDict, total=False):
+class StreamKeywords(ChildKeywords, total=False):
     """The keywords of ``stream()`` besides text/encoding/errors."""
 
     input: Input
@@ -114,94 +72,15 @@ class StreamKeywords(TypedDict, total=False):
     timeout: float | None
     check: bool
     chunk_size: int
-    stdout: StdoutSpec
-    cwd: StrOrBytesPath | None
-    env: Env
-    pty: bool
-    kill_timeout: float
-    cgroup: Cgroup
-    limits: Limits
-    rlimits: Rlimits
-    rows: int
-    cols: int
-    echo: bool
-    user: str | int | None
-    group: str | int | None
-    extra_groups: Iterable[str | int] | None
-    umask: int | None
-    no_new_privs: bool
-    nice: int | None
-    pass_fds: Iterable[int]
-    start_new_session: bool
-    process_group: int | None
-    shell: bool
 
 
-class StreamAllKeywords(TypedDict, total=False):
+class StreamAllKeywords(StreamKeywords, total=False):
     """Every keyword of ``stream()``."""
 
-    input: Input
-    stderr: StderrSpec
-    timeout: float | None
-    check: bool
-    chunk_size: int
     text: bool
     encoding: str | None
     errors: str | None
-    stdout: StdoutSpec
-    cwd: StrOrBytesPath | None
-    env: Env
-    pty: bool
-    kill_timeout: float
-    cgroup: Cgroup
-    limits: Limits
-    rlimits: Rlimits
-    rows: int
-    cols: int
-    echo: bool
-    user: str | int | None
-    group: str | int | None
-    extra_groups: Iterable[str | int] | None
-    umask: int | None
-    no_new_privs: bool
-    nice: int | None
-    pass_fds: Iterable[int]
-    start_new_session: bool
-    process_group: int | None
-    shell: bool
 
 
-class CommandKeywords(TypedDict, total=False):
+class CommandKeywords(RunAllKeywords, SpawnKeywords, StreamAllKeywords, total=False):
     """Any keyword of ``run()``, ``stream()`` or ``spawn()`` (a ``Command``'s defaults)."""
-
-    input: Input
-    timeout: float | None
-    check: bool
-    max_output_size: int | None
-    stderr: StderrSpec
-    text: bool
-    encoding: str | None
-    errors: str | None
-    stdout: StdoutSpec
-    cwd: StrOrBytesPath | None
-    env: Env
-    pty: bool
-    kill_timeout: float
-    cgroup: Cgroup
-    limits: Limits
-    rlimits: Rlimits
-    rows: int
-    cols: int
-    echo: bool
-    user: str | int | None
-    group: str | int | None
-    extra_groups: Iterable[str | int] | None
-    umask: int | None
-    no_new_privs: bool
-    nice: int | None
-    pass_fds: Iterable[int]
-    start_new_session: bool
-    process_group: int | None
-    shell: bool
-    stdin: StdinSpec
-    chunk_size: int
