@@ -441,13 +441,20 @@ class SyncFront(Front):
         assert main is not None and threading.get_ident() == main, "interrupts need the main thread"
         failed: list[BaseException] = []
         armed = True
+        fired = False
         # The readiness wait starts only once the call has begun, so the
         # interrupt cannot land in this method (before the call) however
         # late the main thread gets a CPU.
         entered = threading.Event()
+        ended = threading.Event()
 
         def on_sigint(signum: int, frame: Any) -> None:
-            if armed:  # a SIGINT that comes after the call ended must not hit pytest
+            nonlocal fired
+            # One KeyboardInterrupt, and only while the call runs (a SIGINT
+            # after it ended must not hit pytest; a repeated one must not
+            # interrupt the call's own cleanup).
+            if armed and not fired:
+                fired = True
                 raise KeyboardInterrupt
 
         def interrupt() -> None:
@@ -456,7 +463,17 @@ class SyncFront(Front):
                 when()
             except BaseException as exc:  # reported below; interrupt anyway so the call ends
                 failed.append(exc)
-            signal.pthread_kill(main, signal.SIGINT)
+            # A SIGINT that lands after the interpreter's last check and
+            # before the call's blocking syscall starts is taken, but the
+            # syscall does not see it (the classic signal race: Python runs
+            # the handler only once the syscall returns, and it may never).
+            # So it is sent again until the call has ended, at most every
+            # 0.25 s and for THREAD_BOUND; the handler raises only once.
+            deadline = time.monotonic() + THREAD_BOUND
+            while True:
+                signal.pthread_kill(main, signal.SIGINT)
+                if ended.wait(0.25) or time.monotonic() >= deadline:
+                    return
 
         previous = signal.signal(signal.SIGINT, on_sigint)
         helper = threading.Thread(target=interrupt, name="interrupter")
@@ -469,6 +486,7 @@ class SyncFront(Front):
             interrupted = True
         finally:
             armed = False
+            ended.set()
             helper.join(THREAD_BOUND)
             signal.signal(signal.SIGINT, previous)
         if failed:
