@@ -147,11 +147,11 @@ def run_watched(main: Coroutine[Any, Any, T], stalls: list[tuple[float, float]])
     return asyncio.run(watched())
 
 
-def fail_if_stalled(stalls: list[tuple[float, float]]) -> None:
+def fail_if_stalled(stalls: list[tuple[float, float]], limit: float = LOOP_STALL_LIMIT) -> None:
     if not stalls:
         return
     worst, wall = max(stalls)
-    if worst >= LOOP_STALL_LIMIT:
+    if worst >= limit:
         pytest.fail(
             f"the event loop was blocked for {worst * 1000:.0f} ms ({wall * 1000:.0f} ms of wall time)", pytrace=False
         )
@@ -360,6 +360,10 @@ class Front:
     def __init__(self, name: str) -> None:
         self.name = name
         self.api: Any = aio if self.is_async else netrunner
+        # A test whose one turn must materialise what it asked for (64 MiB
+        # of captured output joined into one bytes, on the loop's thread)
+        # may raise this, saying why; everything else keeps the 100 ms.
+        self.stall_limit = LOOP_STALL_LIMIT
 
     def __repr__(self) -> str:
         return f"<front {self.name}>"
@@ -533,7 +537,7 @@ class AsyncioFront(Front):
         try:
             return run_watched(body, self.stalls)
         finally:
-            fail_if_stalled(self.stalls)
+            fail_if_stalled(self.stalls, self.stall_limit)
 
 
 class TrioFront(Front):
