@@ -201,13 +201,11 @@ def _stop_if_interrupted(process: ProcessBase, flow: Flow[Any]) -> Flow[Any]:
     cancellation) first stops and reaps the child; its own exceptions (a
     read's TimeoutError) go through as they are."""
     ready: list[int] | None = None  # a generator's first send must be None
-    thrown: BaseException | None = None
     while True:
         try:
-            request = flow.send(ready) if thrown is None else flow.throw(thrown)
+            request = flow.send(ready)
         except StopIteration as stop:
             return stop.value
-        thrown = None
         try:
             ready = yield request
         except GeneratorExit:  # closed unfinished: owner loss, no waiting now
@@ -217,11 +215,9 @@ def _stop_if_interrupted(process: ProcessBase, flow: Flow[Any]) -> Flow[Any]:
         except BaseException:
             flow.close()
             try:
-                yield from process._stopping(None)
-            except Exception:  # cleanup: the socket close below finishes the job
+                yield from process._closing()  # stop if it still runs, reap, release
+            except Exception:  # cleanup: _closing has released; the shepherd finishes the job
                 pass
-            finally:
-                process._release()
             raise
 
 
