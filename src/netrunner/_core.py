@@ -426,7 +426,13 @@ class Starter:
     whatever did start before the exception goes on."""
 
     def __init__(
-        self, args: Any, rq: SpawnRequest, *, stderr_complete: bool = False, timeout: float | None = None
+        self,
+        args: Any,
+        rq: SpawnRequest,
+        *,
+        stderr_complete: bool = False,
+        timeout: float | None = None,
+        request: bytes | None = None,
     ) -> None:
         self.args = args
         self.rq = rq
@@ -443,7 +449,7 @@ class Starter:
         self.nudge_at: float | None = now + NUDGE_AFTER
         # Encoded before a shepherd is taken: a request the protocol cannot
         # carry (over MAX_PAYLOAD) is a ValueError that costs no spare.
-        self.request = encode_spawn(rq)
+        self.request = encode_spawn(rq) if request is None else request
         self.hs: Handshake | None = None
         self.abort_deadline = 0.0
         # The core once made: kept until our caller holds it, so an interrupt
