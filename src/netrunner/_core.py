@@ -624,6 +624,13 @@ class Starter:
             os.close(fd)
 
 
+# Plain ints: socket.MSG_* are IntFlag members, and ``int & IntFlag`` runs
+# enum's Python __and__ (~3 us, twice a spawn).
+_MSG_CTRUNC = int(socket.MSG_CTRUNC)
+_MSG_CMSG_CLOEXEC = int(socket.MSG_CMSG_CLOEXEC)
+_ANC_SPACE = socket.CMSG_SPACE(4 * 8)  # room for 8 fds
+
+
 def receive(sock: socket.socket, decoder: Decoder) -> tuple[list[Event], str | None]:
     """Every complete event readable now (non-blocking), and why the
     connection ended if it did (EOF, error, garbage), else None.  Events
@@ -632,7 +639,7 @@ def receive(sock: socket.socket, decoder: Decoder) -> tuple[list[Event], str | N
     events: list[Event] = []
     while True:
         try:
-            data, anc, flags, _addr = sock.recvmsg(RECV_SIZE, socket.CMSG_SPACE(4 * 8), socket.MSG_CMSG_CLOEXEC)
+            data, anc, flags, _addr = sock.recvmsg(RECV_SIZE, _ANC_SPACE, _MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return events, None
         except OSError as exc:
@@ -642,7 +649,7 @@ def receive(sock: socket.socket, decoder: Decoder) -> tuple[list[Event], str | N
                 fds = array.array("i")
                 fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
                 decoder.add_fds(fds)
-        if flags & socket.MSG_CTRUNC:
+        if flags & _MSG_CTRUNC:
             # Room for 8 fds and at most 3 sent: the kernel dropped them
             # because our fd table is full.  The frame that owns them cannot
             # be decoded; the connection is over (owner loss stops the child).
