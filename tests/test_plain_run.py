@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,18 @@ def test_an_equal_option_of_another_type_is_still_validated() -> None:
     with pytest.raises(TypeError, match="echo must be a bool"):
         netrunner.run(cmd, echo=1)  # type: ignore[call-overload]
     assert netrunner.run(cmd, kill_timeout=5).returncode == 0  # an int equal to 5.0 is fine, validated
+
+
+def test_distinct_large_commands_are_not_kept() -> None:
+    # The plans kept for option-less runs hold their encoded request: a
+    # program running many distinct large command lines (1 MiB each here,
+    # ARG_MAX allows 2) must not keep them all alive.
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(12):
+            netrunner.run([SH, "-c", "true", *([f"{i:06d}" * 17_000] * 10)])
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 4 << 20, f"{kept} bytes kept after 12 distinct 1 MiB command lines"

@@ -502,6 +502,10 @@ class RunPlan:
 _plain_plans: dict[tuple[Any, ...], tuple[RunPlan, list[bytes], int]] = {}
 _PLAIN_ARGS = frozenset({str, bytes})
 _PLAIN_PLANS_MAX = 64
+# Larger requests (a long command line) are not kept: 64 of them at up to
+# ARG_MAX each would hold on to megabytes, and encoding them is no longer
+# what a spawn costs.
+_PLAIN_REQUEST_MAX = 64 << 10
 
 
 def _plain_key(args: Any, call: Mapping[str, Any]) -> tuple[Any, ...] | None:
@@ -532,7 +536,10 @@ def plan(args: Any, call: Mapping[str, Any]) -> RunPlan:
                 return found
         fresh = _plan(args, call)
         rq = fresh.rq
-        fresh = dataclasses.replace(fresh, request=encode_spawn(rq))
+        request = encode_spawn(rq)
+        if len(request) > _PLAIN_REQUEST_MAX:
+            return dataclasses.replace(fresh, request=request)
+        fresh = dataclasses.replace(fresh, request=request)
         if len(_plain_plans) >= _PLAIN_PLANS_MAX:
             _plain_plans.clear()
         assert rq.umask is not None
