@@ -99,6 +99,29 @@ def test_children_see_the_owners_current_rlimits() -> None:
     assert netrunner.run(["sh", "-c", "ulimit -n"], text=True).stdout.strip() == str(soft)
 
 
+def test_a_forked_owner_checks_its_own_rlimits_not_its_parents() -> None:
+    # The limits are read through a kept fd of /proc/self/limits, which
+    # names the process that opened it: a fork must read its own file, or
+    # a limit it lowers after its first spawn would never be seen.
+    script = textwrap.dedent(
+        """
+        import os, resource, netrunner
+        netrunner.run(["true"])  # the parent's server and its limits fd
+        pid = os.fork()
+        if pid == 0:
+            netrunner.run(["true"])  # the child's own server
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 555), hard))
+            out = netrunner.run(["sh", "-c", "ulimit -n"], text=True).stdout.strip()
+            os._exit(0 if out == "555" else 1)
+        print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
+
+
 CLOSE_STDIN = {
     # With fd 0 closed, the next socket we create would take number 0, and
     # stdin="inherit" would hand the child our own shepherd channel.

@@ -426,7 +426,13 @@ class Starter:
     whatever did start before the exception goes on."""
 
     def __init__(
-        self, args: Any, rq: SpawnRequest, *, stderr_complete: bool = False, timeout: float | None = None
+        self,
+        args: Any,
+        rq: SpawnRequest,
+        *,
+        stderr_complete: bool = False,
+        timeout: float | None = None,
+        request: bytes | None = None,
     ) -> None:
         self.args = args
         self.rq = rq
@@ -443,7 +449,7 @@ class Starter:
         self.nudge_at: float | None = now + NUDGE_AFTER
         # Encoded before a shepherd is taken: a request the protocol cannot
         # carry (over MAX_PAYLOAD) is a ValueError that costs no spare.
-        self.request = encode_spawn(rq)
+        self.request = encode_spawn(rq) if request is None else request
         self.hs: Handshake | None = None
         self.abort_deadline = 0.0
         # The core once made: kept until our caller holds it, so an interrupt
@@ -618,6 +624,13 @@ class Starter:
             os.close(fd)
 
 
+# Plain ints: socket.MSG_* are IntFlag members, and ``int & IntFlag`` runs
+# enum's Python __and__ (~3 us, twice a spawn).
+_MSG_CTRUNC = int(socket.MSG_CTRUNC)
+_MSG_CMSG_CLOEXEC = int(socket.MSG_CMSG_CLOEXEC)
+_ANC_SPACE = socket.CMSG_SPACE(4 * 8)  # room for 8 fds
+
+
 def receive(sock: socket.socket, decoder: Decoder) -> tuple[list[Event], str | None]:
     """Every complete event readable now (non-blocking), and why the
     connection ended if it did (EOF, error, garbage), else None.  Events
@@ -626,7 +639,7 @@ def receive(sock: socket.socket, decoder: Decoder) -> tuple[list[Event], str | N
     events: list[Event] = []
     while True:
         try:
-            data, anc, flags, _addr = sock.recvmsg(RECV_SIZE, socket.CMSG_SPACE(4 * 8), socket.MSG_CMSG_CLOEXEC)
+            data, anc, flags, _addr = sock.recvmsg(RECV_SIZE, _ANC_SPACE, _MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return events, None
         except OSError as exc:
@@ -636,7 +649,7 @@ def receive(sock: socket.socket, decoder: Decoder) -> tuple[list[Event], str | N
                 fds = array.array("i")
                 fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
                 decoder.add_fds(fds)
-        if flags & socket.MSG_CTRUNC:
+        if flags & _MSG_CTRUNC:
             # Room for 8 fds and at most 3 sent: the kernel dropped them
             # because our fd table is full.  The frame that owns them cannot
             # be decoded; the connection is over (owner loss stops the child).
@@ -727,6 +740,11 @@ class Lifecycle(enum.Enum):
     HUNG_UP = "hung up"  # exited, and the shepherd closed its end: nothing is left
     LOST = "lost"  # no report will come: the owner verified (and killed) the child itself
     FORKED_AWAY = "forked away"  # we are a fork() of the owner: the child is the parent's
+
+    # Members are singletons: hash them by identity, in C.  Enum's own
+    # __hash__ is Python code, and ``done`` (a set lookup) is asked ~17
+    # times per run() (~10 us of a spawn's owner CPU).
+    __hash__ = object.__hash__
 
 
 # Which phase may follow which.  Later news never overrides the exit

@@ -75,7 +75,7 @@ def _default_signals() -> set[signal.Signals]:
     return {s for s in signal.valid_signals() if isinstance(s, signal.Signals) and s not in skip}
 
 
-def spawn_helper(mode: str, sock: socket.socket) -> int:
+def spawn_helper(mode: str, sock: _socket.socket) -> int:
     """posix_spawn the shepherd binary in ``mode`` with ``sock`` as its fd 3.
 
     No Python code runs between fork and exec; the helper starts with every
@@ -180,15 +180,42 @@ def close_owned_after_fork() -> None:
             pass
 
 
-_RLIMITS = tuple(getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_"))
+# (sorted and unique: RLIMIT_OFILE is RLIMIT_NOFILE again)
+_RLIMITS = tuple(sorted({getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}))
+_LIMITS_FILE = "/proc/self/limits"
+_LIMITS_READ = 8192  # the file is ~1.3 KiB; a read that fills this is not trusted
 
 
-def _inherited_state() -> tuple[object, ...]:
+def _open_limits() -> select.epoll | None:
+    """``/proc/self/limits`` kept open (owned by an epoll object, which
+    closes it in C when dropped), or None without /proc."""
+    try:
+        return select.epoll.fromfd(os.open(_LIMITS_FILE, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError:
+        return None
+
+
+def _inherited_state(limits: int = -1) -> tuple[object, ...]:
     """What a child inherits from the fork server rather than from us (env,
     cwd and umask are sent with every request instead): credentials and
     resource limits.  When ours change, the server is replaced, so a
-    process that drops privileges never spawns with its old ones."""
-    return (os.getresuid(), os.getresgid(), os.getgroups(), tuple(map(resource.getrlimit, _RLIMITS)))
+    process that drops privileges never spawns with its old ones.
+
+    Asked at every spawn, so it is cheap: 3 syscalls for the ids, and every
+    RLIMIT_* in one ``pread`` of ``/proc/self/limits`` (``limits``, an fd
+    of it opened by this process; the kernel formats the file afresh at
+    each read from offset 0), ~6 us, instead of a ``getrlimit`` each (16
+    syscalls, ~16 us).  Without it (no /proc), the ``getrlimit`` calls."""
+    ids = (os.getresuid(), os.getresgid(), os.getgroups())
+    if limits >= 0:
+        try:
+            text = os.pread(limits, _LIMITS_READ, 0)
+        except OSError:
+            pass
+        else:
+            if 0 < len(text) < _LIMITS_READ:
+                return (*ids, text)
+    return (*ids, tuple(map(resource.getrlimit, _RLIMITS)))
 
 
 def reserve_std_fds() -> None:
@@ -207,15 +234,25 @@ def reserve_std_fds() -> None:
                 os.set_inheritable(fd, True)
 
 
-def _shepherd_pair(hand_over: Callable[[socket.socket], object]) -> socket.socket:
+def _shepherd_pair(hand_over: Callable[[_socket.socket], object]) -> socket.socket:
     """A socketpair whose other end ``hand_over`` gives to a shepherd (and
     may raise); ours comes back registered for fork safety, non-blocking.
-    Our copy of their end is closed whatever happens."""
+    Our copy of their end is closed whatever happens.
+
+    Neither end may be fd 0, 1 or 2 (a child inheriting "our stdin" would
+    get a shepherd's socket).  New fds take the lowest free numbers, so a
+    pair above 2 proves 0-2 were open: only a pair that took one of them
+    costs the check (:func:`reserve_std_fds`) and a second pair."""
     # Non-blocking from birth (the shepherd sets its end so anyway).
     kind = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
     a, b = _socket.socketpair(socket.AF_UNIX, kind)
+    if a.fileno() < 3 or b.fileno() < 3:
+        a.close()
+        b.close()
+        reserve_std_fds()
+        a, b = _socket.socketpair(socket.AF_UNIX, kind)
     ours = OwnerSocket(socket.AF_UNIX, kind, a.detach())
-    theirs = socket.socket(socket.AF_UNIX, kind, 0, b.detach())
+    theirs = b  # (a bare _socket.socket: a socket.socket would getsockname it again)
     _owned(ours)
     try:
         hand_over(theirs)
@@ -242,11 +279,18 @@ class ForkServer:
         self._owner = 0
         self._ready: deque[socket.socket] = deque()
         self._state: tuple[object, ...] = ()
+        self._limits: select.epoll | None = None  # /proc/self/limits, for _inherited_state
+
+    def _limits_fd(self) -> int:
+        limits = self._limits
+        return -1 if limits is None else limits.fileno()
 
     def _start(self) -> socket.socket:
         reserve_std_fds()
         _reap_later(0)
-        self._state = _inherited_state()
+        if self._limits is None:
+            self._limits = _open_limits()
+        self._state = _inherited_state(self._limits_fd())
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         _owned(ours)
         try:
@@ -274,6 +318,9 @@ class ForkServer:
         for spare in self._ready:
             spare.close()
         self._ready.clear()
+        limits, self._limits = self._limits, None
+        if limits is not None:
+            limits.close()
         pid, self._pid = self._pid, 0
         if pid and self._owner == os.getpid():
             try:
@@ -301,6 +348,10 @@ class ForkServer:
                     sock.close()
                 except OSError:
                     pass
+        if self._limits is not None:
+            # the parent's /proc/<pid>/limits: ours is opened by the next start
+            self._limits.close()
+            self._limits = None
         self._sock = None
         self._ready = deque()
         self._pid = 0
@@ -318,7 +369,7 @@ class ForkServer:
             for attempt in (1, 2):
                 sock = self._sock if self._sock is not None and self._owner == os.getpid() else None
                 try:
-                    if sock is not None and _inherited_state() != self._state:
+                    if sock is not None and _inherited_state(self._limits_fd()) != self._state:
                         self._discard()  # stale credentials or limits: a new server
                         sock = None
                     if sock is None:
@@ -365,9 +416,7 @@ class ForkServer:
         """A socketpair whose other end the server forks a shepherd for
         (FS_ADOPT, no reply); None if the server's queue is full."""
 
-        reserve_std_fds()  # (our new sockets must not take fd 0, 1 or 2)
-
-        def adopt(theirs: socket.socket) -> None:
+        def adopt(theirs: _socket.socket) -> None:  # (_shepherd_pair keeps fds 0-2 out)
             fds = array.array("i", [theirs.fileno()])
             sock.sendmsg([bytes([op.FS_ADOPT])], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
 
@@ -409,7 +458,8 @@ class ForkServer:
         """fds this server holds in this process (for leak accounting)."""
         if self._owner != os.getpid():
             return set()
-        return {s.fileno() for s in [self._sock, *self._ready] if s is not None and s.fileno() >= 0}
+        held = {s.fileno() for s in [self._sock, *self._ready] if s is not None and s.fileno() >= 0}
+        return held | ({self._limits.fileno()} if self._limits is not None else set())
 
 
 FORK_SERVER = ForkServer()
@@ -524,7 +574,10 @@ class OwnerCwd:
         """Our cwd as an fd; call with :attr:`lock` held, use it before
         releasing it."""
         where = _CWD_WHERE
-        st = os.stat(where)
+        try:
+            st = os.stat(".")  # (half the cost of the /proc walk; needs search permission)
+        except PermissionError:
+            st = os.stat(where)
         if self._fd < 0 or (st.st_dev, st.st_ino) != self._id:
             fresh = select.epoll.fromfd(os.open(where, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
             old, self._owner = self._owner, fresh

@@ -94,6 +94,8 @@ class Phase(enum.Enum):
     EXITED = "exited"
     FAILED = "spawn failed"
 
+    __hash__ = object.__hash__  # identity, in C (see _core.Lifecycle): looked up per frame
+
 
 # The frame order rules: which event may come in each phase, and the phase
 # it leads to.  STARTED (or SPAWN_FAILED) first; at most one CGROUP_STATS,

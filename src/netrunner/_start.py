@@ -24,6 +24,7 @@ def started(
     *,
     stderr_complete: bool = False,
     timeout: float | None = None,
+    request: bytes | None = None,
 ) -> Flow[T]:
     """The handshake to completion, then ``wrap(core)``; with the caller's
     ``timeout``, ``TimeoutExpired`` if the child has not started within it
@@ -32,8 +33,9 @@ def started(
     ``wrap`` makes the caller's owner of the live core (a ``Process``, a
     job): it runs inside the same guard as the handshake, so an interrupt
     before the owner exists still stops and reaps the child before the
-    exception goes on, instead of leaving it to the garbage collector."""
-    starter = Starter(args, rq, stderr_complete=stderr_complete, timeout=timeout)
+    exception goes on, instead of leaving it to the garbage collector.
+    ``request``: ``rq`` already encoded (a cached plan's), else it is here."""
+    starter = Starter(args, rq, stderr_complete=stderr_complete, timeout=timeout, request=request)
     try:
         return wrap((yield from until(starter)))
     except GeneratorExit:
