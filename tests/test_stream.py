@@ -144,7 +144,7 @@ def test_line_splitter_any_chunking_gives_lines_ended_by_newline_only(data: byte
     splitter = LineSplitter()
     got: list[bytes] = []
     for chunk in chunks:
-        fed = splitter.feed(chunk)
+        fed = list(splitter.feed(chunk))  # an iterator over the chunk's complete lines
         assert all(line.endswith(b"\n") for line in fed)
         got += fed
     last = splitter.finish()
