@@ -233,47 +233,38 @@ class LineSplitter:
 
     def feed(self, chunk: Any) -> Iterator[Any]:
         """An iterator over the lines that ``chunk`` completes (each once)."""
-        if not isinstance(chunk, bytes):
-            return self._feed_str(chunk)
-        cut = chunk.rfind(b"\n") + 1
+        is_bytes = isinstance(chunk, bytes)
+        newline = b"\n" if is_bytes else "\n"
+        cut = chunk.rfind(newline) + 1
         parts = self.parts
         if not cut:  # no line ends here: all of it belongs to a later line
             if chunk:
                 parts.append(chunk)
             return iter(())
+        reader = io.BytesIO if is_bytes else io.StringIO
+        if len(parts) > 1:
+            # A line carried over several chunks (maybe a long one) is
+            # joined on its own: in one buffer with the chunk's other lines
+            # it would be copied again out of it (and a StringIO keeps 4
+            # bytes a character), peaking at 3-6x its size instead of 2x.
+            start = chunk.find(newline) + 1
+            parts.append(chunk[:start])
+            first = chunk[:0].join(parts)
+            parts.clear()
+            if cut < len(chunk):
+                parts.append(chunk[cut:])
+            return itertools.chain((first,), reader(chunk[start:cut]))
         if parts or cut < len(chunk):
-            # One copy: the carried parts and the complete part together
-            # (a memoryview slice is joined without a copy of its own).
-            whole = b"".join([*parts, memoryview(chunk)[:cut]])
+            # One copy: the carried tail and the complete part together (a
+            # memoryview slice of bytes is joined without a copy of its own).
+            head = memoryview(chunk)[:cut] if is_bytes else chunk[:cut]
+            whole = chunk[:0].join([*parts, head])
             parts.clear()
             if cut < len(chunk):
                 parts.append(chunk[cut:])
         else:
             whole = chunk
-        return io.BytesIO(whole)
-
-    def _feed_str(self, chunk: str) -> Iterator[str]:
-        """:meth:`feed` for ``str``.  A ``StringIO`` holds 4 bytes a
-        character (it keeps UCS-4), so a line carried in parts (which may be
-        long) is joined on its own, and the ``StringIO`` holds only lines
-        that start in this chunk: at most 4 bytes a character of the chunk."""
-        cut = chunk.rfind("\n") + 1
-        parts = self.parts
-        if not cut:
-            if chunk:
-                parts.append(chunk)
-            return iter(())
-        start = 0
-        first = None
-        if parts:
-            start = chunk.find("\n") + 1
-            parts.append(chunk[:start])
-            first = "".join(parts)
-            parts.clear()
-        if cut < len(chunk):
-            parts.append(chunk[cut:])
-        rest = io.StringIO(chunk[start:cut] if start or cut < len(chunk) else chunk)
-        return rest if first is None else itertools.chain((first,), rest)
+        return reader(whole)
 
     def finish(self) -> Any:
         """The final line if it had no newline (None if there is none)."""
