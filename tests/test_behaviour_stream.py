@@ -114,6 +114,60 @@ async def test_lines_have_no_length_limit(front: Front) -> None:
     assert lines == [b"x" * MiB + b"\n", b"mid\n", b"y" * MiB]
 
 
+async def test_line_batches_are_the_lines_a_chunk_at_a_time(front: Front, tmp_path: Path) -> None:
+    """aio's ``lines().batches()``: the same lines as ``lines()``, as
+    non-empty lists (one await per chunk, not per line), however the
+    output is cut; the unterminated last line on its own; str with text;
+    it continues where the line iterator is; the end is recorded."""
+    if not front.is_async:
+        pytest.skip("batches() is the async API's (a sync for over lines() needs none)")
+    rng = random.Random(4321)
+    pieces = [b"x" * rng.choice([0, 1, 5, 100, 70000]) + b"\r\n"[: rng.choice([0, 1, 2])] for _ in range(100)]
+    path = tmp_path / "data"
+    path.write_bytes(b"".join(pieces) + b"\ntail")
+    expected = path.read_bytes().split(b"\n")
+    expected = [line + b"\n" for line in expected[:-1]] + [expected[-1]]
+    for size in (997, 4096, 65536):
+        s = front.stream(["cat", str(path)], chunk_size=size, timeout=60)
+        batches = [batch async for batch in s.raw.lines().batches()]
+        assert all(type(batch) is list and batch for batch in batches), size
+        assert [line for batch in batches for line in batch] == expected, size
+        assert batches[-1] == [b"tail"], size
+        assert s.returncode == 0
+    s = front.stream(["sh", "-c", r"printf 'a\r\nb\303\251\nc\nlast'; echo err >&2; exit 5"], text=True)
+    lines = s.raw.lines()
+    assert await lines.__anext__() == "a\n"
+    assert [batch async for batch in lines.batches()] == [["b\u00e9\n", "c\n"], ["last"]]
+    assert [batch async for batch in lines.batches()] == []
+    assert (s.returncode, s.stderr) == (5, "err\n")
+    s = front.stream(["true"])
+    assert [batch async for batch in s.raw.lines().batches()] == []
+
+
+async def test_line_batches_check_and_drop(front: Front) -> None:
+    """``batches()`` with ``check=True`` gives the last line before the
+    CalledProcessError, as ``lines()`` does; dropping it (with the stream)
+    kills the group at once."""
+    if not front.is_async:
+        pytest.skip("batches() is the async API's")
+    got: list[list[bytes]] = []
+    with pytest.raises(netrunner.CalledProcessError) as info:
+        async for batch in front.stream(["sh", "-c", "echo a; printf b; exit 2"], check=True).raw.lines().batches():
+            got.append(batch)
+    assert (got, info.value.returncode) == ([[b"a\n"], [b"b"]], 2)
+    s = front.stream(TERM_IGNORING_FLOOD, kill_timeout=5)
+    batches = s.raw.lines().batches()
+    first = await batches.__anext__()
+    assert first and set(first) == {b"y\n"}
+    pid = s.pid
+    assert pid is not None
+    started = time.monotonic()
+    del s, batches
+    gc.collect()
+    assert await front.in_thread(pid_gone, pid, 2), "the child outlived its dropped lines().batches()"
+    assert time.monotonic() - started < 2
+
+
 # ------------------------------------------------------------------- input
 async def test_input_of_every_kind(front: Front, tmp_path: Path) -> None:
     data = os.urandom(3 * MiB + 17)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,7 @@ def test_line_splitter_any_chunking_gives_lines_ended_by_newline_only(data: byte
     splitter = LineSplitter()
     got: list[bytes] = []
     for chunk in chunks:
-        fed = splitter.feed(chunk)
+        fed = list(splitter.feed(chunk))  # an iterator over the chunk's complete lines
         assert all(line.endswith(b"\n") for line in fed)
         got += fed
     last = splitter.finish()
@@ -156,6 +157,23 @@ def test_line_splitter_any_chunking_gives_lines_ended_by_newline_only(data: byte
     # same way: at "\n" only, not at str.splitlines' dozen line breaks.
     text = [chunk.decode("latin-1") for chunk in chunks]
     assert list(split_lines(iter(text))) == [line.decode("latin-1") for line in expected]
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_a_long_line_costs_its_parts_and_itself(text: bool) -> None:
+    """A 64 MiB line (carried over 1,000 chunks) peaks at its parts plus
+    the joined line (2x its size), not 6x as when it went through a
+    StringIO (4 bytes a character) with the chunk's other lines.  Counted
+    by tracemalloc: what Python allocates, whatever the C allocator keeps."""
+    script = "head -c 67108864 /dev/zero | tr '\\0' x; echo; echo end"
+    tracemalloc.start()
+    try:
+        lengths = [len(line) for line in netrunner.stream(["sh", "-c", script], text=text, timeout=60).lines()]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert lengths == [64 * MiB + 1, 4]
+    assert peak < 2.5 * 64 * MiB, f"{peak / MiB:.0f} MiB at the peak for a 64 MiB line"
 
 
 def test_lines_break_kills_at_once() -> None:
