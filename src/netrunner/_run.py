@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _opcodes as op
 from . import _options as options
+from . import _prefault
 from ._bounds import CGROUP_TEARDOWN, EOF_GRACE, REAP_BOUND, REPORT_MARGIN
 from ._core import READ_SIZE, ChildCore, eof_on_eio
 from ._drive import POLLIN, POLLOUT, Flow, Pending, drive_flow, until
@@ -145,6 +146,11 @@ class _Input:
         return self.view
 
 
+# BytesIO.__sizeof__() less this is the length of its buffer (the allocation,
+# over-allocation included): the object itself and a bytes object's header.
+_BIO_OVERHEAD = io.BytesIO.__basicsize__ + b"".__sizeof__()
+
+
 class _Collector:
     """stdout into one growing buffer, read straight into its spare room.
 
@@ -189,13 +195,45 @@ class _Collector:
             self.size += len(data)
             return len(data)
         if self.cap - self.size < OUT_READ:
-            self.cap = self.size + self.GROW
-            bio.seek(self.cap - 1)
-            bio.write(b"\0")
+            self._grow(bio, self.size + self.GROW)
         with bio.getbuffer() as view:
             n = os.readv(fd, [view[self.size : self.size + OUT_READ]])
         self.size += n
         return n
+
+    def _grow(self, bio: io.BytesIO, want: int) -> None:
+        """Make ``[size, want)`` writable through ``getbuffer()``.
+
+        ``BytesIO`` grows when written past its end: it reallocs (keeping
+        12.5 % spare once big) and zero-fills up to the write, and that
+        fill is what faults the new pages in, one by one.  Past
+        ``PREFAULT_FROM`` the pages are faulted in by one system call per
+        step first (:mod:`netrunner._prefault`), so the fill runs over
+        present pages: the end of the spare is filled, then one byte past
+        it makes BytesIO realloc (mremap: nothing is copied or touched), and
+        the new spare is faulted in before it is filled in turn."""
+        step = want - self.cap <= _prefault.STEP_MAX  # a normal step, not a runaway request
+        while step and self.cap >= _prefault.PREFAULT_FROM and self.cap < want:
+            room = bio.__sizeof__() - _BIO_OVERHEAD  # the allocation, spare included
+            if room < self.cap or room > 2 * want:
+                break  # not the layout this relies on: fill as below
+            if room == self.cap:
+                bio.seek(self.cap)  # realloc with nothing to fill
+                bio.write(b"\0")
+                self.cap += 1
+                continue
+            end = min(want, room)
+            with bio.getbuffer() as view:
+                faulted = _prefault.populate(view, self.cap, end)
+            if not faulted:
+                break
+            bio.seek(end - 1)
+            bio.write(b"\0")
+            self.cap = end
+        if self.cap < want:
+            self.cap = want
+            bio.seek(want - 1)
+            bio.write(b"\0")
 
     def truncate(self, size: int) -> None:
         """Keep only the first ``size`` bytes."""
