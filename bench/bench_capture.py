@@ -13,8 +13,11 @@ of its minor page faults, and the median over rounds of the case's rate
 divided by the raw pipe's rate in the same round.
 
 Cases:
-  raw          ``os.read`` of 1 MiB from the pipe, nothing kept (the
-               ceiling ``bench/peers.py`` shows as "raw-pipe")
+  raw          ``readv`` of 1 MiB from the pipe into one reused buffer,
+               nothing kept: the ceiling ``bench/peers.py`` shows as
+               "raw-pipe" (its ``os.read`` makes a new 1 MiB ``bytes`` per
+               read, which in a fresh process may fault as the heap grows
+               and shrinks; here no read faults)
   netrunner    ``run(cmd).stdout`` as shipped
   fill         ``run(cmd).stdout`` with the prefault off: the buffer's
                pages faulted in one by one by BytesIO's zero-fill (the
@@ -71,8 +74,9 @@ def case(name: str, size: int) -> dict[str, float]:
         r, proc = child_pipe(size)
         got = 0
         if name == "raw":
-            while data := os.read(r, MiB):
-                got += len(data)
+            chunk = bytearray(b"x" * MiB)  # touched once, reused: no page faults
+            while n := os.readv(r, [chunk]):
+                got += n
         else:
             buf = mmap.mmap(-1, size + 8 * MiB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             if name == "floor-thp":

@@ -38,7 +38,7 @@ from typing import Any
 # so a step costs at most one realloc, and glibc serves blocks this big
 # with a mapping of their own (mremap to grow: no copy).
 PREFAULT_FROM = 32 << 20
-STEP_MAX = 16 << 20  # at most this much is faulted in ahead of the reads
+STEP = 1 << 20  # faulted in per call: the room for the next read, no more
 MADV_POPULATE_WRITE = 23  # Linux >= 5.14, every architecture
 PAGE = mmap.PAGESIZE
 

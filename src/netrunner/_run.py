@@ -195,25 +195,30 @@ class _Collector:
             self.size += len(data)
             return len(data)
         if self.cap - self.size < OUT_READ:
-            self._grow(bio, self.size + self.GROW)
+            self._grow(bio)
         with bio.getbuffer() as view:
             n = os.readv(fd, [view[self.size : self.size + OUT_READ]])
         self.size += n
         return n
 
-    def _grow(self, bio: io.BytesIO, want: int) -> None:
-        """Make ``[size, want)`` writable through ``getbuffer()``.
+    def _grow(self, bio: io.BytesIO) -> None:
+        """Make room for the next read, writable through ``getbuffer()``.
 
         ``BytesIO`` grows when written past its end: it reallocs (keeping
         12.5 % spare once big) and zero-fills up to the write, and that
         fill is what faults the new pages in, one by one.  Past
-        ``PREFAULT_FROM`` the pages are faulted in by one system call per
-        step first (:mod:`netrunner._prefault`), so the fill runs over
-        present pages: the end of the spare is filled, then one byte past
-        it makes BytesIO realloc (mremap: nothing is copied or touched), and
-        the new spare is faulted in before it is filled in turn."""
-        step = want - self.cap <= _prefault.STEP_MAX  # a normal step, not a runaway request
-        while step and self.cap >= _prefault.PREFAULT_FROM and self.cap < want:
+        ``PREFAULT_FROM`` the room for one read (``_prefault.STEP``) is
+        faulted in by one system call first (:mod:`netrunner._prefault`),
+        right before the read fills it (so the pages are still in cache),
+        and the zero-fill runs over present pages: the end of the spare is
+        filled, then one byte past it makes BytesIO realloc (mremap:
+        nothing is copied or touched), and the new spare is faulted in
+        before it is filled in turn."""
+        if self.cap < _prefault.PREFAULT_FROM:
+            want = self.size + self.GROW
+        else:
+            want = self.size + _prefault.STEP
+        while self.cap >= _prefault.PREFAULT_FROM and self.cap < want:
             room = bio.__sizeof__() - _BIO_OVERHEAD  # the allocation, spare included
             if room < self.cap or room > 2 * want:
                 break  # not the layout this relies on: fill as below
@@ -224,7 +229,9 @@ class _Collector:
                 continue
             end = min(want, room)
             with bio.getbuffer() as view:
-                faulted = _prefault.populate(view, self.cap, end)
+                # (a page further when the allocation has it: the page the
+                # step ends in, which whole pages only would leave out)
+                faulted = _prefault.populate(view, self.cap, min(room, end + _prefault.PAGE))
             if not faulted:
                 break
             bio.seek(end - 1)
