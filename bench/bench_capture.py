@@ -22,9 +22,10 @@ Cases:
   fill         ``run(cmd).stdout`` with the prefault off: the buffer's
                pages faulted in one by one by BytesIO's zero-fill (the
                collector before issue 13)
-  floor-4k     ``readv`` into a fresh anonymous ``mmap`` faulted in 4 MiB
-               ahead with ``madvise(MADV_POPULATE_WRITE)``: the least any
-               reader keeping 1 GiB in 4 KiB pages pays (no ``bytes`` made)
+  floor-4k     ``readv`` into a fresh anonymous ``mmap``, each 1 MiB faulted
+               in right before the read with ``madvise(MADV_POPULATE_WRITE)``:
+               the least any reader keeping 1 GiB in 4 KiB pages pays (no
+               ``bytes`` made, no zero-fill)
   floor-thp    the same with ``MADV_HUGEPAGE`` (2 MiB pages), touched one
                byte per 2 MiB ahead of the reads
 """
@@ -86,11 +87,12 @@ def case(name: str, size: int) -> dict[str, float]:
             while True:
                 if ready - got < MiB:
                     if name == "floor-4k":
-                        buf.madvise(MADV_POPULATE_WRITE, ready, 4 * MiB)
+                        buf.madvise(MADV_POPULATE_WRITE, ready, MiB)
+                        ready += MiB
                     else:
                         for at in range(ready, ready + 4 * MiB, 2 * MiB):
                             buf[at] = 0
-                    ready += 4 * MiB
+                        ready += 4 * MiB
                 n = os.readv(r, [view[got : got + MiB]])
                 if not n:
                     break
