@@ -34,9 +34,9 @@ from collections.abc import Callable
 from typing import Any
 
 # Below this a capture grows as before (and never imports ctypes).  From
-# 32 MiB on, BytesIO's 12.5 % over-allocation is at least one 4 MiB step,
-# so a step costs at most one realloc, and glibc serves blocks this big
-# with a mapping of their own (mremap to grow: no copy).
+# 32 MiB on, BytesIO's 12.5 % over-allocation (4 MiB or more) exceeds a
+# step, so a step costs at most one realloc, and glibc serves blocks this
+# big with a mapping of their own (mremap to grow: no copy).
 PREFAULT_FROM = 32 << 20
 STEP = 1 << 20  # faulted in per call: the room for the next read, no more
 MADV_POPULATE_WRITE = 23  # Linux >= 5.14, every architecture
