@@ -181,6 +181,37 @@ async def test_no_pipe_deadlock_whatever_the_child_reads_or_writes(front: Front)
     assert (r.returncode, r.stdout) == (0, b"done\n")
 
 
+# 72 MiB and 4097 bytes, none alike in any 1 MiB stretch: past the size where
+# the collector starts faulting its buffer in ahead (_prefault.PREFAULT_FROM,
+# 32 MiB) and across several of BytesIO's reallocs (12.5 % each) after it.
+BIG_OUTPUT = 72 * MiB + 4097
+
+
+@pytest.fixture(scope="module")
+def big_output(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    data = os.urandom(BIG_OUTPUT)
+    path = tmp_path_factory.mktemp("big") / "out"
+    path.write_bytes(data)
+    return path, data
+
+
+async def test_a_capture_across_the_growth_steps_returns_exactly_the_bytes(
+    front: Front, big_output: tuple[Path, bytes]
+) -> None:
+    path, data = big_output
+    r = await front.run(["cat", str(path)], timeout=120)
+    assert len(r.stdout) == len(data)
+    assert r.stdout == data
+    assert r.stats.bytes_out == len(data)
+    # Cut by the limit past the point where the buffer is faulted in ahead:
+    # the first `limit` bytes exactly, the rest never kept.
+    limit = 40 * MiB + 7
+    with pytest.raises(netrunner.OutputLimitExceeded) as info:
+        await front.run(["cat", str(path)], max_output_size=limit, timeout=120)
+    assert len(info.value.stdout) == limit
+    assert info.value.stdout == data[:limit]
+
+
 @pytest.mark.parametrize("entry", ["run", "stream"])
 async def test_a_silent_input_pipe_does_not_defeat_the_timeout(front: Front, entry: str) -> None:
     # The input's writer stays open and says nothing: reading it blocked

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import mmap
 import os
 import signal
 import socket
@@ -29,6 +30,7 @@ from conftest import fork_server_fds, open_fds
 from procs import pid_gone, read_fifo_line, silent_pipe
 
 import netrunner
+from netrunner import _prefault
 
 MiB = 1 << 20
 NOT_OPEN = 1 << 20  # above any RLIMIT_NOFILE: never an open fd
@@ -113,6 +115,63 @@ def test_a_400_mb_stderr_flood_leaves_the_owner_in_bounded_memory(bound: int | N
     # the two copies of the tail (400 MB would be far above either bound).
     assert peak < 2 * tail + 64 * MiB, f"owner peaked at {peak / MiB:.0f} MiB"
     assert (kept, dropped) == (tail, 400_000_000 - tail)
+
+
+# ------------------------------------------- stdout capture, faulted ahead
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_populate_faults_in_the_range_without_writing_it() -> None:
+    # What the collector relies on (netrunner._prefault): one call makes a
+    # range of fresh memory resident (whole pages inside it only), and the
+    # memory still reads as it was.
+    with mmap.mmap(-1, 96 * MiB) as fresh:
+        view = memoryview(fresh)
+        _prefault.populate(view, 0, 0)  # (loads ctypes first: not counted)
+        before = resident_bytes()
+        faulted = _prefault.populate(view, MiB + 5, 65 * MiB + 5)
+        grown = resident_bytes() - before
+        view.release()
+        if not faulted and _prefault._state == "off":
+            pytest.skip("no MADV_POPULATE_WRITE here (Linux < 5.14) or no ctypes")
+        assert faulted
+        assert 63 * MiB <= grown <= 64 * MiB, f"{grown / MiB:.2f} MiB became resident"
+        assert fresh[:].count(0) == len(fresh)  # nothing written
+
+
+def test_a_big_capture_without_the_prefault_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Where the prefault is unavailable (no ctypes, an old kernel) or fails,
+    # the buffer grows by BytesIO's zero-fill alone, to the same bytes.
+    data = os.urandom(40 * MiB + 3)
+    monkeypatch.setattr(_prefault, "_state", "off")
+    assert netrunner.run(["cat"], input=data, timeout=120).stdout == data
+    monkeypatch.setattr(_prefault, "_state", "untried")
+    monkeypatch.setattr(_prefault, "MADV_POPULATE_WRITE", -1)  # EINVAL: off from then on
+    assert netrunner.run(["cat"], input=data, timeout=120).stdout == data
+    assert _prefault._state == "off"
+
+
+def test_a_256_mib_capture_peaks_at_its_size_in_a_fresh_owner() -> None:
+    # Faulting in ahead must stay ahead by one step, not by BytesIO's whole
+    # spare (12.5 %) or a second buffer: the owner's peak RSS is the output
+    # plus the interpreter (~25 MiB) plus at most a few steps of 4 MiB.
+    size = 256 * MiB
+    code = (
+        "import resource, sys, netrunner\n"
+        "out = netrunner.run(['head', '-c', sys.argv[1], '/dev/zero'], timeout=120).stdout\n"
+        "print(len(out), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+    )
+    src = str(Path(netrunner.__file__).resolve().parents[1])
+    owner = netrunner.run(
+        [sys.executable, "-c", code, str(size)], env={**os.environ, "PYTHONPATH": src}, timeout=180, check=True
+    )
+    got, peak = map(int, owner.stdout.split())
+    assert got == size
+    assert peak < size + 48 * MiB, f"owner peaked at {peak / MiB:.0f} MiB for {size // MiB} MiB of output"
 
 
 # ------------------------------------------------------------------- check

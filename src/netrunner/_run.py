@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _opcodes as op
 from . import _options as options
+from . import _prefault
 from ._bounds import CGROUP_TEARDOWN, EOF_GRACE, REAP_BOUND, REPORT_MARGIN
 from ._core import READ_SIZE, ChildCore, eof_on_eio
 from ._drive import POLLIN, POLLOUT, Flow, Pending, drive_flow, until
@@ -145,6 +146,11 @@ class _Input:
         return self.view
 
 
+# BytesIO.__sizeof__() less this is the length of its buffer (the allocation,
+# over-allocation included): the object itself and a bytes object's header.
+_BIO_OVERHEAD = io.BytesIO.__basicsize__ + b"".__sizeof__()
+
+
 class _Collector:
     """stdout into one growing buffer, read straight into its spare room.
 
@@ -189,13 +195,52 @@ class _Collector:
             self.size += len(data)
             return len(data)
         if self.cap - self.size < OUT_READ:
-            self.cap = self.size + self.GROW
-            bio.seek(self.cap - 1)
-            bio.write(b"\0")
+            self._grow(bio)
         with bio.getbuffer() as view:
             n = os.readv(fd, [view[self.size : self.size + OUT_READ]])
         self.size += n
         return n
+
+    def _grow(self, bio: io.BytesIO) -> None:
+        """Make room for the next read, writable through ``getbuffer()``.
+
+        ``BytesIO`` grows when written past its end: it reallocs (keeping
+        12.5 % spare once big) and zero-fills up to the write, and that
+        fill is what faults the new pages in, one by one.  Past
+        ``PREFAULT_FROM`` the room for one read (``_prefault.STEP``) is
+        faulted in by one system call first (:mod:`netrunner._prefault`),
+        right before the read fills it (so the pages are still in cache),
+        and the zero-fill runs over present pages: the end of the spare is
+        filled, then one byte past it makes BytesIO realloc (mremap:
+        nothing is copied or touched), and the new spare is faulted in
+        before it is filled in turn."""
+        if self.cap < _prefault.PREFAULT_FROM:
+            want = self.size + self.GROW
+        else:
+            want = self.size + _prefault.STEP
+        while self.cap >= _prefault.PREFAULT_FROM and self.cap < want:
+            room = bio.__sizeof__() - _BIO_OVERHEAD  # the allocation, spare included
+            if room < self.cap or room > 2 * want:
+                break  # not the layout this relies on: fill as below
+            if room == self.cap:
+                bio.seek(self.cap)  # realloc with nothing to fill
+                bio.write(b"\0")
+                self.cap += 1
+                continue
+            end = min(want, room)
+            with bio.getbuffer() as view:
+                # (a page further when the allocation has it: the page the
+                # step ends in, which whole pages only would leave out)
+                faulted = _prefault.populate(view, self.cap, min(room, end + _prefault.PAGE))
+            if not faulted:
+                break
+            bio.seek(end - 1)
+            bio.write(b"\0")
+            self.cap = end
+        if self.cap < want:
+            self.cap = want
+            bio.seek(want - 1)
+            bio.write(b"\0")
 
     def truncate(self, size: int) -> None:
         """Keep only the first ``size`` bytes."""
