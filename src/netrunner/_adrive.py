@@ -122,6 +122,11 @@ class Backend(Protocol):
         """``fd`` is about to be closed: wake whoever waits on it here."""
         ...
 
+    def flow_waits(self) -> _FlowWaits | _NoFlowWaits:
+        """What one flow waits with (its ``wait`` as above, then ``close()``
+        when the flow ends)."""
+        ...
+
 
 # --------------------------------------------------------------- asyncio
 class _LoopFds:
@@ -132,14 +137,15 @@ class _LoopFds:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.readers: dict[int, set[Callable[[int], None]]] = {}
-        self.writers: dict[int, set[Callable[[int], None]]] = {}
+        # Each waiter's callback(fd, closing): closing=True from notify_closing.
+        self.readers: dict[int, set[Callable[[int, bool], None]]] = {}
+        self.writers: dict[int, set[Callable[[int, bool], None]]] = {}
 
-    def _fire(self, table: dict[int, set[Callable[[int], None]]], fd: int) -> None:
+    def _fire(self, table: dict[int, set[Callable[[int, bool], None]]], fd: int) -> None:
         for callback in list(table.get(fd, ())):
-            callback(fd)
+            callback(fd, False)
 
-    def add(self, fd: int, write: bool, callback: Callable[[int], None]) -> None:
+    def add(self, fd: int, write: bool, callback: Callable[[int, bool], None]) -> None:
         table = self.writers if write else self.readers
         waiters = table.get(fd)
         if waiters is None:
@@ -150,7 +156,7 @@ class _LoopFds:
                 self.loop.add_reader(fd, self._fire, self.readers, fd)
         waiters.add(callback)
 
-    def remove(self, fd: int, write: bool, callback: Callable[[int], None]) -> None:
+    def remove(self, fd: int, write: bool, callback: Callable[[int, bool], None]) -> None:
         table = self.writers if write else self.readers
         waiters = table.get(fd)
         if waiters is None:
@@ -192,7 +198,7 @@ def notify_closing(fd: int) -> None:
         else:
             loop.remove_reader(fd)
         for callback in list(waiters):
-            callback(fd)
+            callback(fd, True)
 
 
 async def wait_ready(
@@ -210,7 +216,7 @@ async def wait_ready(
     waiter: list[asyncio.Future[None]] = [loop.create_future()]
     ready: list[int] = []
 
-    def fire(fd: int) -> None:
+    def fire(fd: int, closing: bool = False) -> None:
         ready.append(fd)
         if not waiter[0].done():
             waiter[0].set_result(None)
@@ -238,6 +244,121 @@ async def wait_ready(
         if timer is not None:
             timer.cancel()
     return [fd for fd in ready if fd >= 0]
+
+
+class _FlowWaits:
+    """asyncio, for one flow (one :func:`adrive_flow`): its fds stay
+    registered with the loop from one wait to the next, and only the
+    difference is added or removed.  A ``run()`` waits three or four times
+    on nearly the same fds (the socket, the pidfd, the pipes); adding and
+    removing each one per wait was ~10 ``epoll_ctl`` and as many selector
+    updates and handles per call.  Everything left is removed when the flow
+    ends (:meth:`close`), so no fd stays registered after a call; an fd the
+    flow closes meanwhile goes through ``notify_closing`` first (the core's
+    ``Fd.close`` does that), which drops its registration while the number
+    still names that file.
+
+    A kept registration can fire late: the loop may have seen an fd ready
+    (and queued its callback) before the flow, woken by another fd, read
+    it and waited again.  So a wait counts readiness only after a callback
+    it queued itself on entering has run (``armed``): what the loop queued
+    before that is stale, and what is still ready is seen again by the
+    loop's next (level-triggered) ``epoll_wait``.  ``notify_closing`` and
+    the deadline count at once (``closing=True``, ``-1``)."""
+
+    __slots__ = ("armed", "fds", "fire", "loop", "ready", "registered", "waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        fds = _loops.get(loop)
+        if fds is None:
+            fds = _loops[loop] = _LoopFds(loop)
+        self.fds = fds
+        self.registered: set[tuple[int, bool]] = set()
+        self.ready: list[int] = []
+        # A list, as in wait_ready: a shielded wait may put a fresh future
+        # in place of one a cancellation consumed.
+        self.waiter: list[asyncio.Future[None]] = []
+        self.armed = False
+        self.fire = self._fire  # one bound method: the callback's identity in _LoopFds
+
+    def _arm(self) -> None:
+        self.armed = True
+
+    def _fire(self, fd: int, closing: bool = False) -> None:
+        if not (self.armed or closing or fd < 0):
+            return  # queued before this wait began (see the class)
+        self.ready.append(fd)
+        waiter = self.waiter
+        if waiter and not waiter[0].done():
+            waiter[0].set_result(None)
+
+    async def wait(
+        self,
+        interest: Interest,
+        deadline: float | None,
+        shielded: bool = False,
+        caught: list[BaseException] | None = None,
+    ) -> list[int]:
+        """As :func:`wait_ready`, keeping the registrations (see the class)."""
+        fds, fire = self.fds, self.fire
+        want: set[tuple[int, bool]] = set()
+        for fd, events in interest:
+            if events & select.POLLIN:
+                want.add((fd, False))
+            if events & select.POLLOUT:
+                want.add((fd, True))
+        for fd, write in self.registered - want:
+            fds.remove(fd, write, fire)
+        self.registered = want
+        for fd, write in want:
+            # Registered unless notify_closing dropped it (the number may
+            # name a new file now): then it is added afresh.
+            waiters = (fds.writers if write else fds.readers).get(fd)
+            if waiters is None or fire not in waiters:
+                fds.add(fd, write, fire)
+        loop = self.loop
+        timer = None
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            timer = loop.call_later(left, fire, -1)
+        ready: list[int] = []
+        self.ready = ready
+        self.waiter = waiter = [loop.create_future()]
+        self.armed = False
+        loop.call_soon(self._arm)
+        try:
+            if shielded:
+                await _shielded_wait(loop, waiter, ready, caught)
+            else:
+                await waiter[0]
+        finally:
+            self.waiter = []
+            self.armed = False
+            if timer is not None:
+                timer.cancel()
+        return [fd for fd in ready if fd >= 0]
+
+    def close(self) -> None:
+        """The flow ended: drop every registration it still holds."""
+        fds, fire = self.fds, self.fire
+        for fd, write in self.registered:
+            fds.remove(fd, write, fire)
+        self.registered = set()
+
+
+class _NoFlowWaits:
+    """A backend's plain ``wait`` for a flow (trio: nothing kept)."""
+
+    __slots__ = ("wait",)
+
+    def __init__(self, wait: Callable[..., Awaitable[list[int]]]) -> None:
+        self.wait = wait
+
+    def close(self) -> None:
+        pass
 
 
 async def _shielded_wait(
@@ -317,6 +438,9 @@ class _Asyncio:
 
     def notify_closing(self, fd: int) -> None:
         notify_closing(fd)
+
+    def flow_waits(self) -> _FlowWaits:
+        return _FlowWaits(asyncio.get_running_loop())
 
 
 # ------------------------------------------------------------------ trio
@@ -450,6 +574,9 @@ class _Trio:
     def notify_closing(self, fd: int) -> None:
         _trio_notify_closing(fd)
 
+    def flow_waits(self) -> _NoFlowWaits:
+        return _NoFlowWaits(self.wait)
+
 
 # ------------------------------------------------------------- detection
 _ASYNCIO = _Asyncio()
@@ -514,11 +641,21 @@ async def adrive_flow(flow: Flow[T], *, shielded: bool = False) -> T:
     ``__aexit__``) shields the whole flow, and a cancellation that arrived
     meanwhile is raised at the end."""
     backend = current_backend()
+    waits = backend.flow_waits()
+    try:
+        return await _drive_on(backend, waits, flow, shielded)
+    finally:
+        waits.close()
+
+
+async def _drive_on(backend: Backend, waits: _FlowWaits | _NoFlowWaits, flow: Flow[T], shielded: bool) -> T:
+    """:func:`adrive_flow`'s loop, waiting with ``waits``."""
     shield = shielded
     cancel: BaseException | None = None
     caught: list[BaseException] = []
     ready: list[int] | None = None  # a fresh generator takes no value
     thrown: BaseException | None = None
+    wait = waits.wait
     while True:
         try:
             if thrown is not None:
@@ -544,7 +681,7 @@ async def adrive_flow(flow: Flow[T], *, shielded: bool = False) -> T:
                     await backend.checkpoint()
             else:
                 assert isinstance(request, Pending)
-                ready = await backend.wait(request.interest, request.deadline, shield, caught)
+                ready = await wait(request.interest, request.deadline, shield, caught)
         except BaseException as exc:  # handed to the flow
             thrown = exc
             shield = True
