@@ -21,10 +21,13 @@ How each waits:
 - **asyncio**: ``add_reader``/``add_writer``, each fd registered once per
   loop and the wake-up fanned out to every waiter (``add_reader`` keeps one
   callback per fd, so a reader and a ``wait()`` both following the shepherd
-  socket would steal each other's wake-ups).  A shielded wait records a
-  ``CancelledError`` and goes on waiting; under anyio (which re-cancels the
-  task on every turn of the loop until its scope exits) it also sits in an
-  ``anyio.CancelScope(shield=True)``, so the loop does not spin.
+  socket would steal each other's wake-ups).  Within one call (one flow)
+  an fd stays registered from one wait to the next (``_FlowWaits``): only
+  the difference is added or removed, everything when the call ends.  A
+  shielded wait records a ``CancelledError`` and goes on waiting; under
+  anyio (which re-cancels the task on every turn of the loop until its
+  scope exits) it also sits in an ``anyio.CancelScope(shield=True)``, so
+  the loop does not spin.
 - **trio**: ``wait_readable`` raises ``BusyResourceError`` for a second
   waiter on one fd and takes one fd per call, so each wait makes its own
   ``epoll`` (CLOEXEC) holding its interest and waits for *that* fd to be
@@ -286,7 +289,10 @@ class _FlowWaits:
         self.armed = True
 
     def _fire(self, fd: int, closing: bool = False) -> None:
-        if not (self.armed or closing or fd < 0):
+        if closing:  # notify_closing dropped the fd's registration
+            self.registered.discard((fd, False))
+            self.registered.discard((fd, True))
+        elif not (self.armed or fd < 0):
             return  # queued before this wait began (see the class)
         self.ready.append(fd)
         waiter = self.waiter
@@ -308,15 +314,15 @@ class _FlowWaits:
                 want.add((fd, False))
             if events & select.POLLOUT:
                 want.add((fd, True))
-        for fd, write in self.registered - want:
-            fds.remove(fd, write, fire)
-        self.registered = want
-        for fd, write in want:
-            # Registered unless notify_closing dropped it (the number may
-            # name a new file now): then it is added afresh.
-            waiters = (fds.writers if write else fds.readers).get(fd)
-            if waiters is None or fire not in waiters:
+        registered = self.registered
+        if want != registered:
+            # (What notify_closing dropped is no longer in ``registered``:
+            # its number, maybe naming a new file now, is added afresh.)
+            for fd, write in registered - want:
+                fds.remove(fd, write, fire)
+            for fd, write in want - registered:
                 fds.add(fd, write, fire)
+            self.registered = want
         loop = self.loop
         timer = None
         if deadline is not None:
