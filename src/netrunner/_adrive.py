@@ -261,15 +261,21 @@ class _FlowWaits:
     ``Fd.close`` does that), which drops its registration while the number
     still names that file.
 
-    A kept registration can fire late: the loop may have seen an fd ready
-    (and queued its callback) before the flow, woken by another fd, read
-    it and waited again.  So a wait counts readiness only after a callback
-    it queued itself on entering has run (``armed``): what the loop queued
-    before that is stale, and what is still ready is seen again by the
-    loop's next (level-triggered) ``epoll_wait``.  ``notify_closing`` and
-    the deadline count at once (``closing=True``, ``-1``)."""
+    A kept registration fires late as a rule: the task resumes one turn of
+    the loop after the fd woke it, and that turn's (level-triggered)
+    ``epoll_wait`` sees the fd, still unread, ready again and queues its
+    callback behind the task, which reads the fd and waits again.  So
+    until a wait has something, a readiness callback is checked with a
+    ``poll`` of that fd (timeout 0); one that is not ready is stale and
+    ignored (were it ready after all, the loop reports it again).  Cheaper
+    than the alternatives tried: a callback queued on entering that arms
+    the wait costs a whole extra turn of the loop per wait, and adding each
+    kept fd's reader again (which cancels its queued callback) a handle and
+    a selector update per fd.  Between waits readiness is ignored.
+    ``notify_closing`` and the deadline count at once (``closing=True``,
+    ``-1``)."""
 
-    __slots__ = ("armed", "fds", "fire", "loop", "ready", "registered", "waiter")
+    __slots__ = ("fds", "fire", "interest", "loop", "ready", "registered", "waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -282,22 +288,32 @@ class _FlowWaits:
         # A list, as in wait_ready: a shielded wait may put a fresh future
         # in place of one a cancellation consumed.
         self.waiter: list[asyncio.Future[None]] = []
-        self.armed = False
+        self.interest: Interest = []
         self.fire = self._fire  # one bound method: the callback's identity in _LoopFds
-
-    def _arm(self) -> None:
-        self.armed = True
 
     def _fire(self, fd: int, closing: bool = False) -> None:
         if closing:  # notify_closing dropped the fd's registration
             self.registered.discard((fd, False))
             self.registered.discard((fd, True))
-        elif not (self.armed or fd < 0):
-            return  # queued before this wait began (see the class)
+        elif fd >= 0:
+            waiter = self.waiter
+            if not waiter:
+                return  # between waits (see the class)
+            if not waiter[0].done() and not self._still_ready(fd):
+                return  # queued before this wait began
         self.ready.append(fd)
         waiter = self.waiter
         if waiter and not waiter[0].done():
             waiter[0].set_result(None)
+
+    def _still_ready(self, fd: int) -> bool:
+        events = 0
+        for interested, mask in self.interest:
+            if interested == fd:
+                events |= mask
+        poller = select.poll()
+        poller.register(fd, events)
+        return bool(poller.poll(0))
 
     async def wait(
         self,
@@ -332,9 +348,8 @@ class _FlowWaits:
             timer = loop.call_later(left, fire, -1)
         ready: list[int] = []
         self.ready = ready
+        self.interest = interest
         self.waiter = waiter = [loop.create_future()]
-        self.armed = False
-        loop.call_soon(self._arm)
         try:
             if shielded:
                 await _shielded_wait(loop, waiter, ready, caught)
@@ -342,7 +357,6 @@ class _FlowWaits:
                 await waiter[0]
         finally:
             self.waiter = []
-            self.armed = False
             if timer is not None:
                 timer.cancel()
         return [fd for fd in ready if fd >= 0]
