@@ -502,6 +502,46 @@ def test_notify_closing_wakes_a_waiter_and_the_reused_number_works(kit_run: Any,
     assert kit_run(main) == ([r], [r], [r], None, None)
 
 
+def test_a_number_closed_and_reused_between_waits_is_waited_on_afresh_and_nothing_stays_registered(
+    kit_run: Any, pipes: Any
+) -> None:
+    """On asyncio a flow's fds stay registered from one wait to the next.
+    One the flow closes between waits (through notify_closing, as the core
+    does) and whose number then names a new pipe must be waited on as that
+    new pipe (a registration kept for the old file would never wake: the
+    flow would sleep to its deadline); when the flow ends, none of its fds
+    is left registered with the loop."""
+    (r0, w0), (r1, _w1) = pipes(), pipes()
+    fresh: list[int] = []
+
+    def flow(announce: Any) -> Step:
+        os.write(w0, b"x")
+        first = yield Pending([(r0, POLLIN), (r1, POLLIN)], soon())
+        os.read(r0, 1)
+        notify_closing(r1)
+        os.close(r1)
+        new_r, new_w = pipes()
+        os.dup2(new_r, r1)  # the same number, a different pipe
+        fresh.append(new_w)
+        announce.set()
+        second = yield Pending([(r0, POLLIN), (r1, POLLIN)], soon())
+        return sorted(first), sorted(second)
+
+    async def main(kit: Kit) -> Any:
+        selector = None
+        if current_backend().name == "asyncio":
+            selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+        waiting = kit.event()
+        handle = kit.spawn(lambda: adrive_flow(flow(waiting)))
+        await waiting.wait()
+        os.write(fresh[0], b"y")
+        await kit.join(handle)
+        left = [] if selector is None else [fd for fd in (r0, r1) if fd in selector.get_map()]
+        return handle.result, handle.error, left
+
+    assert kit_run(main) == (([r0], [r1]), None, [])
+
+
 def test_notify_closing_costs_nothing_for_a_number_nobody_waits_on(kit_run: Any, pipes: Any) -> None:
     r, w = pipes()
     other_r, _other_w = pipes()

@@ -6,6 +6,7 @@ tables, fork limits, signals); none waits with sleeps."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import resource
@@ -17,6 +18,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from procs import package_for_other_users
@@ -24,6 +26,7 @@ from test_shepherd import PROMPT, direct_shepherd, spawn_frame
 
 import netrunner
 from netrunner import _launch, _run
+from netrunner._adrive import adrive_flow
 from netrunner._core import Starter
 from netrunner._drive import Pending, drive
 from netrunner._launch import FORK_SERVER
@@ -339,6 +342,50 @@ def test_a_request_the_killed_fork_server_never_served_goes_to_a_fresh_one(fresh
     assert p.wait(timeout=30) == 0
     p.close()
     assert netrunner.run(["echo", "again"]).stdout == b"again\n"  # the spare queued with it
+
+
+def test_on_asyncio_the_retry_after_a_killed_fork_server_waits_on_the_new_socket(fresh_fork_server: None) -> None:
+    # The same retry on the asyncio driver, which keeps a call's fds
+    # registered with the loop from one wait to the next: the first
+    # handshake's socket is closed by the retry and the new one may take its
+    # number.  The retry must tell the driver (notify_closing) before it
+    # closes the socket, or the kept registration names the closed file and
+    # the new socket is never polled (the start waits for ever).
+    netrunner.run(["true"])
+    server = FORK_SERVER.pid
+    os.kill(server, signal.SIGSTOP)
+    try:
+        os.waitid(os.P_PID, server, os.WSTOPPED | os.WNOWAIT)
+        with FORK_SERVER._lock:
+            for spare in FORK_SERVER._ready:
+                spare.close()
+            FORK_SERVER._ready.clear()
+        starter = Starter(["true"], SpawnOptions(**SPAWN_DEFAULTS).request(["true"]))
+        pending = starter(None)
+        assert isinstance(pending, Pending) and starter.hs is not None and not starter.hs.sending
+        # No nudge: its deadline would wake the start after a second and
+        # hide a socket the loop never polls.
+        starter.nudge_at = None
+        pending = Pending(pending.interest, None)
+    finally:
+        os.kill(server, signal.SIGKILL)
+    assert exited_within(server, 30)
+
+    def flow() -> Any:
+        ready = yield pending  # registers the first socket with the loop
+        while True:
+            result = starter(ready)
+            if not isinstance(result, Pending):
+                return result
+            ready = yield result
+
+    async def main() -> Any:
+        return await asyncio.wait_for(adrive_flow(flow()), 30)
+
+    p = netrunner.Process(asyncio.run(main()))
+    assert starter.retried
+    assert p.wait(timeout=30) == 0
+    p.close()
 
 
 # ------------------------------------------------- interrupts never lost

@@ -21,10 +21,13 @@ How each waits:
 - **asyncio**: ``add_reader``/``add_writer``, each fd registered once per
   loop and the wake-up fanned out to every waiter (``add_reader`` keeps one
   callback per fd, so a reader and a ``wait()`` both following the shepherd
-  socket would steal each other's wake-ups).  A shielded wait records a
-  ``CancelledError`` and goes on waiting; under anyio (which re-cancels the
-  task on every turn of the loop until its scope exits) it also sits in an
-  ``anyio.CancelScope(shield=True)``, so the loop does not spin.
+  socket would steal each other's wake-ups).  Within one call (one flow)
+  an fd stays registered from one wait to the next (``_FlowWaits``): only
+  the difference is added or removed, everything when the call ends.  A
+  shielded wait records a ``CancelledError`` and goes on waiting; under
+  anyio (which re-cancels the task on every turn of the loop until its
+  scope exits) it also sits in an ``anyio.CancelScope(shield=True)``, so
+  the loop does not spin.
 - **trio**: ``wait_readable`` raises ``BusyResourceError`` for a second
   waiter on one fd and takes one fd per call, so each wait makes its own
   ``epoll`` (CLOEXEC) holding its interest and waits for *that* fd to be
@@ -122,6 +125,11 @@ class Backend(Protocol):
         """``fd`` is about to be closed: wake whoever waits on it here."""
         ...
 
+    def flow_waits(self) -> _FlowWaits | _NoFlowWaits:
+        """What one flow waits with (its ``wait`` as above, then ``close()``
+        when the flow ends)."""
+        ...
+
 
 # --------------------------------------------------------------- asyncio
 class _LoopFds:
@@ -132,14 +140,15 @@ class _LoopFds:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.readers: dict[int, set[Callable[[int], None]]] = {}
-        self.writers: dict[int, set[Callable[[int], None]]] = {}
+        # Each waiter's callback(fd, closing): closing=True from notify_closing.
+        self.readers: dict[int, set[Callable[[int, bool], None]]] = {}
+        self.writers: dict[int, set[Callable[[int, bool], None]]] = {}
 
-    def _fire(self, table: dict[int, set[Callable[[int], None]]], fd: int) -> None:
+    def _fire(self, table: dict[int, set[Callable[[int, bool], None]]], fd: int) -> None:
         for callback in list(table.get(fd, ())):
-            callback(fd)
+            callback(fd, False)
 
-    def add(self, fd: int, write: bool, callback: Callable[[int], None]) -> None:
+    def add(self, fd: int, write: bool, callback: Callable[[int, bool], None]) -> None:
         table = self.writers if write else self.readers
         waiters = table.get(fd)
         if waiters is None:
@@ -150,7 +159,7 @@ class _LoopFds:
                 self.loop.add_reader(fd, self._fire, self.readers, fd)
         waiters.add(callback)
 
-    def remove(self, fd: int, write: bool, callback: Callable[[int], None]) -> None:
+    def remove(self, fd: int, write: bool, callback: Callable[[int, bool], None]) -> None:
         table = self.writers if write else self.readers
         waiters = table.get(fd)
         if waiters is None:
@@ -192,7 +201,7 @@ def notify_closing(fd: int) -> None:
         else:
             loop.remove_reader(fd)
         for callback in list(waiters):
-            callback(fd)
+            callback(fd, True)
 
 
 async def wait_ready(
@@ -210,7 +219,7 @@ async def wait_ready(
     waiter: list[asyncio.Future[None]] = [loop.create_future()]
     ready: list[int] = []
 
-    def fire(fd: int) -> None:
+    def fire(fd: int, closing: bool = False) -> None:
         ready.append(fd)
         if not waiter[0].done():
             waiter[0].set_result(None)
@@ -238,6 +247,138 @@ async def wait_ready(
         if timer is not None:
             timer.cancel()
     return [fd for fd in ready if fd >= 0]
+
+
+class _FlowWaits:
+    """asyncio, for one flow (one :func:`adrive_flow`): its fds stay
+    registered with the loop from one wait to the next, and only the
+    difference is added or removed.  A ``run()`` waits three or four times
+    on nearly the same fds (the socket, the pidfd, the pipes); adding and
+    removing each one per wait was ~10 ``epoll_ctl`` and as many selector
+    updates and handles per call.  Everything left is removed when the flow
+    ends (:meth:`close`), so no fd stays registered after a call; an fd the
+    flow closes meanwhile goes through ``notify_closing`` first (the core's
+    ``Fd.close`` does that), which drops its registration while the number
+    still names that file.
+
+    A kept registration fires late as a rule: the task resumes one turn of
+    the loop after the fd woke it, and that turn's (level-triggered)
+    ``epoll_wait`` sees the fd, still unread, ready again and queues its
+    callback behind the task, which reads the fd and waits again.  So
+    until a wait has something, a readiness callback is checked with a
+    ``poll`` of that fd (timeout 0); one that is not ready is stale and
+    ignored (were it ready after all, the loop reports it again).  Cheaper
+    than the alternatives tried: a callback queued on entering that arms
+    the wait costs a whole extra turn of the loop per wait, and adding each
+    kept fd's reader again (which cancels its queued callback) a handle and
+    a selector update per fd.  Between waits readiness is ignored.
+    ``notify_closing`` and the deadline count at once (``closing=True``,
+    ``-1``)."""
+
+    __slots__ = ("fds", "fire", "interest", "loop", "ready", "registered", "waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        fds = _loops.get(loop)
+        if fds is None:
+            fds = _loops[loop] = _LoopFds(loop)
+        self.fds = fds
+        self.registered: set[tuple[int, bool]] = set()
+        self.ready: list[int] = []
+        # A list, as in wait_ready: a shielded wait may put a fresh future
+        # in place of one a cancellation consumed.
+        self.waiter: list[asyncio.Future[None]] = []
+        self.interest: Interest = []
+        self.fire = self._fire  # one bound method: the callback's identity in _LoopFds
+
+    def _fire(self, fd: int, closing: bool = False) -> None:
+        if closing:  # notify_closing dropped the fd's registration
+            self.registered.discard((fd, False))
+            self.registered.discard((fd, True))
+        elif fd >= 0:
+            waiter = self.waiter
+            if not waiter:
+                return  # between waits (see the class)
+            if not waiter[0].done() and not self._still_ready(fd):
+                return  # queued before this wait began
+        self.ready.append(fd)
+        waiter = self.waiter
+        if waiter and not waiter[0].done():
+            waiter[0].set_result(None)
+
+    def _still_ready(self, fd: int) -> bool:
+        events = 0
+        for interested, mask in self.interest:
+            if interested == fd:
+                events |= mask
+        poller = select.poll()
+        poller.register(fd, events)
+        return bool(poller.poll(0))
+
+    async def wait(
+        self,
+        interest: Interest,
+        deadline: float | None,
+        shielded: bool = False,
+        caught: list[BaseException] | None = None,
+    ) -> list[int]:
+        """As :func:`wait_ready`, keeping the registrations (see the class)."""
+        fds, fire = self.fds, self.fire
+        want: set[tuple[int, bool]] = set()
+        for fd, events in interest:
+            if events & select.POLLIN:
+                want.add((fd, False))
+            if events & select.POLLOUT:
+                want.add((fd, True))
+        registered = self.registered
+        if want != registered:
+            # (What notify_closing dropped is no longer in ``registered``:
+            # its number, maybe naming a new file now, is added afresh.)
+            for fd, write in registered - want:
+                fds.remove(fd, write, fire)
+            for fd, write in want - registered:
+                fds.add(fd, write, fire)
+            self.registered = want
+        loop = self.loop
+        timer = None
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            timer = loop.call_later(left, fire, -1)
+        ready: list[int] = []
+        self.ready = ready
+        self.interest = interest
+        self.waiter = waiter = [loop.create_future()]
+        try:
+            if shielded:
+                await _shielded_wait(loop, waiter, ready, caught)
+            else:
+                await waiter[0]
+        finally:
+            self.waiter = []
+            if timer is not None:
+                timer.cancel()
+        return [fd for fd in ready if fd >= 0]
+
+    def close(self) -> None:
+        """The flow ended: drop every registration it still holds."""
+        fds, fire = self.fds, self.fire
+        for fd, write in self.registered:
+            fds.remove(fd, write, fire)
+        self.registered = set()
+
+
+class _NoFlowWaits:
+    """A backend's plain ``wait`` for a flow (trio: nothing kept)."""
+
+    __slots__ = ("wait",)
+
+    def __init__(self, wait: Callable[..., Awaitable[list[int]]]) -> None:
+        self.wait = wait
+
+    def close(self) -> None:
+        pass
 
 
 async def _shielded_wait(
@@ -317,6 +458,9 @@ class _Asyncio:
 
     def notify_closing(self, fd: int) -> None:
         notify_closing(fd)
+
+    def flow_waits(self) -> _FlowWaits:
+        return _FlowWaits(asyncio.get_running_loop())
 
 
 # ------------------------------------------------------------------ trio
@@ -450,6 +594,9 @@ class _Trio:
     def notify_closing(self, fd: int) -> None:
         _trio_notify_closing(fd)
 
+    def flow_waits(self) -> _NoFlowWaits:
+        return _NoFlowWaits(self.wait)
+
 
 # ------------------------------------------------------------- detection
 _ASYNCIO = _Asyncio()
@@ -514,11 +661,21 @@ async def adrive_flow(flow: Flow[T], *, shielded: bool = False) -> T:
     ``__aexit__``) shields the whole flow, and a cancellation that arrived
     meanwhile is raised at the end."""
     backend = current_backend()
+    waits = backend.flow_waits()
+    try:
+        return await _drive_on(backend, waits, flow, shielded)
+    finally:
+        waits.close()
+
+
+async def _drive_on(backend: Backend, waits: _FlowWaits | _NoFlowWaits, flow: Flow[T], shielded: bool) -> T:
+    """:func:`adrive_flow`'s loop, waiting with ``waits``."""
     shield = shielded
     cancel: BaseException | None = None
     caught: list[BaseException] = []
     ready: list[int] | None = None  # a fresh generator takes no value
     thrown: BaseException | None = None
+    wait = waits.wait
     while True:
         try:
             if thrown is not None:
@@ -544,7 +701,7 @@ async def adrive_flow(flow: Flow[T], *, shielded: bool = False) -> T:
                     await backend.checkpoint()
             else:
                 assert isinstance(request, Pending)
-                ready = await backend.wait(request.interest, request.deadline, shield, caught)
+                ready = await wait(request.interest, request.deadline, shield, caught)
         except BaseException as exc:  # handed to the flow
             thrown = exc
             shield = True

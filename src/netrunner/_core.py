@@ -518,6 +518,7 @@ class Starter:
             return False
         self.retried = True
         self.hs = None
+        notify_closing(hs.sock.fileno())  # an async driver may hold it registered
         hs.sock.close()
         for fd in hs.decoder.take_unclaimed_fds():
             os.close(fd)
@@ -616,6 +617,7 @@ class Starter:
         hs, self.hs = self.hs, None
         if hs is None:
             return
+        notify_closing(hs.sock.fileno())  # an async driver may hold it registered
         hs.sock.close()
         if hs.started is not None:
             for fd in hs.started.fds():

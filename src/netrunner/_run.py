@@ -365,15 +365,31 @@ class RunCore:
         chunks (upstream lesson 18)."""
         core = self.core
         was_done = core.done
+        was_dead = core.child_dead
         if core.sock is not None and (ready is None or core.sock.fileno() in ready):
             core.service_ctl()
         core.tend(ready)
-        if core.done and not was_done:
-            ready = None  # reaped: the pipes hold their last bytes and EOF now
-        if self.collect and not self.stopping and core.stdout.fd >= 0 and (ready is None or core.stdout.fd in ready):
+        if (core.done and not was_done) or (core.child_dead and not was_dead):
+            # Reaped, or seen dead on its pidfd: the pipes hold their last
+            # bytes and (unless something the child started holds them) EOF
+            # now, so they are read without waiting for them to say so.
+            ready = None
+        read_out = self.collect and not self.stopping and core.stdout.fd >= 0
+        tried_out = read_out and (ready is None or core.stdout.fd in ready)
+        if tried_out:
             self._read_stdout()
-        if core.stderr.fd >= 0 and (ready is None or core.stderr.fd in ready):
+        tried_err = core.stderr.fd >= 0 and (ready is None or core.stderr.fd in ready)
+        if tried_err:
             core.drain_stderr()
+        # One pipe hung up: the child is most likely exiting and the other
+        # pipe (not ready a moment ago) has hung up too by now.  Reading it
+        # now saves a poll round per run() when a child's pipes close one
+        # by one while the owner is already awake (it wakes on the first);
+        # if the child runs on, the cost is one EAGAIN.
+        if tried_out and not tried_err and core.out_eof and core.stderr.fd >= 0:
+            core.drain_stderr()
+        elif tried_err and not tried_out and core.err_eof and read_out and core.stdout.fd >= 0:
+            self._read_stdout()
         source = self.input
         fed = source is not None and source.fd >= 0 and ready is not None and source.fd in ready
         if fed:
