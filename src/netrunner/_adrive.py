@@ -204,6 +204,14 @@ def notify_closing(fd: int) -> None:
             callback(fd, True)
 
 
+def _loop_fds(loop: asyncio.AbstractEventLoop) -> _LoopFds:
+    """The loop's fd registry (see :class:`_LoopFds`), made on first use."""
+    fds = _loops.get(loop)
+    if fds is None:
+        fds = _loops[loop] = _LoopFds(loop)
+    return fds
+
+
 async def wait_ready(
     interest: Interest, deadline: float | None, shielded: bool = False, caught: list[BaseException] | None = None
 ) -> list[int]:
@@ -211,9 +219,7 @@ async def wait_ready(
     never blocks the loop.  ``shielded``: a ``CancelledError`` is appended
     to ``caught`` and the wait goes on (see :meth:`Backend.wait`)."""
     loop = asyncio.get_running_loop()
-    fds = _loops.get(loop)
-    if fds is None:
-        fds = _loops[loop] = _LoopFds(loop)
+    fds = _loop_fds(loop)
     # A list, so that a shielded wait can put a fresh future in place of
     # one a cancellation consumed, and fire() completes the current one.
     waiter: list[asyncio.Future[None]] = [loop.create_future()]
@@ -279,10 +285,7 @@ class _FlowWaits:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        fds = _loops.get(loop)
-        if fds is None:
-            fds = _loops[loop] = _LoopFds(loop)
-        self.fds = fds
+        self.fds = _loop_fds(loop)
         self.registered: set[tuple[int, bool]] = set()
         self.ready: list[int] = []
         # A list, as in wait_ready: a shielded wait may put a fresh future
