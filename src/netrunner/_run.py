@@ -598,13 +598,12 @@ def plan(args: Any, call: Mapping[str, Any]) -> RunPlan:
         fresh = _plan(args, call)
         rq = fresh.rq
         request = encode_spawn(rq)
-        if len(request) > _PLAIN_REQUEST_MAX:
-            return dataclasses.replace(fresh, request=request)
         fresh = dataclasses.replace(fresh, request=request)
-        if len(_plain_plans) >= _PLAIN_PLANS_MAX:
-            _plain_plans.clear()
-        assert rq.umask is not None
-        _plain_plans[key] = (fresh, rq.env, rq.umask)
+        if len(request) <= _PLAIN_REQUEST_MAX:
+            if len(_plain_plans) >= _PLAIN_PLANS_MAX:
+                _plain_plans.clear()
+            assert rq.umask is not None
+            _plain_plans[key] = (fresh, rq.env, rq.umask)
         return fresh
     return _plan(args, call)
 
