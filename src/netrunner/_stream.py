@@ -283,10 +283,10 @@ def split_lines(chunks: Iterable[Any]) -> Iterator[Any]:
     from one line to the next runs no Python code (a generator resumed per
     line cost as much as splitting).  Dropping the iterator drops the chunk
     generator with it, as a generator here would."""
-    return itertools.chain.from_iterable(_line_lists(chunks))
+    return itertools.chain.from_iterable(_chunk_lines(chunks))
 
 
-def _line_lists(chunks: Iterable[Any]) -> Iterator[Iterable[Any]]:
+def _chunk_lines(chunks: Iterable[Any]) -> Iterator[Iterable[Any]]:
     """The lines of each chunk as one iterator, then the unterminated last."""
     splitter = LineSplitter()
     try:
