@@ -1,4 +1,5 @@
-"""Leak guards for every test: no process, fd or zombie may outlive a test.
+"""Leak guards for every test: no process, fd, zombie, cgroup or thread may
+outlive a test.
 
 Every process a test starts inherits ``NETRUNNER_TEST_RUN=<token>`` in its
 environment (set here before anything is spawned), so leftovers are found
@@ -13,6 +14,7 @@ import gc
 import inspect
 import os
 import select
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -131,9 +133,29 @@ def cgroup_leaves() -> set[str]:
         return set()
 
 
+# Worker threads that a library keeps idle on purpose, for its next call
+# (trio's thread cache, anyio's workers, asyncio's default executor): they
+# end on their own, and none of them is ours.
+POOLED_THREADS = ("Trio thread", "AnyIO worker thread", "asyncio_")
+
+
+def new_threads(before: set[threading.Thread], deadline: float) -> list[str]:
+    """Threads started during the test and still running at ``deadline``
+    (each is joined until then: one that is finishing gets the time)."""
+    left = []
+    for thread in threading.enumerate():
+        if thread in before or thread.name.startswith(POOLED_THREADS):
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            left.append(thread.name)
+    return left
+
+
 @pytest.fixture(autouse=True)
 def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail the test if it leaves a process, an fd, a zombie or a cgroup behind."""
+    """Fail the test if it leaves a process, an fd, a zombie, a cgroup or a
+    thread behind."""
     gc.collect()
     # What is alive now is older than the test: freeze it, so the collect
     # after the test walks only the test's own objects.  Walking the whole
@@ -142,6 +164,7 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     gc.freeze()
     fds_before = open_fds() - fork_server_fds()
     cgroups_before = cgroup_leaves()
+    threads_before = set(threading.enumerate())
     yield
     gc.collect()
     leftovers = marked_processes()
@@ -159,6 +182,9 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     cgroups = cgroup_leaves() - cgroups_before
     if cgroups:
         problems.append(f"cgroups left behind: {sorted(cgroups)}")
+    threads = new_threads(threads_before, time.monotonic() + LEAK_GRACE)
+    if threads:
+        problems.append(f"threads left running: {threads}")
     zombies = zombie_children()
     if zombies:
         problems.append(f"unreaped children: {zombies}")

@@ -81,6 +81,19 @@ def test_on_failure_does_not_restart_a_clean_exit_but_always_does() -> None:
     assert sleeper.stop() == -signal.SIGTERM
 
 
+def test_a_daemon_that_ends_on_its_own_leaves_no_thread_behind() -> None:
+    # Never stop()ped: no restart is due once `true` exits.  Its stdin
+    # forwarder used to wait for input forever, a thread per such Daemon.
+    d = Daemon(["true"], stdin="pipe").start()
+    assert d.wait(PROMPT) == 0
+    ours = [t for t in threading.enumerate() if t.name.startswith("netrunner-daemon")]
+    for thread in ours:
+        thread.join(PROMPT)
+    assert [t.name for t in ours if t.is_alive()] == []
+    with pytest.raises(RuntimeError, match="not running"):
+        d.write(b"late")
+
+
 def test_stop_during_a_long_backoff_returns_at_once() -> None:
     out = Collector()
     d = Daemon(["echo", "bye"], on_output=out, restart="always", backoff=60).start()

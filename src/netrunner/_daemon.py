@@ -255,6 +255,12 @@ class Daemon:
                 proc = self._proc
             if proc is not None:
                 self._give_up(proc)
+        finally:
+            # The forwarder ends with us, however the Daemon ended: one that
+            # ends on its own (no restart due, or a restart failed) is never
+            # stop()ped, and a forwarder left waiting for input would hold a
+            # thread and this object for the rest of the interpreter's life.
+            self._writes.put(_STOP)
 
     def _incarnations(self) -> None:
         quick_failures = 0
