@@ -183,10 +183,17 @@ def test_no_command_is_an_error(cli: list[str]) -> None:
 
 def test_bad_timeout_is_an_error_and_runs_nothing(cli: list[str], tmp_path: Path) -> None:
     sentinel = tmp_path / "ran"
-    done = nr(cli, "--timeout", "0", "--", "touch", str(sentinel))
-    assert done.returncode != 0
+    done = nr(cli, "--timeout", "1e400", "--", "touch", str(sentinel))
+    assert done.returncode == 125
     assert done.stderr
     assert not sentinel.exists()
+
+
+def test_timeout_0_means_no_timeout_as_in_timeout_1(cli: list[str]) -> None:
+    """timeout(1): "a duration of 0 disables the associated timeout"; a
+    script moved from `timeout ${T:-0} cmd` keeps working."""
+    done = nr(cli, "--timeout", "0", "-k", "0s", "--", "sh", "-c", "read line; echo got $line; exit 3", input=b"x\n")
+    assert (done.returncode, done.stdout, done.stderr) == (3, b"got x\n", b"")
 
 
 @pytest.mark.parametrize("option", [["--cgroup", "../escape"], ["--cgroup", "/abs"]], ids=["dotdot", "absolute"])

@@ -86,7 +86,8 @@ _DURATION = re.compile(r"(?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)(?P
 
 EPILOG = """\
 DURATION is a number of seconds, or a number with a unit as in timeout(1):
-1.5, 5s, 2m, 1h, 1d.  SIG is a signal name (TERM, SIGINT, ...) or number.
+1.5, 5s, 2m, 1h, 1d.  --timeout 0 means no timeout; -k 0 sends SIGKILL right
+after the stop signal.  SIG is a signal name (TERM, SIGINT, ...) or number.
 
 exit status:
   CMD's own   CMD exited
@@ -205,7 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     rows, cols = _terminal_size() if args.pty else (DEFAULT_ROWS, DEFAULT_COLS)
     try:
-        plan.timeout = options.seconds(args.timeout, "--timeout")
+        # As timeout(1): a duration of 0 disables the timeout.  (-k 0 is
+        # SIGKILL right after the stop signal: the KILL is never left out.)
+        plan.timeout = None if args.timeout == 0 else options.seconds(args.timeout, "--timeout")
         options.size(args.max_output, "--max-output")
         child = options.SpawnOptions(
             stdin="inherit",
