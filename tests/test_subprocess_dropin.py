@@ -222,3 +222,12 @@ def test_owner_sigkill_leaves_nothing(how: str) -> None:
         owner.kill()
         owner.wait()
         owner.stdout.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("env", [os.environ, os.environb], ids=["environ", "environb"])
+def test_env_may_be_os_environ_itself(env: object) -> None:
+    """``env=os.environ`` (or ``os.environb``) is common in real code; a
+    program without a slash is looked up on its PATH.  These mappings
+    refuse keys of the other type with TypeError, not KeyError."""
+    assert subprocess.check_output(["sh", "-c", "echo ok"], env=env) == b"ok\n"
+    assert subprocess.Popen(["true"], env=env).wait() == 0
