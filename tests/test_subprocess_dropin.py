@@ -231,3 +231,16 @@ def test_env_may_be_os_environ_itself(env: object) -> None:
     refuse keys of the other type with TypeError, not KeyError."""
     assert subprocess.check_output(["sh", "-c", "echo ok"], env=env) == b"ok\n"
     assert subprocess.Popen(["true"], env=env).wait() == 0
+
+
+def test_communicate_returns_all_of_stderr() -> None:
+    """``Popen.communicate()`` returns the whole of stderr, as the stdlib
+    does (only ``run(capture_output=True)`` keeps a bounded tail, which
+    docs/subprocess.md lists); it used to drop all but the last 64 MiB
+    without a word."""
+    size = 70_000_000
+    p = subprocess.Popen(
+        ["sh", "-c", f"head -c {size} /dev/zero >&2; echo out"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = p.communicate()
+    assert (out, len(err), p.returncode) == (b"out\n", size, 0)

@@ -641,7 +641,11 @@ class Popen:
                 fds[slot] = _dup_nonblocking(f.fileno())
         with core.lock:
             core.adopt_pipes(*fds)
-            return _RunCore(core, source, timeout=None, max_output_size=None, capture_stderr=fds[2] is not None)
+            job = _RunCore(core, source, timeout=None, max_output_size=None, capture_stderr=fds[2] is not None)
+            # All of stderr, as subprocess returns it: run()'s bounded tail is
+            # a documented difference of run(), not of communicate().
+            core.capture_stderr(_sys.maxsize)
+            return job
 
     def _communicating(self, job: _RunCore, deadline: float | None, timeout: float | None) -> _Flow[None]:
         """``job`` driven to the end, or ``TimeoutExpired`` at ``deadline``
