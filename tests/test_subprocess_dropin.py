@@ -244,3 +244,13 @@ def test_communicate_returns_all_of_stderr() -> None:
     )
     out, err = p.communicate()
     assert (out, len(err), p.returncode) == (b"out\n", size, 0)
+
+
+def test_missing_executable_is_named_by_run_as_by_popen() -> None:
+    """``executable=`` names what is run: the ``FileNotFoundError`` names
+    it (``.filename``), from ``run``/``call``/``check_output`` as from
+    ``Popen``, as in the stdlib; ``run`` used to name ``args[0]``."""
+    for start in (subprocess.run, subprocess.call, subprocess.check_output, subprocess.Popen):
+        with pytest.raises(FileNotFoundError) as failed:
+            start(["prog-name"], executable="/no/such/program")
+        assert failed.value.filename == "/no/such/program", start

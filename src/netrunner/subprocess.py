@@ -243,12 +243,24 @@ def run(
     stdin = kw.pop("stdin", None)
     stdout = kw.pop("stdout", None)
     stderr = kw.pop("stderr", None)
+    executable = kw.get("executable")
     source = None if input is None else _Input(input, encoding, errors)
     # subprocess kills the child at once on a timeout or an exception: no grace.
     rq = _child_options(args, kw, (stdin, stdout, stderr), 0.0)
     capture = rq.stderr == _op.STDIO_PIPE
     plan = _RunPlan(rq, _timeout(timeout), None, capture, source, (text, encoding, errors), bool(check))
-    return _drive_flow(_running(args, plan))
+    try:
+        return _drive_flow(_running(args, plan))
+    except OSError as exc:
+        _name_executable(exc, executable, rq)
+        raise
+
+
+def _name_executable(exc: OSError, executable: _Any, rq: _Any) -> None:
+    """subprocess names what it was asked to run: ``executable`` when
+    given, not ``args[0]``."""
+    if executable is not None and exc.filename == _os.fsdecode(rq.argv[0]):
+        exc.filename = executable
 
 
 def _popen_arguments(popenargs: tuple[_Any, ...], kwargs: dict[str, _Any]) -> tuple[_Any, dict[str, _Any]]:
@@ -491,8 +503,7 @@ class Popen:
         try:
             self._process = _drive_flow(_started(args, rq, _NativeProcess))
         except OSError as exc:
-            if executable is not None and exc.filename == _os.fsdecode(rq.argv[0]):
-                exc.filename = executable  # subprocess names what it was asked to run
+            _name_executable(exc, executable, rq)
             raise
         self.pid = self._process.pid
 
