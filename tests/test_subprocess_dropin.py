@@ -254,3 +254,25 @@ def test_missing_executable_is_named_by_run_as_by_popen() -> None:
         with pytest.raises(FileNotFoundError) as failed:
             start(["prog-name"], executable="/no/such/program")
         assert failed.value.filename == "/no/such/program", start
+
+
+def test_timeout_expired_carries_what_the_stdlib_puts_there() -> None:
+    """``TimeoutExpired.timeout`` is the value the caller gave (``timed out
+    after 1 seconds``, not ``1.0``: log lines and tests match on it), and
+    an output nothing was read from is ``None`` (stdlib code tests
+    ``if exc.stderr is None``), from ``run``, ``communicate`` and ``wait``."""
+    with pytest.raises(std.TimeoutExpired) as expired:
+        subprocess.run(["sleep", "30"], capture_output=True, timeout=1)
+    assert (expired.value.timeout, expired.value.stdout, expired.value.stderr) == (1, None, None)
+    assert str(expired.value) == "Command '['sleep', '30']' timed out after 1 seconds"
+    with pytest.raises(std.TimeoutExpired) as expired:
+        subprocess.check_output(["sleep", "30"], timeout=1)
+    assert (expired.value.timeout, expired.value.output) == (1, None)
+    with subprocess.Popen(["sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
+        with pytest.raises(std.TimeoutExpired) as expired:
+            p.communicate(timeout=1)
+        assert (expired.value.timeout, expired.value.stdout, expired.value.stderr) == (1, None, None)
+        with pytest.raises(std.TimeoutExpired) as expired:
+            p.wait(timeout=1)
+        assert str(expired.value) == "Command '['sleep', '30']' timed out after 1 seconds"
+        p.kill()

@@ -251,9 +251,21 @@ def run(
     plan = _RunPlan(rq, _timeout(timeout), None, capture, source, (text, encoding, errors), bool(check))
     try:
         return _drive_flow(_running(args, plan))
+    except TimeoutExpired as exc:
+        _as_subprocess_timeout(exc, timeout)
+        raise
     except OSError as exc:
         _name_executable(exc, executable, rq)
         raise
+
+
+def _as_subprocess_timeout(exc: TimeoutExpired, timeout: _Any) -> None:
+    """What subprocess puts in a ``TimeoutExpired``: the timeout as the
+    caller gave it (its message reads "after 1 seconds"), and ``None`` for
+    an output nothing was read from (netrunner's own has ``b""``)."""
+    exc.timeout = timeout
+    exc.stdout = exc.stdout or None  # (.output is the same attribute)
+    exc.stderr = exc.stderr or None
 
 
 def _name_executable(exc: OSError, executable: _Any, rq: _Any) -> None:
@@ -539,7 +551,11 @@ class Popen:
     def _wait(self, timeout: float | None) -> int:
         # (subprocess's internal name: code that patches it keeps working)
         if self.returncode is None and self._process is not None:
-            self.returncode = self._process.wait(_timeout(timeout))
+            try:
+                self.returncode = self._process.wait(_timeout(timeout))
+            except TimeoutExpired as exc:
+                _as_subprocess_timeout(exc, timeout)
+                raise
         assert self.returncode is not None
         return self.returncode
 
@@ -673,7 +689,7 @@ class Popen:
                 assert timeout is not None
                 stdout = job.out.peek() if job.capture_stdout else None
                 stderr = job.core.err_buf.value() if job.capture_stderr else None
-                raise _errors.TimeoutExpired(self.args, timeout, stdout, stderr)
+                raise _errors.TimeoutExpired(self.args, timeout, stdout or None, stderr or None)
             due = step.deadline
             if deadline is not None and (due is None or deadline < due):
                 due = deadline
