@@ -276,3 +276,12 @@ def test_timeout_expired_carries_what_the_stdlib_puts_there() -> None:
             p.wait(timeout=1)
         assert str(expired.value) == "Command '['sleep', '30']' timed out after 1 seconds"
         p.kill()
+
+
+def test_args_may_be_any_iterable() -> None:
+    """The stdlib takes ``list(args)``: ``run(map(str, argv))`` and
+    generators work; the drop-in refused anything but a sequence."""
+    assert subprocess.check_output(map(str, ["echo", 42])) == b"42\n"
+    assert subprocess.run(a for a in ["sh", "-c", "exit 3"]).returncode == 3
+    p = subprocess.Popen(iter(["echo", "x"]), stdout=subprocess.PIPE)
+    assert p.communicate() == (b"x\n", None)

@@ -194,6 +194,8 @@ def _child_options(args: _Any, kw: dict[str, _Any], stdio: tuple[_Any, _Any, _An
         raise TypeError(f"unexpected keyword argument {next(iter(kw))!r}")
     if not shell and (isinstance(args, (str, bytes)) or hasattr(args, "__fspath__")):
         args = [args]  # as subprocess on POSIX: the program's name, no arguments
+    elif not isinstance(args, (str, bytes, list, tuple)) and not hasattr(args, "__fspath__"):
+        args = list(args)  # as subprocess: any iterable (map(str, ...), a generator)
     rq = options.request(args)
     if executable is not None:
         program = _options._fsencode(executable, "executable")
