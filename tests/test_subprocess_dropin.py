@@ -319,3 +319,13 @@ def test_a_signal_handler_may_start_a_process_while_one_is_starting() -> None:
     assert done.returncode == 0, done.stderr
     count, outputs = done.stdout.split(" ", 1)
     assert int(count) > 0 and outputs.strip() == "{b'h\\n'}"
+
+
+def test_the_stdlibs_private_helpers_that_code_reaches_for_are_there() -> None:
+    """Code written against the stdlib reaches for a few of its private
+    names that have nothing to do with fork/exec: the interpreter's flags
+    as arguments (to start ``sys.executable`` alike) and the platform test."""
+    assert subprocess._args_from_interpreter_flags() == std._args_from_interpreter_flags()
+    assert subprocess._optim_args_from_interpreter_flags() == std._optim_args_from_interpreter_flags()
+    assert subprocess._mswindows is std._mswindows is False
+    assert subprocess._PIPE_BUF == std._PIPE_BUF

@@ -24,6 +24,7 @@ import io as _io
 import locale as _locale
 import os as _os
 import signal as _signal
+import subprocess as _std
 import sys as _sys
 import time as _time
 import types as _types
@@ -53,6 +54,14 @@ from ._run import RunPlan as _RunPlan
 from ._run import _decode, _Input
 from ._run import running as _running
 from ._start import started as _started
+
+# Private names of subprocess that code reaches for and that have nothing
+# to do with fork/exec (starting sys.executable with our flags; the
+# platform test): the stdlib's own objects.
+_args_from_interpreter_flags = getattr(_std, "_args_from_interpreter_flags")  # noqa: B009  (not in typeshed)
+_optim_args_from_interpreter_flags = getattr(_std, "_optim_args_from_interpreter_flags")  # noqa: B009  (not in typeshed)
+_mswindows: bool = getattr(_std, "_mswindows")  # noqa: B009  (not in typeshed)
+_PIPE_BUF: int = getattr(_std, "_PIPE_BUF")  # noqa: B009  (not in typeshed)
 
 __all__ = [
     "DEVNULL",
