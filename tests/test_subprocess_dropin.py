@@ -329,3 +329,17 @@ def test_the_stdlibs_private_helpers_that_code_reaches_for_are_there() -> None:
     assert subprocess._optim_args_from_interpreter_flags() == std._optim_args_from_interpreter_flags()
     assert subprocess._mswindows is std._mswindows is False
     assert subprocess._PIPE_BUF == std._PIPE_BUF
+
+
+def test_send_signal_0_probes_as_in_the_stdlib() -> None:
+    """``p.send_signal(0)`` is ``kill(pid, 0)``, a probe that sends
+    nothing: it succeeds on a running child (and is a no-op once it has
+    exited) instead of raising ``ValueError``."""
+    p = subprocess.Popen(["sleep", "30"])
+    try:
+        p.send_signal(0)
+        assert p.poll() is None
+    finally:
+        p.kill()
+    assert p.wait() == -signal.SIGKILL
+    p.send_signal(0)

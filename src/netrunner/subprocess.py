@@ -571,9 +571,10 @@ class Popen:
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
-        """Send ``sig`` to the child's process group (nothing once it exited)."""
+        """Send ``sig`` to the child's process group (nothing once it exited;
+        0 sends nothing: ``kill(pid, 0)``, a probe, as in ``subprocess``)."""
         self.poll()
-        if self.returncode is None and self._process is not None:
+        if self.returncode is None and self._process is not None and sig != 0:
             self._process.send_signal(sig)
 
     def terminate(self) -> None:
