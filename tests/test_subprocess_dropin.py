@@ -222,3 +222,124 @@ def test_owner_sigkill_leaves_nothing(how: str) -> None:
         owner.kill()
         owner.wait()
         owner.stdout.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("env", [os.environ, os.environb], ids=["environ", "environb"])
+def test_env_may_be_os_environ_itself(env: object) -> None:
+    """``env=os.environ`` (or ``os.environb``) is common in real code; a
+    program without a slash is looked up on its PATH.  These mappings
+    refuse keys of the other type with TypeError, not KeyError."""
+    assert subprocess.check_output(["sh", "-c", "echo ok"], env=env) == b"ok\n"
+    assert subprocess.Popen(["true"], env=env).wait() == 0
+
+
+def test_communicate_returns_all_of_stderr() -> None:
+    """``Popen.communicate()`` returns the whole of stderr, as the stdlib
+    does (only ``run(capture_output=True)`` keeps a bounded tail, which
+    docs/subprocess.md lists); it used to drop all but the last 64 MiB
+    without a word."""
+    size = 70_000_000
+    p = subprocess.Popen(
+        ["sh", "-c", f"head -c {size} /dev/zero >&2; echo out"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = p.communicate()
+    assert (out, len(err), p.returncode) == (b"out\n", size, 0)
+
+
+def test_missing_executable_is_named_by_run_as_by_popen() -> None:
+    """``executable=`` names what is run: the ``FileNotFoundError`` names
+    it (``.filename``), from ``run``/``call``/``check_output`` as from
+    ``Popen``, as in the stdlib; ``run`` used to name ``args[0]``."""
+    for start in (subprocess.run, subprocess.call, subprocess.check_output, subprocess.Popen):
+        with pytest.raises(FileNotFoundError) as failed:
+            start(["prog-name"], executable="/no/such/program")
+        assert failed.value.filename == "/no/such/program", start
+
+
+def test_timeout_expired_carries_what_the_stdlib_puts_there() -> None:
+    """``TimeoutExpired.timeout`` is the value the caller gave (``timed out
+    after 1 seconds``, not ``1.0``: log lines and tests match on it), and
+    an output nothing was read from is ``None`` (stdlib code tests
+    ``if exc.stderr is None``), from ``run``, ``communicate`` and ``wait``."""
+    with pytest.raises(std.TimeoutExpired) as expired:
+        subprocess.run(["sleep", "30"], capture_output=True, timeout=1)
+    assert (expired.value.timeout, expired.value.stdout, expired.value.stderr) == (1, None, None)
+    assert str(expired.value) == "Command '['sleep', '30']' timed out after 1 seconds"
+    with pytest.raises(std.TimeoutExpired) as expired:
+        subprocess.check_output(["sleep", "30"], timeout=1)
+    assert (expired.value.timeout, expired.value.output) == (1, None)
+    with subprocess.Popen(["sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
+        with pytest.raises(std.TimeoutExpired) as expired:
+            p.communicate(timeout=1)
+        assert (expired.value.timeout, expired.value.stdout, expired.value.stderr) == (1, None, None)
+        with pytest.raises(std.TimeoutExpired) as expired:
+            p.wait(timeout=1)
+        assert str(expired.value) == "Command '['sleep', '30']' timed out after 1 seconds"
+        p.kill()
+
+
+def test_args_may_be_any_iterable() -> None:
+    """The stdlib takes ``list(args)``: ``run(map(str, argv))`` and
+    generators work; the drop-in refused anything but a sequence."""
+    assert subprocess.check_output(map(str, ["echo", 42])) == b"42\n"
+    assert subprocess.run(a for a in ["sh", "-c", "exit 3"]).returncode == 3
+    p = subprocess.Popen(iter(["echo", "x"]), stdout=subprocess.PIPE)
+    assert p.communicate() == (b"x\n", None)
+
+
+def test_a_signal_handler_may_start_a_process_while_one_is_starting() -> None:
+    """A service's signal handler runs a command (``reload``, a cleanup)
+    while the main thread is itself starting one: the handler runs on the
+    main thread, between two bytecodes of that start, so any lock the start
+    holds is taken again by the same thread.  The stdlib does this without
+    a hitch; netrunner used to deadlock on its first attempt (the fork
+    server's lock, the cwd fd's lock).  A timer fires at a different point
+    of each start, so the handler lands inside the locked parts; a fresh
+    interpreter, so the first start (the fork server's) is covered too."""
+    script = textwrap.dedent(
+        """
+        import faulthandler, signal
+        faulthandler.dump_traceback_later(60, exit=True)  # a deadlock fails with its traceback
+        from netrunner import subprocess
+        ran = []
+        def handler(signum, frame):
+            ran.append(subprocess.check_output(["echo", "h"]))
+        signal.signal(signal.SIGALRM, handler)
+        for i in range(150):
+            signal.setitimer(signal.ITIMER_REAL, 0.0001 * (i % 30 + 1))
+            subprocess.run(["true"], capture_output=True)
+            p = subprocess.Popen(["true"], stdout=subprocess.PIPE)
+            p.communicate()
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        print(len(ran), set(ran))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = std.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=90, env=env)
+    assert done.returncode == 0, done.stderr
+    count, outputs = done.stdout.split(" ", 1)
+    assert int(count) > 0 and outputs.strip() == "{b'h\\n'}"
+
+
+def test_the_stdlibs_private_helpers_that_code_reaches_for_are_there() -> None:
+    """Code written against the stdlib reaches for a few of its private
+    names that have nothing to do with fork/exec: the interpreter's flags
+    as arguments (to start ``sys.executable`` alike) and the platform test."""
+    assert subprocess._args_from_interpreter_flags() == std._args_from_interpreter_flags()
+    assert subprocess._optim_args_from_interpreter_flags() == std._optim_args_from_interpreter_flags()
+    assert subprocess._mswindows is std._mswindows is False
+    assert subprocess._PIPE_BUF == std._PIPE_BUF
+
+
+def test_send_signal_0_probes_as_in_the_stdlib() -> None:
+    """``p.send_signal(0)`` is ``kill(pid, 0)``, a probe that sends
+    nothing: it succeeds on a running child (and is a no-op once it has
+    exited) instead of raising ``ValueError``."""
+    p = subprocess.Popen(["sleep", "30"])
+    try:
+        p.send_signal(0)
+        assert p.poll() is None
+    finally:
+        p.kill()
+    assert p.wait() == -signal.SIGKILL
+    p.send_signal(0)

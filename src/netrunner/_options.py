@@ -163,8 +163,10 @@ def executables(program: bytes, env: Mapping[Any, Any] | None) -> list[bytes]:
     path_env = None
     if env is not None:
         for key in (b"PATH", "PATH"):
-            if key in env:
+            try:
                 path_env = env[key]
+            except (KeyError, TypeError):  # os.environ refuses bytes keys, os.environb str keys
+                pass
         search_key: Any = (program, os.fsdecode(path_env) if path_env is not None else None)
     else:
         search_key = (program, os.environ.get("PATH", _NO_PATH))

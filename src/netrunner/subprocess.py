@@ -24,6 +24,7 @@ import io as _io
 import locale as _locale
 import os as _os
 import signal as _signal
+import subprocess as _std
 import sys as _sys
 import time as _time
 import types as _types
@@ -53,6 +54,14 @@ from ._run import RunPlan as _RunPlan
 from ._run import _decode, _Input
 from ._run import running as _running
 from ._start import started as _started
+
+# Private names of subprocess that code reaches for and that have nothing
+# to do with fork/exec (starting sys.executable with our flags; the
+# platform test): the stdlib's own objects.
+_args_from_interpreter_flags = getattr(_std, "_args_from_interpreter_flags")  # noqa: B009  (not in typeshed)
+_optim_args_from_interpreter_flags = getattr(_std, "_optim_args_from_interpreter_flags")  # noqa: B009  (not in typeshed)
+_mswindows: bool = getattr(_std, "_mswindows")  # noqa: B009  (not in typeshed)
+_PIPE_BUF: int = getattr(_std, "_PIPE_BUF")  # noqa: B009  (not in typeshed)
 
 __all__ = [
     "DEVNULL",
@@ -194,6 +203,8 @@ def _child_options(args: _Any, kw: dict[str, _Any], stdio: tuple[_Any, _Any, _An
         raise TypeError(f"unexpected keyword argument {next(iter(kw))!r}")
     if not shell and (isinstance(args, (str, bytes)) or hasattr(args, "__fspath__")):
         args = [args]  # as subprocess on POSIX: the program's name, no arguments
+    elif not isinstance(args, (str, bytes, list, tuple)) and not hasattr(args, "__fspath__"):
+        args = list(args)  # as subprocess: any iterable (map(str, ...), a generator)
     rq = options.request(args)
     if executable is not None:
         program = _options._fsencode(executable, "executable")
@@ -243,12 +254,36 @@ def run(
     stdin = kw.pop("stdin", None)
     stdout = kw.pop("stdout", None)
     stderr = kw.pop("stderr", None)
+    executable = kw.get("executable")
     source = None if input is None else _Input(input, encoding, errors)
     # subprocess kills the child at once on a timeout or an exception: no grace.
     rq = _child_options(args, kw, (stdin, stdout, stderr), 0.0)
     capture = rq.stderr == _op.STDIO_PIPE
     plan = _RunPlan(rq, _timeout(timeout), None, capture, source, (text, encoding, errors), bool(check))
-    return _drive_flow(_running(args, plan))
+    try:
+        return _drive_flow(_running(args, plan))
+    except TimeoutExpired as exc:
+        _as_subprocess_timeout(exc, timeout)
+        raise
+    except OSError as exc:
+        _name_executable(exc, executable, rq)
+        raise
+
+
+def _as_subprocess_timeout(exc: TimeoutExpired, timeout: _Any) -> None:
+    """What subprocess puts in a ``TimeoutExpired``: the timeout as the
+    caller gave it (its message reads "after 1 seconds"), and ``None`` for
+    an output nothing was read from (netrunner's own has ``b""``)."""
+    exc.timeout = timeout
+    exc.stdout = exc.stdout or None  # (.output is the same attribute)
+    exc.stderr = exc.stderr or None
+
+
+def _name_executable(exc: OSError, executable: _Any, rq: _Any) -> None:
+    """subprocess names what it was asked to run: ``executable`` when
+    given, not ``args[0]``."""
+    if executable is not None and exc.filename == _os.fsdecode(rq.argv[0]):
+        exc.filename = executable
 
 
 def _popen_arguments(popenargs: tuple[_Any, ...], kwargs: dict[str, _Any]) -> tuple[_Any, dict[str, _Any]]:
@@ -491,8 +526,7 @@ class Popen:
         try:
             self._process = _drive_flow(_started(args, rq, _NativeProcess))
         except OSError as exc:
-            if executable is not None and exc.filename == _os.fsdecode(rq.argv[0]):
-                exc.filename = executable  # subprocess names what it was asked to run
+            _name_executable(exc, executable, rq)
             raise
         self.pid = self._process.pid
 
@@ -528,14 +562,19 @@ class Popen:
     def _wait(self, timeout: float | None) -> int:
         # (subprocess's internal name: code that patches it keeps working)
         if self.returncode is None and self._process is not None:
-            self.returncode = self._process.wait(_timeout(timeout))
+            try:
+                self.returncode = self._process.wait(_timeout(timeout))
+            except TimeoutExpired as exc:
+                _as_subprocess_timeout(exc, timeout)
+                raise
         assert self.returncode is not None
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
-        """Send ``sig`` to the child's process group (nothing once it exited)."""
+        """Send ``sig`` to the child's process group (nothing once it exited;
+        0 sends nothing: ``kill(pid, 0)``, a probe, as in ``subprocess``)."""
         self.poll()
-        if self.returncode is None and self._process is not None:
+        if self.returncode is None and self._process is not None and sig != 0:
             self._process.send_signal(sig)
 
     def terminate(self) -> None:
@@ -641,7 +680,11 @@ class Popen:
                 fds[slot] = _dup_nonblocking(f.fileno())
         with core.lock:
             core.adopt_pipes(*fds)
-            return _RunCore(core, source, timeout=None, max_output_size=None, capture_stderr=fds[2] is not None)
+            job = _RunCore(core, source, timeout=None, max_output_size=None, capture_stderr=fds[2] is not None)
+            # All of stderr, as subprocess returns it: run()'s bounded tail is
+            # a documented difference of run(), not of communicate().
+            core.capture_stderr(_sys.maxsize)
+            return job
 
     def _communicating(self, job: _RunCore, deadline: float | None, timeout: float | None) -> _Flow[None]:
         """``job`` driven to the end, or ``TimeoutExpired`` at ``deadline``
@@ -658,7 +701,7 @@ class Popen:
                 assert timeout is not None
                 stdout = job.out.peek() if job.capture_stdout else None
                 stderr = job.core.err_buf.value() if job.capture_stderr else None
-                raise _errors.TimeoutExpired(self.args, timeout, stdout, stderr)
+                raise _errors.TimeoutExpired(self.args, timeout, stdout or None, stderr or None)
             due = step.deadline
             if deadline is not None and (due is None or deadline < due):
                 due = deadline
