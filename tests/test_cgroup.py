@@ -386,7 +386,7 @@ def _thread_cpu() -> float:
     return float(usage.ru_utime + usage.ru_stime)
 
 
-@pytest.mark.parametrize("front_end", ["sync", "asyncio"])
+@pytest.mark.parametrize("front_end", ["sync", "stream", "asyncio"])
 def test_a_timed_out_run_in_a_cgroup_waits_for_the_hang_up_without_spinning(front_end: str) -> None:
     """After a timeout the pipes get no EOF grace (its deadline is "now"),
     and with a cgroup the run then waits for the shepherd's hang-up (it
@@ -401,6 +401,11 @@ def test_a_timed_out_run_in_a_cgroup_waits_for_the_hang_up_without_spinning(fron
         with pytest.raises(netrunner.TimeoutExpired):
             netrunner.run(["sleep", "60"], cgroup=True, timeout=0.05, kill_timeout=0.2)
 
+    def one_stream() -> None:
+        with pytest.raises(netrunner.TimeoutExpired):
+            for _ in netrunner.stream(["sleep", "60"], cgroup=True, timeout=0.05, kill_timeout=0.2):
+                pass
+
     async def one_async() -> None:
         with pytest.raises(netrunner.TimeoutExpired):
             await aio.run(["sleep", "60"], cgroup=True, timeout=0.05, kill_timeout=0.2)
@@ -409,6 +414,8 @@ def test_a_timed_out_run_in_a_cgroup_waits_for_the_hang_up_without_spinning(fron
     for _ in range(4):
         if front_end == "sync":
             one()
+        elif front_end == "stream":
+            one_stream()
         else:
             asyncio.run(one_async())
     spent = _thread_cpu() - before
