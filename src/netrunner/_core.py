@@ -1121,6 +1121,14 @@ class ChildCore:
             self.sock = None
             self._enter(Lifecycle.HUNG_UP)  # (only after EXITED: see LIFECYCLE)
 
+    def release_socket(self) -> None:
+        """After the exit report, with no cgroup left to remove: the
+        shepherd has nothing more to say (it exits), so our end of the
+        socket is closed now rather than when the owner object is
+        collected."""
+        if self.exited is not None and self.cgroup is None:
+            self._close_sock()
+
     def abandon(self) -> None:
         """Owner loss on purpose: closing our socket makes the shepherd stop
         the child (SIGTERM, kill_timeout, SIGKILL) without us waiting."""
