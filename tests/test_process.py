@@ -426,7 +426,7 @@ def _open_sockets() -> int:
         os.close(where)
 
 
-@pytest.mark.parametrize("how", ["wait", "stop"])
+@pytest.mark.parametrize("how", ["wait", "stop", "alive"])
 def test_a_reaped_process_that_is_kept_holds_no_shepherd_socket(how: str) -> None:
     """A service keeps finished Process objects (a job table, a history):
     once the exit is reported the shepherd has nothing more to say (no
@@ -442,8 +442,13 @@ def test_a_reaped_process_that_is_kept_holds_no_shepherd_socket(how: str) -> Non
             kept.append(proc)
             if how == "wait":
                 assert proc.wait(timeout=60) == 0
-            else:
+            elif how == "stop":
                 assert proc.stop() in (0, -signal.SIGTERM)
+            else:  # polled, as a service's job table does: the exit is seen on the socket
+                sock = proc._core.sock  # (None already if EXITED came with STARTED)
+                if sock is not None:
+                    assert select.select([sock], [], [], 60)[0], "no exit report"
+                assert not proc.alive and proc.returncode == 0
         assert _open_sockets() - before <= 1  # (a spare shepherd may have been made meanwhile)
     finally:
         for proc in kept:

@@ -200,10 +200,6 @@ class ProcessBase:
                 rc = core.returncode
                 sock = core.sock
                 if rc is not None and (core.cgroup is None or sock is None):
-                    # Nothing comes after EXITED (no cgroup to remove): let
-                    # the socket go now, so a kept Process holds no fd, as a
-                    # kept subprocess.Popen holds none after wait().
-                    core.release_socket()
                     return rc
                 if rc is not None and sock is not None:
                     # Reaped; the shepherd hangs up once the cgroup is removed.
