@@ -255,8 +255,13 @@ class _Collector:
             return bytes(view[: self.size])
 
     def value(self) -> bytes:
+        """The output, once: the buffers are let go (the collector outlives
+        the call in a kept exception's traceback; a first read cut to a
+        limit would hold its whole 64 KiB there)."""
         if self.bio is None:
-            return (self.first or b"")[: self.size]
+            data = (self.first or b"")[: self.size]
+            self.first = None
+            return data
         self.bio.truncate(self.size)
         data = self.bio.getvalue()
         self.bio = None
