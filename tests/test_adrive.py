@@ -701,3 +701,31 @@ def test_aio_run_cancelled_on_any_library_reaps_the_group_before_the_cancellatio
     error, cancellation, took = kit_run(main)
     assert isinstance(error, cancellation)
     assert took >= 0.3  # it did wait kill_timeout for the TERM-ignoring child
+
+
+def test_an_event_loop_that_ran_netrunner_is_not_kept_alive_after_it_is_done() -> None:
+    """A service that calls ``asyncio.run`` per request (sync code calling an
+    async helper) makes a new loop each time.  The per-loop fd registry is
+    keyed weakly by the loop; it must not hold the loop itself, or every
+    loop that ever awaited netrunner (with its selector, ready queue and
+    registry: ~3 KB each) lives as long as the interpreter."""
+    import gc
+    import weakref
+
+    from netrunner import aio
+
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def one() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        async with await aio.spawn(["cat"]) as proc:
+            await proc.write(b"x")
+            proc.close_stdin()
+            assert await proc.read() == b"x"
+            assert await proc.wait() == 0
+        assert (await aio.run(["true"])).returncode == 0
+
+    for _ in range(3):
+        asyncio.run(one())
+    gc.collect()
+    assert [ref() for ref in loops] == [None, None, None]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import resource
 import select
 import signal
 import subprocess
@@ -378,3 +379,44 @@ def test_shepherd_death_on_an_event_loop_leaves_no_cgroup() -> None:
         if thread.name == "netrunner-cgroup-teardown":
             thread.join(10)
     assert not (Path(MOUNT) / leaf).exists(), "the cgroup outlived its shepherd"
+
+
+def _thread_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    return float(usage.ru_utime + usage.ru_stime)
+
+
+@pytest.mark.parametrize("front_end", ["sync", "stream", "asyncio"])
+def test_a_timed_out_run_in_a_cgroup_waits_for_the_hang_up_without_spinning(front_end: str) -> None:
+    """After a timeout the pipes get no EOF grace (its deadline is "now"),
+    and with a cgroup the run then waits for the shepherd's hang-up (it
+    removes the leaf after EXITED).  A deadline already passed made the
+    driver return at once without polling, so the owner never saw the
+    hang-up and burned a core until the 3.5 s hang-up bound, on every such
+    call (a service running timed commands in cgroups: a core per call).
+    The calling thread's CPU time says whether it waited or spun: a few ms
+    each when it waits, seconds when it spins."""
+
+    def one() -> None:
+        with pytest.raises(netrunner.TimeoutExpired):
+            netrunner.run(["sleep", "60"], cgroup=True, timeout=0.05, kill_timeout=0.2)
+
+    def one_stream() -> None:
+        with pytest.raises(netrunner.TimeoutExpired):
+            for _ in netrunner.stream(["sleep", "60"], cgroup=True, timeout=0.05, kill_timeout=0.2):
+                pass
+
+    async def one_async() -> None:
+        with pytest.raises(netrunner.TimeoutExpired):
+            await aio.run(["sleep", "60"], cgroup=True, timeout=0.05, kill_timeout=0.2)
+
+    before = _thread_cpu()
+    for _ in range(4):
+        if front_end == "sync":
+            one()
+        elif front_end == "stream":
+            one_stream()
+        else:
+            asyncio.run(one_async())
+    spent = _thread_cpu() - before
+    assert spent < 0.5, f"4 timed-out runs in a cgroup took {spent:.2f} s of the caller's CPU"

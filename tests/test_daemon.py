@@ -163,6 +163,40 @@ def test_log_mode_logs_each_line(caplog: pytest.LogCaptureFixture) -> None:
     assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "netrunner.daemon")
 
 
+def test_log_mode_logs_a_line_without_end_in_pieces_instead_of_holding_it() -> None:
+    """A child that never ends its line (a progress bar redrawn with ``\\r``,
+    binary output) must not make a log-mode Daemon hold all its output in
+    memory for the child's whole life: the open line is logged in pieces
+    of at most ``LOG_LINE_MAX`` bytes (plus one read) as it grows."""
+    from netrunner._daemon import LOG_LINE_MAX
+
+    total = 4 * LOG_LINE_MAX + 1000
+    logged: list[str] = []
+    all_in = threading.Event()
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(record.getMessage().split("] ", 1)[1])
+            if sum(map(len, logged)) >= total - LOG_LINE_MAX:
+                all_in.set()
+
+    logger = logging.getLogger("netrunner.daemon")
+    handler = Collect(logging.INFO)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    script = f"head -c {total} /dev/zero | tr '\\0' x; exec sleep 60"
+    d = Daemon(["sh", "-c", script], on_output="log", stop_timeout=0.1).start()
+    try:
+        assert all_in.wait(PROMPT), f"only {sum(map(len, logged))} of {total} bytes logged while the child ran"
+    finally:
+        d.stop()
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert "".join(logged) == "x" * total
+    assert max(map(len, logged)) <= LOG_LINE_MAX + 65536
+
+
 def test_bad_input_is_refused_before_anything_runs(tmp_path: Path) -> None:
     sentinel = tmp_path / "ran"
     touch = ["touch", str(sentinel)]

@@ -410,3 +410,47 @@ def test_another_process_group_is_refused_saying_why(value: object, error: type[
         netrunner.spawn(["true"], process_group=value)  # type: ignore[arg-type]
     with pytest.raises(error, match=why):
         netrunner.run(["true"], process_group=value)  # type: ignore[arg-type]
+
+
+def _open_sockets() -> int:
+    where = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        found = 0
+        for name in os.listdir(where):
+            try:
+                found += os.readlink(name, dir_fd=where).startswith("socket:")
+            except OSError:  # (our own directory fd, closed by listdir's end)
+                pass
+        return found
+    finally:
+        os.close(where)
+
+
+@pytest.mark.parametrize("how", ["wait", "stop", "alive"])
+def test_a_reaped_process_that_is_kept_holds_no_shepherd_socket(how: str) -> None:
+    """A service keeps finished Process objects (a job table, a history):
+    once the exit is reported the shepherd has nothing more to say (no
+    cgroup to remove), so a kept Process must not hold its socket, as a
+    kept ``subprocess.Popen`` holds no fd after ``wait()``.  Otherwise 1000
+    kept jobs are 1000 fds: EMFILE at the usual limit."""
+    netrunner.run(["true"])  # the fork server and its spare exist before the count
+    before = _open_sockets()
+    kept: list[netrunner.Process] = []
+    try:
+        for _ in range(5):
+            argv = ["sleep", "60"] if how == "stop" else ["true"]
+            proc = netrunner.spawn(argv, stdin="devnull", stdout="devnull", stderr="devnull")
+            kept.append(proc)
+            if how == "wait":
+                assert proc.wait(timeout=60) == 0
+            elif how == "stop":
+                assert proc.stop() == -signal.SIGTERM
+            else:  # polled, as a service's job table does: the exit is seen on the socket
+                sock = proc._core.sock  # (None already if EXITED came with STARTED)
+                if sock is not None:
+                    assert select.select([sock], [], [], 60)[0], "no exit report"
+                assert not proc.alive and proc.returncode == 0
+        assert _open_sockets() - before <= 1  # (a spare shepherd may have been made meanwhile)
+    finally:
+        for proc in kept:
+            proc.close()

@@ -556,3 +556,32 @@ def test_the_child_starts_with_every_signal_at_its_default() -> None:
     assert fields == {"SigBlk": "0000000000000000", "SigIgn": "0000000000000000"}
     # And the signals the shepherd ignores for itself kill the child as usual.
     assert netrunner.run(["sh", "-c", "kill -USR1 $$; sleep 30"], timeout=30).returncode == -signal.SIGUSR1
+
+
+def test_a_kept_output_limit_error_holds_its_output_not_the_read_buffer() -> None:
+    """A service that keeps its failures (a log of the last errors) keeps
+    each exception, its traceback and so the run's collector.  The
+    collector's first read (up to 64 KiB) must not outlive the call: an
+    ``OutputLimitExceeded`` with 100 bytes of output held ~72 KiB."""
+    import gc
+    import tracemalloc
+
+    def failure() -> netrunner.OutputLimitExceeded:
+        try:
+            netrunner.run(["yes"], max_output_size=100)
+        except netrunner.OutputLimitExceeded as exc:
+            assert len(exc.stdout) == 100
+            return exc
+        raise AssertionError("no OutputLimitExceeded")
+
+    failure()  # warm up: fork server, caches
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [failure() for _ in range(10)]
+        gc.collect()
+        per_error = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert per_error < 32 << 10, f"each kept OutputLimitExceeded holds {per_error / 1024:.1f} KiB"

@@ -136,13 +136,24 @@ class _LoopFds:
     """Per event loop: many waiters per fd.  ``loop.add_reader`` keeps one
     callback per fd, so two tasks waiting on the same fd (a reader and a
     ``wait()``, both following the shepherd socket) would silently steal
-    each other's wake-ups; this registers each fd once and fans out."""
+    each other's wake-ups; this registers each fd once and fans out.
+
+    It holds its loop weakly: it is the value of :data:`_loops`, keyed
+    weakly by that loop, and a value that refers to its key keeps it alive
+    for good (every loop of an ``asyncio.run`` per call would pile up)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self._loop = weakref.ref(loop)
         # Each waiter's callback(fd, closing): closing=True from notify_closing.
         self.readers: dict[int, set[Callable[[int, bool], None]]] = {}
         self.writers: dict[int, set[Callable[[int, bool], None]]] = {}
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop, alive while anyone calls us: we are used from it."""
+        loop = self._loop()
+        assert loop is not None
+        return loop
 
     def _fire(self, table: dict[int, set[Callable[[int, bool], None]]], fd: int) -> None:
         for callback in list(table.get(fd, ())):

@@ -945,6 +945,8 @@ class ChildCore:
                 # Nobody reports on the child any more: what we say about it
                 # is what we verify ourselves.
                 self.take_over(f"shepherd lost ({ended})", eager=True)
+        elif self.exited is not None:
+            self.release_socket()
         return bool(events) or ended is not None
 
     # ------------------------------------------------ watching the watcher
@@ -1120,6 +1122,15 @@ class ChildCore:
             self.sock.close()
             self.sock = None
             self._enter(Lifecycle.HUNG_UP)  # (only after EXITED: see LIFECYCLE)
+
+    def release_socket(self) -> None:
+        """After the exit report, with no cgroup left to remove: the
+        shepherd has nothing more to say (it exits), so our end of the
+        socket is closed as EXITED is taken in, rather than when the owner
+        object is collected: a kept reaped Process (a job table) holds no
+        socket, as a kept ``subprocess.Popen`` holds no fd."""
+        if self.exited is not None and self.cgroup is None:
+            self._close_sock()
 
     def abandon(self) -> None:
         """Owner loss on purpose: closing our socket makes the shepherd stop

@@ -42,6 +42,32 @@ MAX_BACKOFF = 60.0  # the delay doubles per quick failure up to this
 STEADY_RUN = 60.0  # an incarnation that ran this long resets the backoff
 _SPAWN_OPTIONS = options.keyword_names(spawn)
 _STOP = object()  # tells the forwarder to end
+# on_output="log": a line still open after this many bytes is logged in
+# pieces (each at most this plus one read), never held whole: a child that
+# never ends its line (a progress bar redrawn with \r, binary output)
+# would otherwise keep all its output in memory for its whole life.
+LOG_LINE_MAX = 64 << 10
+
+
+class _LogLines(LineSplitter):
+    """:class:`LineSplitter` that also knows how long the open line is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = 0  # bytes of the line not yet ended
+
+    def feed(self, chunk: Any) -> Any:
+        cut = chunk.rfind(b"\n") + 1
+        self.open = len(chunk) - cut if cut else self.open + len(chunk)
+        return super().feed(chunk)
+
+    def overflow(self) -> bytes | None:
+        """The open line, taken out, once it is longer than LOG_LINE_MAX."""
+        if self.open <= LOG_LINE_MAX:
+            return None
+        self.open = 0
+        piece: bytes | None = self.finish()
+        return piece
 
 
 class Daemon:
@@ -58,7 +84,8 @@ class Daemon:
         args: the command, as for :func:`netrunner.spawn`.
         on_output: what to do with the child's output: ``"discard"``
             (default), ``"log"`` (logger ``netrunner.daemon``, INFO, one
-            record per line) or a callable taking ``bytes``, called from
+            record per line; a line still open after ``LOG_LINE_MAX``
+            bytes is logged in pieces, never held whole) or a callable taking ``bytes``, called from
             the Daemon's own thread; if it raises, the Daemon stops and
             ``error`` says why.
         restart: ``"never"`` (default), ``"on-failure"`` (a non-zero exit,
@@ -307,7 +334,7 @@ class Daemon:
 
     def _drain(self, proc: Process) -> bool:
         """Read to EOF, handing output on; False if ``on_output`` raised."""
-        lines = LineSplitter() if self._on_output == "log" else None
+        lines = _LogLines() if self._on_output == "log" else None
         while True:
             chunk = proc.read()
             if not chunk:
@@ -320,11 +347,14 @@ class Daemon:
                 self._log(proc, last)
         return True
 
-    def _deliver(self, proc: Process, chunk: bytes, lines: LineSplitter | None) -> bool:
+    def _deliver(self, proc: Process, chunk: bytes, lines: _LogLines | None) -> bool:
         on_output = self._on_output
         if lines is not None:
             for line in lines.feed(chunk):
                 self._log(proc, line)
+            piece = lines.overflow()
+            if piece is not None:
+                self._log(proc, piece)
         elif callable(on_output):
             try:
                 on_output(chunk)

@@ -255,8 +255,13 @@ class _Collector:
             return bytes(view[: self.size])
 
     def value(self) -> bytes:
+        """The output, once: the buffers are let go (the collector outlives
+        the call in a kept exception's traceback; a first read cut to a
+        limit would hold its whole 64 KiB there)."""
         if self.bio is None:
-            return (self.first or b"")[: self.size]
+            data = (self.first or b"")[: self.size]
+            self.first = None
+            return data
         self.bio.truncate(self.size)
         data = self.bio.getvalue()
         self.bio = None
@@ -310,7 +315,7 @@ class RunCore:
         if not core.done:
             return False
         now = time.monotonic()
-        if core.cgroup is not None and core.sock is not None and now < (self.hangup_by or now):
+        if self._awaiting_hangup(now):
             # EXITED comes before the shepherd empties and removes the cgroup
             # (slow part last); we return once it is gone: its hang-up.
             return False
@@ -332,8 +337,25 @@ class RunCore:
                 fds.append((source.fd, POLLIN))  # the input's writer first
             else:
                 fds.append((core.stdin.fd, POLLOUT))
-        deadlines = [d for d in (self.timeout_at, self.giveup_at, self.eof_by, self.hangup_by) if d is not None]
+        if not core.done:
+            deadlines = [d for d in (self.timeout_at, self.giveup_at) if d is not None]
+        elif self._awaiting_hangup(time.monotonic()):
+            # Only the hang-up (or its bound) can finish us now.  The EOF
+            # grace may be spent already (after a timeout it is "now"): a
+            # deadline in the past makes the driver return without polling,
+            # so the hang-up would never be seen and the owner would spin
+            # until hangup_by.
+            deadlines = [self.hangup_by] if self.hangup_by is not None else []
+        else:
+            # timeout_at and giveup_at act only on a running child.
+            deadlines = [self.eof_by] if self.eof_by is not None else []
         return fds, core.due(min(deadlines) if deadlines else None)
+
+    def _awaiting_hangup(self, now: float) -> bool:
+        """Whether the run waits for the shepherd to hang up (it empties and
+        removes the cgroup after EXITED; we return once it is gone)."""
+        core = self.core
+        return core.cgroup is not None and core.sock is not None and now < (self.hangup_by or now)
 
     def attempt(self, ready: list[int] | None) -> bool | Pending:
         """Drive to the end (see :mod:`netrunner._drive`): True once the

@@ -522,6 +522,89 @@ def _first_dump(err: str) -> str:
     return err[start : start + 1500] if start >= 0 else err[-1500:]
 
 
+# ------------------------------------------------ 9. a weeks-long owner
+def longrun(long: bool) -> Figure:
+    """What a service that lives for weeks does over and over, in rounds:
+    ``asyncio.run`` per call, reaped Processes and Popens kept in a job
+    table, Daemons that end on their own, timed-out runs in a cgroup.  The
+    first round and the last must hold the same: fds, threads, traced
+    memory (slack for allocator noise), event loops alive (none), and the
+    owner's CPU per timed-out cgroup run (it spun until the 3.5 s hang-up
+    bound)."""
+    import resource
+    import tracemalloc
+    import weakref
+
+    from netrunner import subprocess as nsp
+
+    fig = Figure("longrun")
+    rounds = 40 if long else 4
+    per_round = 50
+    cgroups = cgroup_usable()
+    loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()  # (holds only the live ones)
+    made = 0
+
+    async def on_a_loop() -> None:
+        loops.add(asyncio.get_running_loop())
+        assert (await aio.run(["true"], timeout=30)).returncode == 0
+
+    def one_round() -> tuple[float, int]:
+        nonlocal made
+        kept: list[Any] = []
+        for _ in range(per_round):
+            asyncio.run(on_a_loop())
+            made += 1
+            proc = netrunner.spawn(["true"], stdin="devnull", stdout="devnull", stderr="devnull")
+            proc.wait(timeout=30)
+            popen = nsp.Popen(["true"])
+            popen.wait(timeout=30)
+            kept += [proc, popen]
+            netrunner.Daemon(["true"], on_output="log").start().wait(30)
+        cpu = 0.0
+        if cgroups:
+            before = resource.getrusage(resource.RUSAGE_THREAD)
+            for _ in range(3):
+                with contextlib.suppress(netrunner.TimeoutExpired):
+                    netrunner.run(["sleep", "60"], cgroup=True, timeout=0.05, kill_timeout=0.2)
+            after = resource.getrusage(resource.RUSAGE_THREAD)
+            cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / 3
+        fds = fd_count()  # with the job table still held
+        del kept
+        return cpu, fds
+
+    tracemalloc.start()
+    try:
+        one_round()  # warm up: fork server, imports, caches
+        gc.collect()
+        base = (fd_count(), threading.active_count(), tracemalloc.get_traced_memory()[0])
+        cpus, held = [], []
+        for _ in range(rounds):
+            cpu, fds = one_round()
+            cpus.append(cpu)
+            held.append(fds)
+        gc.collect()
+        end = (fd_count(), threading.active_count(), tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    alive = len(loops)
+    fig.values.update(
+        calls=rounds * per_round,
+        fds=f"{base[0]}->{end[0]}",
+        fds_with_table=f"{held[0]}->{held[-1]}",
+        threads=f"{base[1]}->{end[1]}",
+        traced_kib=f"{base[2] / 1024:.0f}->{end[2] / 1024:.0f}",
+        loops_alive=alive,
+        cgroup_timeout_cpu_ms=f"{cpus[0] * 1000:.1f}->{cpus[-1] * 1000:.1f}" if cgroups else "no cgroup",
+    )
+    fig.check(end[0] == base[0], f"fds {base[0]} -> {end[0]}")
+    fig.check(held[-1] - base[0] <= 2, f"a job table of {2 * per_round} reaped children held {held[-1] - base[0]} fds")
+    fig.check(end[1] == base[1], f"threads {base[1]} -> {end[1]}")
+    fig.check(alive == 0, f"{alive} of {made} finished event loops still alive")
+    fig.check(end[2] - base[2] < 256 * 1024, f"traced memory grew {(end[2] - base[2]) // 1024} KiB")
+    fig.check(max(cpus) < 0.5, f"a timed-out cgroup run took {max(cpus):.2f} s of the owner's CPU")
+    return fig
+
+
 SCENARIOS: dict[str, Callable[[bool], Figure]] = {
     "owner_kill": owner_kill,
     "watchers": watchers,
@@ -531,6 +614,7 @@ SCENARIOS: dict[str, Callable[[bool], Figure]] = {
     "exhaustion": exhaustion,
     "sigint": sigint,
     "fork_while_spawning": fork_while_spawning,
+    "longrun": longrun,
 }
 
 
