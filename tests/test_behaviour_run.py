@@ -9,8 +9,8 @@ what only one front end has stays in test_run.py / test_aio.py."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
-import operator
 import os
 import resource
 import signal
@@ -196,16 +196,22 @@ def big_output(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
     return path, data
 
 
+def _sha256(data: bytes | memoryview) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
 async def test_a_capture_across_the_growth_steps_returns_exactly_the_bytes(
     front: Front, big_output: tuple[Path, bytes]
 ) -> None:
     path, data = big_output
-    # The checks of 72 MiB run off the loop: comparing (and slicing, a copy
-    # into fresh memory) that much stalled the loop 140 ms in a CI dry run
-    # with two suites on 2 cores, and that would be the test's, not run()'s.
+    # The checks of 72 MiB are hashes in a thread: hashlib lets the GIL go
+    # while it hashes, so the loop runs meanwhile.  Comparing the bytes, even
+    # in a thread, holds the GIL for the whole memcmp (and a slice copies
+    # into fresh memory), which stalled the loop 120-150 ms in CI dry runs
+    # with two suites on 2 cores: the test's stall, not run()'s.
     r = await front.run(["cat", str(path)], timeout=120)
     assert len(r.stdout) == len(data)
-    assert await front.in_thread(operator.eq, r.stdout, data)
+    assert await front.in_thread(_sha256, r.stdout) == await front.in_thread(_sha256, data)
     assert r.stats.bytes_out == len(data)
     # Cut by the limit past the point where the buffer is faulted in ahead:
     # the first `limit` bytes exactly, the rest never kept.
@@ -214,7 +220,7 @@ async def test_a_capture_across_the_growth_steps_returns_exactly_the_bytes(
         await front.run(["cat", str(path)], max_output_size=limit, timeout=120)
     kept = info.value.stdout
     assert len(kept) == limit
-    assert await front.in_thread(lambda: kept == data[:limit])
+    assert await front.in_thread(_sha256, kept) == await front.in_thread(_sha256, memoryview(data)[:limit])
 
 
 @pytest.mark.parametrize("entry", ["run", "stream"])
