@@ -287,40 +287,6 @@ def test_args_may_be_any_iterable() -> None:
     assert p.communicate() == (b"x\n", None)
 
 
-def test_a_signal_handler_may_start_a_process_while_one_is_starting() -> None:
-    """A service's signal handler runs a command (``reload``, a cleanup)
-    while the main thread is itself starting one: the handler runs on the
-    main thread, between two bytecodes of that start, so any lock the start
-    holds is taken again by the same thread.  The stdlib does this without
-    a hitch; netrunner used to deadlock on its first attempt (the fork
-    server's lock, the cwd fd's lock).  A timer fires at a different point
-    of each start, so the handler lands inside the locked parts; a fresh
-    interpreter, so the first start (the fork server's) is covered too."""
-    script = textwrap.dedent(
-        """
-        import faulthandler, signal
-        faulthandler.dump_traceback_later(60, exit=True)  # a deadlock fails with its traceback
-        from netrunner import subprocess
-        ran = []
-        def handler(signum, frame):
-            ran.append(subprocess.check_output(["echo", "h"]))
-        signal.signal(signal.SIGALRM, handler)
-        for i in range(150):
-            signal.setitimer(signal.ITIMER_REAL, 0.0001 * (i % 30 + 1))
-            subprocess.run(["true"], capture_output=True)
-            p = subprocess.Popen(["true"], stdout=subprocess.PIPE)
-            p.communicate()
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        print(len(ran), set(ran))
-        """
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = std.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=90, env=env)
-    assert done.returncode == 0, done.stderr
-    count, outputs = done.stdout.split(" ", 1)
-    assert int(count) > 0 and outputs.strip() == "{b'h\\n'}"
-
-
 def test_the_stdlibs_private_helpers_that_code_reaches_for_are_there() -> None:
     """Code written against the stdlib reaches for a few of its private
     names that have nothing to do with fork/exec: the interpreter's flags

@@ -101,37 +101,6 @@ def spawn_helper(mode: str, sock: _socket.socket) -> int:
 T = TypeVar("T")
 
 
-class HandlerSafeLock:
-    """A lock the thread holding it may take again, and that says so.
-
-    Python runs a signal handler on the main thread between any two
-    bytecodes, so a handler that starts a process (a service's SIGHUP
-    "reload", a SIGTERM cleanup) may run in the middle of a start of the
-    same thread, inside one of these sections: a plain ``Lock`` would wait
-    there for itself forever.  ``with lock as nested`` is True in such a
-    nested entry, whose section must then not disturb the interrupted one
-    (its state may be half changed).  ``depth`` is changed only by the
-    holder, so no other thread sees it non-zero once it holds the lock; a
-    handler that runs just after the acquire (or just before the release)
-    sees 0 and runs its whole section where the outer one has not begun
-    (or is done), which is safe."""
-
-    __slots__ = ("_lock", "depth")
-
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self.depth = 0
-
-    def __enter__(self) -> bool:
-        self._lock.acquire()
-        self.depth += 1
-        return self.depth > 1
-
-    def __exit__(self, *exc: object) -> None:
-        self.depth -= 1
-        self._lock.release()
-
-
 class WeakRegistry(Generic[T]):
     """Objects to find again after a fork, held by weak references *without*
     callbacks: an object's death then runs no Python code.  (A WeakSet's
@@ -142,23 +111,20 @@ class WeakRegistry(Generic[T]):
     def __init__(self) -> None:
         self._refs: list[weakref.ref[T]] = []
         self._limit = 64
-        self._lock = HandlerSafeLock()
+        self._lock = threading.Lock()
 
     def add(self, obj: T) -> None:
         with self._lock:
             refs = self._refs
             refs.append(weakref.ref(obj))
             if len(refs) > self._limit:
-                # in place, up to what is there now: an add from a signal
-                # handler that runs meanwhile appends past ``n`` and is kept
-                n = len(refs)
-                refs[:n] = [r for r in refs[:n] if r() is not None]
+                self._refs = refs = [r for r in refs if r() is not None]
                 self._limit = max(64, 2 * len(refs))
 
     def alive_after_fork(self) -> list[T]:
         """In a forked child: the live objects (no lock taken: another thread
         may have held it at fork time; it is replaced)."""
-        self._lock = HandlerSafeLock()
+        self._lock = threading.Lock()
         found = [r() for r in self._refs]
         return [obj for obj in found if obj is not None]
 
@@ -307,7 +273,7 @@ class ForkServer:
     a spawn wakes is that shepherd."""
 
     def __init__(self) -> None:
-        self._lock = HandlerSafeLock()
+        self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._pid = 0
         self._owner = 0
@@ -390,7 +356,7 @@ class ForkServer:
         self._ready = deque()
         self._pid = 0
         self._owner = 0
-        self._lock = HandlerSafeLock()
+        self._lock = threading.Lock()
 
     def try_take(self, inherits: bool = False) -> socket.socket | int:
         """A connected, non-blocking socket to a fresh shepherd waiting for
@@ -398,12 +364,8 @@ class ForkServer:
         the fd to wait on (for writability) before trying again.
 
         The shepherd is usually a spare adopted ahead of need (see
-        :meth:`prepare_spare`).  Called again from a signal handler that
-        runs inside one of this server's sections (see :class:`HandlerSafeLock`),
-        it leaves the server alone and execs a shepherd for this child."""
-        with self._lock as nested:
-            if nested:
-                return _own_shepherd()
+        :meth:`prepare_spare`)."""
+        with self._lock:
             for attempt in (1, 2):
                 sock = self._sock if self._sock is not None and self._owner == os.getpid() else None
                 try:
@@ -428,9 +390,9 @@ class ForkServer:
         """Adopt the next spawn's shepherd now.  Called once a spawn's child
         runs, so the server's fork overlaps that child's run instead of
         delaying anybody's request."""
-        with self._lock as nested:
+        with self._lock:
             sock = self._sock
-            if nested or sock is None or self._owner != os.getpid() or self._ready:
+            if sock is None or self._owner != os.getpid() or self._ready:
                 return
             try:
                 spare = self._adopt(sock)
@@ -445,9 +407,7 @@ class ForkServer:
         it queued), so the spare made after it may be just as dead.  The
         next take adopts afresh, and so finds a dead server (and replaces
         it) instead of another dead spare."""
-        with self._lock as nested:
-            if nested:
-                return  # (the section interrupted may be using one; the next take finds out)
+        with self._lock:
             for spare in self._ready:
                 spare.close()
             self._ready.clear()
@@ -486,8 +446,8 @@ class ForkServer:
     def close(self, timeout: float = 10.0) -> None:
         """Let the server go: it exits once its shepherds are done.  Waits
         up to ``timeout`` for that and reaps it (else it is reaped later)."""
-        with self._lock as nested:
-            if not nested and self._owner == os.getpid():
+        with self._lock:
+            if self._owner == os.getpid():
                 self._discard(timeout)
 
     @property
@@ -541,18 +501,13 @@ def take_shepherd(inherits: bool = False) -> socket.socket | int:
     they are checked to be open (``/dev/null`` if not) first."""
     if os.environ.get("NETRUNNER_FORK_SERVER", "1") == "0":
         # No fork server: exec a shepherd for this child (one more exec).
-        return _own_shepherd()
+        reserve_std_fds()
+        return _shepherd_pair(lambda theirs: _reap_later(spawn_helper("--shepherd", theirs)))
     return FORK_SERVER.try_take(inherits)
 
 
-def _own_shepherd() -> socket.socket:
-    """A shepherd exec'd for one child, without the fork server."""
-    reserve_std_fds()
-    return _shepherd_pair(lambda theirs: _reap_later(spawn_helper("--shepherd", theirs)))
-
-
 _unreaped: set[int] = set()
-_unreaped_lock = HandlerSafeLock()  # (a nested section disturbs no other: a set, waitpid)
+_unreaped_lock = threading.Lock()
 
 
 def _reap_when_it_exits(pid: int) -> None:
@@ -610,11 +565,8 @@ class OwnerCwd:
     ``sendmsg``."""
 
     def __init__(self) -> None:
-        self.lock = HandlerSafeLock()
+        self.lock = threading.Lock()
         self._fd = -1
-        # fds replaced by a signal handler's start nested in a send that may
-        # still use them: closed by the next outermost call
-        self._retired: list[select.epoll] = []
         self._id: tuple[int, int] = (0, 0)
         self._owner: select.epoll | None = None  # closes the fd in C if dropped
 
@@ -632,21 +584,17 @@ class OwnerCwd:
             self._fd = fresh.fileno()
             self._id = (st.st_dev, st.st_ino)
             if old is not None:
-                self._retired.append(old)
-        if self._retired and self.lock.depth <= 1:
-            for old in self._retired:
                 old.close()
-            self._retired.clear()
         return self._fd
 
     def fds(self) -> set[int]:
         """The fd it keeps (for leak accounting)."""
-        return ({self._fd} if self._fd >= 0 else set()) | {e.fileno() for e in self._retired}
+        return {self._fd} if self._fd >= 0 else set()
 
     def forget_after_fork(self) -> None:
         """In a forked child: the fd is still ours (same cwd), the lock may
         have been held by a thread that did not come along."""
-        self.lock = HandlerSafeLock()
+        self.lock = threading.Lock()
 
 
 OWNER_CWD = OwnerCwd()
@@ -661,5 +609,5 @@ def forget_reaping_after_fork() -> None:
     that would reap them did not come along."""
     global _unreaped, _unreaped_lock
     _unreaped = set()
-    _unreaped_lock = HandlerSafeLock()
+    _unreaped_lock = threading.Lock()
     OWNER_CWD.forget_after_fork()
