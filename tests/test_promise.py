@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dis
 import gc
 import importlib
 import json
@@ -686,3 +687,83 @@ def test_a_child_holds_only_fds_0_1_2_even_while_other_threads_spawn(options: di
     assert errors == []
     assert len(found) == 80
     assert all(fds == [0, 1, 2] for _name, fds in found), [x for x in found if x[1] != [0, 1, 2]]
+
+
+def _trace_driver(on_opcode: Callable[[int], None]) -> Callable[..., Any]:
+    """A ``sys.settrace`` function that calls ``on_opcode(offset)`` before
+    each instruction of ``drive_flow`` (an exception it raises is raised
+    there, as a signal handler's would be)."""
+    from netrunner import _drive
+
+    code = _drive.drive_flow.__code__
+
+    def opcode(frame: Any, event: str, arg: Any) -> Any:
+        if event == "opcode":
+            on_opcode(frame.f_lasti)
+        else:  # (3.12 takes it from the frame's first line on, not at the call)
+            frame.f_trace_opcodes = True
+        return opcode
+
+    def calls(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code is code:
+            frame.f_trace_opcodes = True
+            return opcode
+        return None
+
+    return calls
+
+
+def test_an_interrupt_at_any_instruction_of_the_sync_driver_stops_the_child() -> None:
+    """The sync driver's own loop is where a Ctrl-C usually lands (the
+    child interrupts us while we wait in it).  An interrupt is checked for
+    between bytecodes, the loop's back-edge included, and that one lay
+    outside the driver's ``try``: the KeyboardInterrupt left the flow
+    suspended and reached the caller with the child still running (a CI
+    dry run, 1 attempt in 25).  Here a trace function raises it at each
+    instruction of ``drive_flow`` that a run passes twice, on the second
+    pass (the child runs by then), which is what a signal arriving there
+    does."""
+    from netrunner import _drive
+
+    script = 'trap "" TERM; exec sleep 0.4'
+    passes: dict[int, int] = {}
+
+    def count(offset: int) -> None:
+        passes[offset] = passes.get(offset, 0) + 1
+
+    sys.settrace(_trace_driver(count))
+    try:
+        netrunner.run(["sh", "-c", script])
+    finally:
+        sys.settrace(None)
+    # (Not at a NOP: CPython checks for signals at back-edges, calls and
+    # returns, never at an instruction that does nothing.)
+    nops = {i.offset for i in dis.get_instructions(_drive.drive_flow) if i.opname == "NOP"}
+    if not passes:
+        pytest.skip("this Python delivers no opcode trace events (3.12.1 does not)")
+    loop = sorted(offset for offset, n in passes.items() if n >= 2 and offset not in nops)
+    assert len(loop) > 10
+    landed = 0
+    for target in loop:
+        token, env = with_token()
+        seen = 0
+
+        def interrupt(offset: int, target: int = target) -> None:
+            nonlocal seen
+            if offset == target:
+                seen += 1
+                if seen == 2:
+                    raise KeyboardInterrupt
+
+        sys.settrace(_trace_driver(interrupt))
+        try:
+            netrunner.run(["sh", "-c", script], env=env, kill_timeout=0.05)
+        except KeyboardInterrupt:
+            sys.settrace(None)
+            landed += 1
+            left = carrying(token)
+            assert not left, f"an interrupt at offset {target} of drive_flow reached us while {left} ran"
+        finally:
+            sys.settrace(None)
+        gc.collect()
+    assert landed >= len(loop) // 2

@@ -125,14 +125,22 @@ def drive_flow(flow: Flow[T]) -> T:
     ready: list[int] | None = None  # a generator's first send must be None
     thrown: BaseException | None = None
     while True:
+        # Two loops: an interrupt is checked for between bytecodes, the
+        # loop's back-edge included, so the loop that runs while the child
+        # lives must lie wholly inside the ``try`` (one whose back-edge was
+        # outside it let a KeyboardInterrupt leave the flow suspended and
+        # reach the caller with the child running).  The outer back-edge is
+        # taken only after an interrupt was thrown in: a second one there
+        # is a second interrupt, which may drop the child without waiting.
         try:
-            try:
-                request = flow.send(ready) if thrown is None else flow.throw(thrown)
-            except StopIteration as stop:
-                result: T = stop.value
-                return result
-            thrown = None
-            ready = poll_ready(request.interest, request.deadline) if isinstance(request, Pending) else []
+            while True:
+                try:
+                    request = flow.send(ready) if thrown is None else flow.throw(thrown)
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                thrown = None
+                ready = poll_ready(request.interest, request.deadline) if isinstance(request, Pending) else []
         except BaseException as exc:
             if inspect.getgeneratorstate(flow) == inspect.GEN_CLOSED:  # raised by the flow (or after its end)
                 raise
