@@ -1195,7 +1195,16 @@ class ChildCore:
         """The (fd, events) a sync writer parks on besides the pipes; call
         with the lock held."""
         if self.writer_wake.fd < 0:
-            self.writer_wake.adopt(os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK))
+            # Made once per core, under the blocked mask: a KeyboardInterrupt
+            # between the eventfd's birth and its holder would leak it.
+            saved = _hold_signals()
+            try:
+                if saved is not None:
+                    _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
+                self.writer_wake.adopt(os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK))
+            finally:
+                if saved is not None:
+                    _sigmask(signal.SIG_SETMASK, saved)
         return self.writer_wake.fd, POLLIN
 
     def _wake_writers(self) -> None:
